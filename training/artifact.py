@@ -1,0 +1,92 @@
+"""Reading a published artifact back: validate the card, verify checksums, run the graph with onnxruntime.
+
+Evaluation and tests use this to run exactly the graph the service runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from training.card import OUTPUT_NAMES, Card
+
+
+class ArtifactError(ValueError):
+    """An artifact directory that must not be used: missing files, invalid card, checksum mismatch."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(directory: Path) -> Card:
+    """Parse and validate `card.json`, then check every listed file's sha256."""
+    card_path = directory / "card.json"
+    if not card_path.is_file():
+        raise ArtifactError(f"{directory}: no card.json (not an artifact, or not fully published)")
+    try:
+        card = Card.model_validate(json.loads(card_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{card_path}: not valid JSON ({e})") from e
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '<card>'}: {err['msg']}" for err in e.errors())
+        raise ArtifactError(f"{card_path}: invalid card: {problems}") from e
+    for name, expected in card.sha256.items():
+        file = directory / name
+        if not file.is_file():
+            raise ArtifactError(f"{directory}: card lists {name} but the file is missing")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise ArtifactError(f"{file}: sha256 mismatch (card {expected[:12]}..., file {actual[:12]}...)")
+    return card
+
+
+@dataclass
+class Artifact:
+    """A verified artifact with an onnxruntime session over its graph."""
+
+    path: Path
+    card: Card
+    session: Any
+
+    def run(self, images: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Run the gate graph on float32 NCHW images in [0, 1]; returns every output, concatenated over batches."""
+        expected = self.card.input.shape
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ArtifactError(
+                f"{self.path}: expects images of shape (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+        for start in range(0, images.shape[0], batch_size):
+            outputs = self.session.run(list(OUTPUT_NAMES), {self.card.input.name: images[start : start + batch_size]})
+            for name, value in zip(OUTPUT_NAMES, outputs, strict=True):
+                parts[name].append(value)
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def load_artifact(directory: str | Path, providers: list[str] | None = None) -> Artifact:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such artifact directory")
+    card = read_card(directory)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(directory / "model.onnx"), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+    )
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != list(OUTPUT_NAMES):
+        raise ArtifactError(f"{directory}: graph outputs {outputs}, card promises {list(OUTPUT_NAMES)}")
+    return Artifact(path=directory, card=card, session=session)

@@ -1,0 +1,157 @@
+"""`python -m training ...`: the command line over the pipeline, its stages, data and evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from training.config import PipelineConfig, load_config
+
+log = logging.getLogger("training")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (see configs/)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="override one config field, e.g. --set oe.epochs=3 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from training.pipeline import run_pipeline
+
+    for path in run_pipeline(_config(args), command=args.command_line, resume=args.resume):
+        print(path)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import prepare, publish, run_baseline
+
+    cfg = _config(args)
+    ctx = prepare(cfg, args.command_line)
+    net = run_baseline(ctx, resume=args.resume)
+    if cfg.export.enabled and cfg.export.baseline_name:
+        print(publish(ctx, net, name=cfg.export.baseline_name, stage="baseline", pool_size=None))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from training.pipeline import net_from_checkpoint, prepare, publish, run_outlier_exposure
+
+    cfg = _config(args)
+    ctx = prepare(cfg, args.command_line)
+    net, pool_size = run_outlier_exposure(ctx, net_from_checkpoint(args.baseline, ctx), resume=args.resume)
+    if cfg.export.enabled:
+        print(publish(ctx, net, name=cfg.export.name, stage="oe", pool_size=pool_size))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from training.checkpoint import load_checkpoint
+    from training.pipeline import net_from_checkpoint, prepare, publish
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = PipelineConfig.model_validate(state["config"])
+    cfg = load_config(None, args.overrides) if args.overrides else cfg
+    ctx = prepare(cfg, args.command_line)
+    stage = state["stage"]
+    print(publish(ctx, net_from_checkpoint(args.checkpoint, ctx), name=args.name, stage=stage, pool_size=None))
+    return 0
+
+
+def _cmd_build_pool(args: argparse.Namespace) -> int:
+    from training.data.pool import build_default_pool
+
+    shape = tuple(int(v) for v in args.shape.split(","))
+    if len(shape) != 3:
+        raise ValueError(f"--shape must be C,H,W, got {args.shape!r}")
+    print(build_default_pool(shape=shape, per_image=args.per_image, seed=args.seed))
+    return 0
+
+
+def _cmd_list_data(args: argparse.Namespace) -> int:
+    from training.data import registry
+
+    print("in-distribution:", ", ".join(registry.IN_DISTRIBUTION_NAMES))
+    print("anomaly sets:   ", ", ".join(registry.ANOMALY_SET_NAMES))
+    print(
+        "spec forms:      npz:PATH, imagefolder:PATH, torchvision:NAME:ROOT (in-distribution); "
+        "npy:PATH, imagefolder:PATH (pools and anomaly sets)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pipeline", help="data -> baseline -> OE -> calibrate -> evaluate -> export, in one go")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("train", help="train the baseline (cross-entropy only); publishes it if export.baseline_name")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune-oe", help="fine-tune a baseline checkpoint with Outlier Exposure, then publish")
+    _add_config_arguments(p)
+    p.add_argument("--baseline", type=Path, required=True, help="baseline checkpoint (runs/<name>/checkpoints/...)")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("export", help="calibrate a checkpoint and publish it as an artifact")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--name", required=True, help="artifact name (models/<name>/<version>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.set_defaults(func=_cmd_export)
+
+    data = sub.add_parser("data", help="data sets and the OE outlier pool").add_subparsers(dest="data", required=True)
+    p = data.add_parser("build-pool", help="build and cache the default OE outlier pool (openclipart + arcade)")
+    p.add_argument("--shape", default="1,28,28", help="C,H,W of the model input (default 1,28,28)")
+    p.add_argument("--per-image", type=int, default=8, help="random crops per source image")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_build_pool)
+    p = data.add_parser("list", help="list the registered data set names")
+    p.set_defaults(func=_cmd_list_data)
+
+    try:
+        from training.evaluate import add_evaluate_arguments, run_evaluate
+    except ImportError:  # evaluation extras missing
+        pass
+    else:
+        p = sub.add_parser("evaluate", help="the paper's detection and calibration tables for an artifact")
+        add_evaluate_arguments(p)
+        p.set_defaults(func=run_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "training", *argv])
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        # Bad input (unknown data set, config typo, existing version, bad artifact): one clear line, no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: rerun the same command with --resume to continue from the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130

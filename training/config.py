@@ -1,0 +1,137 @@
+"""Typed training configuration: TOML files plus `--set section.field=value` overrides.
+
+Every model is `extra="forbid"`, so a typo in a file or an override fails with a pydantic error naming the field.
+The resolved config is written into every run directory and checkpoint.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.nets import NetConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(_Section):
+    name: str = Field(default="run", pattern=r"^[A-Za-z0-9._-]+$")
+    """Run name; the run directory defaults to runs/<name>."""
+    seed: int = 0
+    """Seeds data splits, initialization, shuffling and outlier sampling."""
+    run_dir: Path | None = None
+    """Where config, logs, checkpoints and metrics go (default runs/<name>)."""
+    threads: int = Field(default=0, ge=0)
+    """torch intra-op threads (0 = torch's default)."""
+
+    @property
+    def directory(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / self.name
+
+
+class DataConfig(_Section):
+    in_distribution: str = "mnist"
+    """In-distribution spec: a registered name (mnist, mnist5k) or npz:/imagefolder:/torchvision: forms."""
+    outlier_pool: str = "default"
+    """OE pool spec: `default` (the cached openclipart + arcade pool), npy:PATH or imagefolder:PATH."""
+    outlier_pool_limit: int | None = Field(default=None, gt=0)
+    """Use at most this many pool images (small pools for quick runs)."""
+    eval_anomalies: list[str] = Field(default_factory=lambda: ["gaussian", "bernoulli", "blobs", "negative"])
+    """Anomaly sets for the card's first evaluation summary (never trained or tuned on)."""
+    eval_anomaly_samples: int = Field(default=2000, gt=0)
+
+
+class OptimConfig(_Section):
+    """One training stage: SGD with Nesterov momentum and per-step cosine decay, as the reference code."""
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.1, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+
+
+class OEConfig(OptimConfig):
+    """OE fine-tuning from the baseline: reference schedule is a few epochs at a small learning rate."""
+
+    enabled: bool = True
+    epochs: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.01, gt=0.0)
+    weight: float = Field(default=0.5, ge=0.0)
+    """lambda in CE + lambda * E_out[logsumexp(z) - mean(z)]; 0.5 for images (the paper)."""
+    outlier_batch_ratio: float = Field(default=2.0, gt=0.0)
+    """Outlier batch size as a multiple of the in-distribution batch (2 in the reference vision code)."""
+
+
+class CalibrationConfig(_Section):
+    acceptance_target: float = Field(default=0.95, gt=0.0, lt=1.0)
+    """Fraction of held-out in-distribution inputs the reject threshold must accept."""
+
+
+class ExportConfig(_Section):
+    name: str = Field(default="model", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Artifact name for the OE model (models/<name>/<version>)."""
+    baseline_name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Also publish the baseline (no OE, same calibration) under this name, to show OE's effect."""
+    version: int | None = Field(default=None, ge=1)
+    """Version to publish; default: one past the newest existing version."""
+    models_dir: Path = Path("models")
+    enabled: bool = True
+
+
+class PipelineConfig(_Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    net: NetConfig = Field(default_factory=NetConfig)
+    baseline: OptimConfig = Field(default_factory=OptimConfig)
+    oe: OEConfig = Field(default_factory=OEConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _names_differ(self) -> PipelineConfig:
+        if self.export.baseline_name == self.export.name:
+            raise ValueError("export.baseline_name must differ from export.name")
+        return self
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`section.field=value` -> (["section", "field"], value), the value parsed as TOML (bare words as strings)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r} must look like section.field=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> PipelineConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ValueError(f"config file {path} not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: invalid TOML ({e})") from e
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return PipelineConfig.model_validate(raw)
+
+
+Stage = Literal["baseline", "oe"]

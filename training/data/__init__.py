@@ -1,0 +1,6 @@
+"""Data for training and evaluation: in-distribution sets, OE outlier pools and test anomaly sets.
+
+One registry (`registry.py`) maps a spec string to a loader, so configs, the CLI and tests name data the same way.
+Images are NCHW arrays; uint8 in [0, 255] for stored data sets, float32 in [0, 1] for generated anomalies.
+`as_float` turns either into the float32 [0, 1] tensor layout that nets and the exported graph take.
+"""

@@ -1,0 +1,64 @@
+"""Types shared by every data loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data set could not be loaded: unknown name, missing files, wrong shape. The message says what to do."""
+
+
+class MissingPackageError(DataError):
+    """Data that comes from a Debian package that is not installed."""
+
+    def __init__(self, package: str, path: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the Debian package '{package}' ({path} not found): "
+            f"run `apt-get install {package}` or `make data` as root"
+        )
+        self.package = package
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (NCHW, uint8 in [0, 255] or float32 in [0, 1]) and optional int64 labels."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class InDistribution:
+    """An in-distribution data set split three ways. `val` is never trained on: it tunes temperature and threshold."""
+
+    name: str
+    class_names: tuple[str, ...]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    description: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def as_float(images: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]: uint8 images are divided by 255, float images are passed through (after a range check)."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255.0)
+    out = images.astype(np.float32, copy=False)
+    if out.size and (float(out.min()) < 0.0 or float(out.max()) > 1.0):
+        raise DataError(f"float images must lie in [0, 1], got [{out.min():.3g}, {out.max():.3g}]")
+    return out

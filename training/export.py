@@ -1,0 +1,200 @@
+"""Export: wrap a trained net in the gate module, write ONNX, check it against torch, publish atomically.
+
+The gate graph takes float32 NCHW images in [0, 1] and computes, inside the graph, normalization, the net, the
+temperature-scaled softmax, KL[U || p] of the T = 1 posterior (the paper's score), the anomaly score
+1 / (1 + KL) and the 0-1 rescaled confidence. The service only compares the anomaly score with the threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from training.artifact import load_artifact, sha256_file
+from training.calibrate import Threshold
+from training.card import OUTPUT_NAMES, Card, ImageInputSpec, ThresholdSpec
+from training.scores import anomaly_score_from_kl, kl_uniform, rescaled_confidence
+
+DEFAULT_OPSET = 18
+
+
+class ArtifactExistsError(FileExistsError):
+    """Published versions are immutable: publish a new version instead."""
+
+
+class Gate(nn.Module):
+    """net + calibration in one module: x in [0, 1] -> (logits, probs, kl_uniform, anomaly_score, confidence)."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], temperature: float) -> None:
+        super().__init__()
+        self.net = net
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.net((x - self.mean) / self.std)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        kl = kl_uniform(logits)
+        anomaly = anomaly_score_from_kl(kl)
+        confidence = rescaled_confidence(probs.amax(dim=-1), logits.shape[-1])
+        return logits, probs, kl, anomaly, confidence
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter warns about its own internals; none of it concerns our graph."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_onnx(gate: Gate, input_shape: tuple[int, int, int], path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Write the gate as a single-file ONNX graph with a dynamic batch dimension."""
+    gate = gate.eval()
+    example = torch.rand(2, *input_shape)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            gate,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            opset_version=opset,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    model = program.model_proto
+    onnx.checker.check_model(model)
+    with path.open("wb") as f:
+        f.write(model.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def max_abs_difference(gate: Gate, onnx_path: Path, images: np.ndarray) -> dict[str, float]:
+    """Max |ORT - torch| per output on float32 images in [0, 1]."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_outputs = session.run(list(OUTPUT_NAMES), {"input": images.astype(np.float32)})
+    with torch.no_grad():
+        torch_outputs = gate.eval()(torch.from_numpy(images.astype(np.float32)))
+    return {
+        name: float(np.max(np.abs(a - b.numpy())))
+        for name, a, b in zip(OUTPUT_NAMES, ort_outputs, torch_outputs, strict=True)
+    }
+
+
+def framework_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def next_version(models_dir: Path, name: str) -> int:
+    existing = [int(p.name) for p in (models_dir / name).glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(existing, default=0) + 1
+
+
+def publish_artifact(
+    gate: Gate,
+    *,
+    models_dir: Path,
+    name: str,
+    version: int | None,
+    labels: list[str],
+    input_spec: ImageInputSpec,
+    threshold: Threshold,
+    calibration_split: str,
+    evaluation: dict[str, Any],
+    training: dict[str, Any],
+    check_images: np.ndarray,
+    tolerance: float = 1e-4,
+) -> Path:
+    """Export, verify and publish `models_dir/name/version/` atomically; returns the version directory.
+
+    The version is written under a hidden temporary name, fsynced, checked (ORT vs torch on `check_images`, card
+    and checksum re-read), then renamed into place; a crash leaves only a `.tmp-*` directory, which the service
+    ignores. An existing version is never overwritten.
+    """
+    version = next_version(models_dir, name) if version is None else version
+    target = models_dir / name / str(version)
+    if target.exists():
+        raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
+    if not np.isfinite(threshold.value):
+        raise ValueError(f"threshold must be finite, got {threshold.value}")
+    staging = models_dir / name / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        onnx_path = staging / "model.onnx"
+        export_onnx(gate, input_spec.shape, onnx_path)
+        differences = max_abs_difference(gate, onnx_path, check_images)
+        worst = max(differences.values())
+        if not worst < tolerance:
+            raise RuntimeError(f"ONNX Runtime disagrees with torch by {worst:.2e} (> {tolerance}): {differences}")
+        card = Card(
+            name=name,
+            version=version,
+            task="image",
+            labels=labels,
+            num_classes=len(labels),
+            input=input_spec,
+            temperature=gate.temperature,
+            threshold=ThresholdSpec(
+                value=threshold.value,
+                acceptance_target=threshold.acceptance_target,
+                calibration_split=calibration_split,
+                calibration_samples=threshold.calibration_samples,
+                calibration_acceptance=threshold.calibration_acceptance,
+            ),
+            evaluation={**evaluation, "onnx_vs_torch_max_abs_diff": differences},
+            training=training,
+            frameworks=framework_versions(),
+            sha256={"model.onnx": sha256_file(onnx_path)},
+            created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        )
+        card_path = staging / "card.json"
+        with card_path.open("w") as f:
+            f.write(card.model_dump_json(indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        load_artifact(staging)  # re-read exactly what the service will read
+        _fsync_directory(staging)
+        try:
+            os.rename(staging, target)
+        except OSError as e:
+            raise ArtifactExistsError(f"{target} appeared while publishing: {e}") from e
+        _fsync_directory(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

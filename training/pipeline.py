@@ -1,0 +1,225 @@
+"""Stages wired together: data -> baseline -> OE fine-tune -> calibrate -> first evaluation -> export.
+
+`python -m training pipeline` runs them all; `train`, `finetune-oe` and `export` run one each. Every stage reads the
+same typed config, so a stage run alone behaves exactly as inside the pipeline.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.calibrate import Threshold, conformal_threshold, fit_temperature, nll
+from training.card import ImageInputSpec
+from training.checkpoint import load_checkpoint
+from training.config import PipelineConfig, Stage
+from training.data.base import InDistribution
+from training.data.registry import load_anomalies, load_in_distribution, load_outlier_pool
+from training.export import Gate, publish_artifact
+from training.metrics import detection_metrics
+from training.nets import NetConfig, build_net
+from training.scores import anomaly_score_from_kl, kl_uniform
+from training.train import Normalizer, checkpoint_path, predict_logits, train_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    cfg: PipelineConfig
+    data: InDistribution
+    normalize: Normalizer
+    run_dir: Path
+    command: str
+    started: float
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a checkpoint carries besides weights, so `export` can rebuild the net from it alone."""
+        return {
+            "config": self.cfg.model_dump(mode="json"),
+            "class_names": list(self.data.class_names),
+            "input_shape": list(self.data.shape),
+            "normalizer": {"mean": self.normalize.mean, "std": self.normalize.std},
+        }
+
+    def new_net(self) -> nn.Module:
+        torch.manual_seed(self.cfg.run.seed)
+        c, h, w = self.data.shape
+        return build_net(self.cfg.net, c, self.data.num_classes, h, w)
+
+
+def prepare(cfg: PipelineConfig, command: str) -> Context:
+    """Load the data, fit the normalizer, create the run directory and record the resolved config in it."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = cfg.run.directory
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed)
+    log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
+    return Context(cfg, data, Normalizer.fit(data.train.images), run_dir, command, time.monotonic())
+
+
+def run_baseline(ctx: Context, *, resume: bool) -> nn.Module:
+    net = ctx.new_net()
+    train_stage(
+        stage="baseline", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val,
+        cfg=ctx.cfg.baseline, run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(),
+        resume=resume,
+    )  # fmt: skip
+    return net
+
+
+def run_outlier_exposure(ctx: Context, start_from: nn.Module, *, resume: bool) -> tuple[nn.Module, int]:
+    """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
+    pool = load_outlier_pool(
+        ctx.cfg.data.outlier_pool,
+        ctx.data.shape,
+        seed=ctx.cfg.run.seed,
+        limit=ctx.cfg.data.outlier_pool_limit,
+    )
+    log.info("outlier pool %s: %d images", ctx.cfg.data.outlier_pool, len(pool))
+    net = copy.deepcopy(start_from)
+    train_stage(
+        stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
+        run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), outliers=pool, resume=resume,
+    )  # fmt: skip
+    return net, len(pool)
+
+
+def net_from_checkpoint(path: Path, ctx: Context) -> nn.Module:
+    state = load_checkpoint(path)
+    if list(state["input_shape"]) != list(ctx.data.shape) or state["class_names"] != list(ctx.data.class_names):
+        raise ValueError(
+            f"{path} was trained on other data ({state['input_shape']}, {len(state['class_names'])} "
+            f"classes) than {ctx.cfg.data.in_distribution} {ctx.data.shape}"
+        )
+    c, h, w = state["input_shape"]
+    net = build_net(NetConfig.model_validate(state["config"]["net"]), c, len(state["class_names"]), h, w)
+    net.load_state_dict(state["net_state"])
+    return net
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float
+    threshold: Threshold
+    evaluation: dict[str, Any]
+
+
+def calibrate_and_evaluate(ctx: Context, net: nn.Module) -> Calibration:
+    """Temperature and threshold on the validation split; a first detection summary on the test split."""
+    data, target = ctx.data, ctx.cfg.calibration.acceptance_target
+    assert data.val.labels is not None and data.test.labels is not None
+    val_logits = predict_logits(net, ctx.normalize, data.val.images)
+    val_labels = torch.from_numpy(data.val.labels.astype(np.int64))
+    temperature = fit_temperature(val_logits, val_labels)
+    threshold = conformal_threshold(_anomaly_scores(val_logits), target)
+
+    test_logits = predict_logits(net, ctx.normalize, data.test.images)
+    test_labels = torch.from_numpy(data.test.labels.astype(np.int64))
+    test_scores = _anomaly_scores(test_logits)
+    anomalies: dict[str, dict[str, float]] = {}
+    for name in ctx.cfg.data.eval_anomalies:
+        images = load_anomalies(name, data, n=ctx.cfg.data.eval_anomaly_samples, seed=ctx.cfg.run.seed)
+        scores = _anomaly_scores(predict_logits(net, ctx.normalize, images))
+        m = detection_metrics(test_scores, scores, recall=0.95)
+        anomalies[name] = {
+            "auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr,
+            "accepted_fraction": float(np.mean(scores < np.float32(threshold.value))),
+        }  # fmt: skip
+    evaluation = {
+        "split": "test",
+        "test_samples": len(data.test),
+        "test_accuracy": float((test_logits.argmax(1) == test_labels).float().mean()),
+        "test_nll": nll(test_logits, test_labels, 1.0),
+        "test_nll_temperature_scaled": nll(test_logits, test_labels, temperature),
+        "val_nll": nll(val_logits, val_labels, 1.0),
+        "val_nll_temperature_scaled": nll(val_logits, val_labels, temperature),
+        "test_acceptance_at_threshold": float(np.mean(test_scores < np.float32(threshold.value))),
+        "anomalies": anomalies,
+        "mean_auroc": float(np.mean([a["auroc"] for a in anomalies.values()])) if anomalies else None,
+        "mean_fpr95": float(np.mean([a["fpr95"] for a in anomalies.values()])) if anomalies else None,
+        "conventions": "score = KL[U||p] (anomalies positive, higher anomaly_score = more anomalous); "
+        f"all {len(data.test)} test images vs {ctx.cfg.data.eval_anomaly_samples} per anomaly set; "
+        "full 1:5 protocol in `python -m training evaluate`",
+    }
+    return Calibration(temperature, threshold, evaluation)
+
+
+def _anomaly_scores(logits: torch.Tensor) -> np.ndarray:
+    """The served anomaly score in float32, as the graph emits it."""
+    return anomaly_score_from_kl(kl_uniform(logits.float())).numpy().astype(np.float32)
+
+
+def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size: int | None) -> Path:
+    cal = calibrate_and_evaluate(ctx, net)
+    gate = Gate(copy.deepcopy(net).eval(), ctx.normalize.mean, ctx.normalize.std, cal.temperature)
+    c, h, w = ctx.data.shape
+    rng = np.random.default_rng(ctx.cfg.run.seed)
+    check = np.concatenate([
+        ctx.data.test.images[rng.choice(len(ctx.data.test), 32, replace=False)].astype(np.float32) / 255.0,
+        rng.random((16, c, h, w), dtype=np.float32),
+    ])  # fmt: skip
+    cfg = ctx.cfg
+    training = {
+        "command": ctx.command,
+        "seed": cfg.run.seed,
+        "stage": stage,
+        "wall_time_seconds": round(time.monotonic() - ctx.started, 1),
+        "run_dir": str(ctx.run_dir),
+        "data": {
+            "in_distribution": cfg.data.in_distribution,
+            "description": ctx.data.description,
+            "train_samples": len(ctx.data.train),
+            "val_samples": len(ctx.data.val),
+            "test_samples": len(ctx.data.test),
+            "outlier_pool": cfg.data.outlier_pool if stage == "oe" else None,
+            "outlier_pool_samples": pool_size if stage == "oe" else None,
+        },
+        "net": cfg.net.model_dump(mode="json"),
+        "baseline": cfg.baseline.model_dump(mode="json"),
+        "oe": cfg.oe.model_dump(mode="json") if stage == "oe" else None,
+    }
+    path = publish_artifact(
+        gate,
+        models_dir=cfg.export.models_dir,
+        name=name,
+        version=cfg.export.version,
+        labels=list(ctx.data.class_names),
+        input_spec=ImageInputSpec(channels=c, height=h, width=w, mean=ctx.normalize.mean, std=ctx.normalize.std),
+        threshold=cal.threshold,
+        calibration_split=f"{cfg.data.in_distribution}:val ({len(ctx.data.val)} images)",
+        evaluation=cal.evaluation,
+        training=training,
+        check_images=check,
+    )
+    log.info("published %s (T=%.3f, threshold=%.4f)", path, cal.temperature, cal.threshold.value)
+    return path
+
+
+def run_pipeline(cfg: PipelineConfig, *, command: str, resume: bool = False) -> list[Path]:
+    """The one-shot pipeline; returns the published version directories (baseline first when asked for)."""
+    ctx = prepare(cfg, command)
+    baseline = run_baseline(ctx, resume=resume)
+    oe_net, pool_size = run_outlier_exposure(ctx, baseline, resume=resume) if cfg.oe.enabled else (None, None)
+    published: list[Path] = []
+    if cfg.export.enabled:
+        if cfg.export.baseline_name:
+            published.append(publish(ctx, baseline, name=cfg.export.baseline_name, stage="baseline", pool_size=None))
+        if oe_net is not None:
+            published.append(publish(ctx, oe_net, name=cfg.export.name, stage="oe", pool_size=pool_size))
+    summary = {"published": [str(p) for p in published], "checkpoints": {
+        stage: str(checkpoint_path(ctx.run_dir, stage)) for stage in ("baseline", "oe")
+    }}  # fmt: skip
+    (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return published

@@ -1,0 +1,183 @@
+"""The training loop for one stage: the baseline (cross-entropy) or OE fine-tuning (CE + lambda * uniform CE).
+
+One epoch at a time: shuffle with a seed derived from (run seed, stage, epoch), step SGD with per-step cosine decay,
+validate, checkpoint. Because every epoch's randomness is derived rather than carried, a run resumed from epoch e's
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import OEConfig, OptimConfig, Stage
+from training.data.base import ImageSet, as_float
+from training.losses import outlier_exposure_loss
+
+log = logging.getLogger(__name__)
+_STAGE_SEED = {"baseline": 1, "oe": 2}
+
+
+@dataclass
+class Normalizer:
+    """Per-channel mean/std of the training images, applied in the training forward pass and inside the graph."""
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, images: np.ndarray) -> Normalizer:
+        x = as_float(images)
+        return cls(
+            mean=[float(v) for v in x.mean(axis=(0, 2, 3))],
+            std=[max(float(v), 1e-3) for v in x.std(axis=(0, 2, 3))],
+        )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def _batch(images: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(as_float(images[index]))
+
+
+@torch.no_grad()
+def predict_logits(net: nn.Module, normalize: Normalizer, images: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    net.eval()
+    parts = [
+        net(normalize(_batch(images, np.arange(i, min(i + batch_size, len(images))))))
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def _cosine(step: int, total: int, lr_max: float, lr_min: float = 1e-6) -> float:
+    """The reference code's cosine_annealing: lr_min + (lr_max - lr_min) * 0.5 * (1 + cos(pi * step / total))."""
+    return lr_min + (lr_max - lr_min) * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def checkpoint_path(run_dir: Path, stage: Stage) -> Path:
+    return run_dir / "checkpoints" / f"{stage}.pt"
+
+
+def train_stage(
+    *,
+    stage: Stage,
+    net: nn.Module,
+    normalize: Normalizer,
+    train: ImageSet,
+    val: ImageSet,
+    cfg: OptimConfig,
+    run_dir: Path,
+    seed: int,
+    extra_state: dict[str, Any],
+    outliers: np.ndarray | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train `net` in place for `cfg.epochs` epochs (resuming if asked), checkpointing after each epoch.
+
+    `outliers` (uint8/float NCHW) turns on the OE objective; `cfg` must then be an OEConfig. Returns the final
+    checkpoint state (net weights, optimizer, history, `extra_state`).
+    """
+    if train.labels is None or val.labels is None:
+        raise ValueError("training needs labelled train and val sets")
+    if outliers is not None and not isinstance(cfg, OEConfig):
+        raise TypeError("outliers need an OEConfig")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(run_dir, stage)
+    optimizer = torch.optim.SGD(
+        net.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+    start_epoch, history = 0, []
+    if resume and path.is_file():
+        previous = load_checkpoint(path)
+        net.load_state_dict(previous["net_state"])
+        optimizer.load_state_dict(previous["optimizer_state"])
+        start_epoch, history = previous["epoch"], previous["history"]
+        log.info("resuming %s from epoch %d/%d", stage, start_epoch, cfg.epochs)
+    elif path.is_file():
+        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or use a new run directory")
+
+    train_y = torch.from_numpy(train.labels.astype(np.int64))
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    out_batch = round(cfg.batch_size * cfg.outlier_batch_ratio) if isinstance(cfg, OEConfig) else 0
+    state: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([seed, _STAGE_SEED[stage], epoch])
+        torch.manual_seed(int(rng.integers(2**31)))
+        order = rng.permutation(len(train))
+        out_order = rng.permutation(len(outliers)) if outliers is not None else None
+        net.train()
+        started, loss_sum, correct = time.monotonic(), 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{stage} {epoch + 1}/{cfg.epochs}", leave=False, unit="batch")
+        for step in bar:
+            lr = _cosine(epoch * steps_per_epoch + step, total_steps, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x, y = _batch(train.images, index), train_y[index]
+            if outliers is not None and out_order is not None:
+                # Consecutive chunks of a fresh permutation, wrapping around: every outlier is seen once per
+                # len(outliers) / out_batch steps, as the reference code's offset-shifted loader does.
+                at = (step * out_batch) % len(outliers)
+                out_index = np.take(out_order, np.arange(at, at + out_batch), mode="wrap")
+                x = torch.cat([x, _batch(outliers, out_index)])
+            logits = net(normalize(x))  # one forward pass over in + out, as the reference code
+            weight = cfg.weight if isinstance(cfg, OEConfig) else 0.0
+            loss = outlier_exposure_loss(logits, y, weight)  # plain cross-entropy when there is no out batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+            loss_sum += loss_value * len(index)
+            correct += int((logits[: len(index)].argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}")
+        bar.close()
+        val_logits = predict_logits(net, normalize, val.images)
+        val_y = torch.from_numpy(val.labels.astype(np.int64))
+        record = {
+            "stage": stage,
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / len(train),
+            "train_accuracy": correct / len(train),
+            "val_nll": float(F.cross_entropy(val_logits, val_y)),
+            "val_accuracy": float((val_logits.argmax(1) == val_y).float().mean()),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        history.append(record)
+        log.info("%s", json.dumps(record))
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        state = {
+            **extra_state,
+            "stage": stage,
+            "epoch": epoch + 1,
+            "epochs": cfg.epochs,
+            "net_state": net.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "history": history,
+        }
+        save_checkpoint(path, state)
+    if not state:  # already complete: nothing left to run
+        state = load_checkpoint(path)
+        net.load_state_dict(state["net_state"])
+    return state
