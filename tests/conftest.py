@@ -1,4 +1,9 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package, and the `needs_apt` skip rule.
+
+`@pytest.mark.needs_apt("fonts-aenigma")` skips a test, naming the package, when that Debian package's files are
+absent (the paths are the ones the loaders read, looked up at run time so monkeypatching them works). CI installs
+the packages (`make apt-data`), so there these tests run.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,23 @@ from pathlib import Path
 import pytest
 
 from tests.artifacts import publish_tiny
+from training.data import pool_sources, real_anomalies, rendered_sets
+
+APT_PATHS: dict[str, Callable[[], Path]] = {
+    "openclipart-png": lambda: pool_sources.OPENCLIPART_DIR,
+    "dataset-fashion-mnist": lambda: real_anomalies.FASHION_MNIST_TEST,
+    "fonts-aenigma": lambda: rendered_sets.AENIGMA_DIR,
+    "fonts-noto-core": lambda: rendered_sets.NOTO_DIR,
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers(name="needs_apt"):
+        for package in marker.args:
+            if package not in APT_PATHS:
+                raise ValueError(f"needs_apt: unknown package {package!r}; known: {sorted(APT_PATHS)}")
+            if not APT_PATHS[package]().exists():
+                pytest.skip(f"needs the Debian package {package} (`make apt-data` as root)")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from training.config import PipelineConfig, load_config
+from training.data.pool import DEFAULT_PER_IMAGE
 
 log = logging.getLogger("training")
 
@@ -38,8 +39,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import prepare, publish, run_baseline
 
     cfg = _config(args)
-    ctx = prepare(cfg, args.command_line)
-    net = run_baseline(ctx, resume=args.resume)
+    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    net = run_baseline(ctx)
     if cfg.export.enabled and cfg.export.baseline_name:
         print(publish(ctx, net, name=cfg.export.baseline_name, stage="baseline", pool_size=None))
     return 0
@@ -49,8 +50,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from training.pipeline import net_from_checkpoint, prepare, publish, run_outlier_exposure
 
     cfg = _config(args)
-    ctx = prepare(cfg, args.command_line)
-    net, pool_size = run_outlier_exposure(ctx, net_from_checkpoint(args.baseline, ctx), resume=args.resume)
+    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    net, pool_size = run_outlier_exposure(ctx, net_from_checkpoint(args.baseline, ctx))
     if cfg.export.enabled:
         print(publish(ctx, net, name=cfg.export.name, stage="oe", pool_size=pool_size))
     return 0
@@ -61,8 +62,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from training.pipeline import net_from_checkpoint, prepare, publish
 
     state = load_checkpoint(args.checkpoint)
-    cfg = PipelineConfig.model_validate(state["config"])
-    cfg = load_config(None, args.overrides) if args.overrides else cfg
+    cfg = load_config(None, args.overrides, base=state["config"])
     ctx = prepare(cfg, args.command_line)
     stage = state["stage"]
     print(publish(ctx, net_from_checkpoint(args.checkpoint, ctx), name=args.name, stage=stage, pool_size=None))
@@ -80,14 +80,9 @@ def _cmd_build_pool(args: argparse.Namespace) -> int:
 
 
 def _cmd_list_data(args: argparse.Namespace) -> int:
-    from training.data import registry
+    from training.data.registry import describe_data_specs
 
-    print("in-distribution:", ", ".join(registry.IN_DISTRIBUTION_NAMES))
-    print("anomaly sets:   ", ", ".join(registry.ANOMALY_SET_NAMES))
-    print(
-        "spec forms:      npz:PATH, imagefolder:PATH, torchvision:NAME:ROOT (in-distribution); "
-        "npy:PATH, imagefolder:PATH (pools and anomaly sets)"
-    )
+    print(describe_data_specs())
     return 0
 
 
@@ -118,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data sets and the OE outlier pool").add_subparsers(dest="data", required=True)
     p = data.add_parser("build-pool", help="build and cache the default OE outlier pool (openclipart + arcade)")
     p.add_argument("--shape", default="1,28,28", help="C,H,W of the model input (default 1,28,28)")
-    p.add_argument("--per-image", type=int, default=8, help="random crops per source image")
+    p.add_argument("--per-image", type=int, default=DEFAULT_PER_IMAGE, help="random crops per source image")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_pool)
     p = data.add_parser("list", help="list the registered data set names")

@@ -6,6 +6,7 @@ The resolved config is written into every run directory and checkpoint.
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -113,9 +114,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None) -> PipelineConfig:
-    raw: dict[str, Any] = {}
-    if path is not None:
+def load_config(
+    path: Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Validate `base` (e.g. a checkpoint's stored config), else the TOML file at `path`, with overrides applied."""
+    raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
+    if path is not None and base is None:
         try:
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError as e:

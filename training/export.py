@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import platform
 import shutil
@@ -59,10 +60,19 @@ class Gate(nn.Module):
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The dynamo exporter warns about its own internals; none of it concerns our graph."""
+    """The dynamo exporter warns and logs about its own internals (missing torchvision ops, optimizer passes);
+    none of it concerns our graph."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def export_onnx(gate: Gate, input_shape: tuple[int, int, int], path: Path, opset: int = DEFAULT_OPSET) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.artifact import read_card
 from training.calibrate import Threshold, conformal_threshold, fit_temperature, nll
 from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
@@ -40,6 +41,7 @@ class Context:
     normalize: Normalizer
     run_dir: Path
     command: str
+    resume: bool
     started: float
 
     def extra_state(self) -> dict[str, Any]:
@@ -57,29 +59,29 @@ class Context:
         return build_net(self.cfg.net, c, self.data.num_classes, h, w)
 
 
-def prepare(cfg: PipelineConfig, command: str) -> Context:
+def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Context:
     """Load the data, fit the normalizer, create the run directory and record the resolved config in it."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed)
     run_dir = cfg.run.directory
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed)
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
-    return Context(cfg, data, Normalizer.fit(data.train.images), run_dir, command, time.monotonic())
+    return Context(cfg, data, Normalizer.fit(data.train.images), run_dir, command, resume, time.monotonic())
 
 
-def run_baseline(ctx: Context, *, resume: bool) -> nn.Module:
+def run_baseline(ctx: Context) -> nn.Module:
     net = ctx.new_net()
     train_stage(
         stage="baseline", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val,
         cfg=ctx.cfg.baseline, run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(),
-        resume=resume,
+        resume=ctx.resume,
     )  # fmt: skip
     return net
 
 
-def run_outlier_exposure(ctx: Context, start_from: nn.Module, *, resume: bool) -> tuple[nn.Module, int]:
+def run_outlier_exposure(ctx: Context, start_from: nn.Module) -> tuple[nn.Module, int]:
     """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
     pool = load_outlier_pool(
         ctx.cfg.data.outlier_pool,
@@ -91,7 +93,7 @@ def run_outlier_exposure(ctx: Context, start_from: nn.Module, *, resume: bool) -
     net = copy.deepcopy(start_from)
     train_stage(
         stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
-        run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), outliers=pool, resume=resume,
+        run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), outliers=pool, resume=ctx.resume,
     )  # fmt: skip
     return net, len(pool)
 
@@ -162,6 +164,12 @@ def _anomaly_scores(logits: torch.Tensor) -> np.ndarray:
 
 
 def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size: int | None) -> Path:
+    """Calibrate, evaluate and publish `net` as models_dir/name/version. When resuming, a version this same run
+    already published (same run directory and stage) is kept rather than refused."""
+    done = _published_by_this_run(ctx, name, stage)
+    if done is not None:
+        log.info("%s was already published by this run; keeping it", done)
+        return done
     cal = calibrate_and_evaluate(ctx, net)
     gate = Gate(copy.deepcopy(net).eval(), ctx.normalize.mean, ctx.normalize.std, cal.temperature)
     c, h, w = ctx.data.shape
@@ -207,11 +215,21 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
     return path
 
 
+def _published_by_this_run(ctx: Context, name: str, stage: Stage) -> Path | None:
+    if not ctx.resume or ctx.cfg.export.version is None:
+        return None
+    existing = ctx.cfg.export.models_dir / name / str(ctx.cfg.export.version)
+    if not existing.exists():
+        return None
+    training = read_card(existing).training
+    return existing if (training.get("run_dir"), training.get("stage")) == (str(ctx.run_dir), stage) else None
+
+
 def run_pipeline(cfg: PipelineConfig, *, command: str, resume: bool = False) -> list[Path]:
     """The one-shot pipeline; returns the published version directories (baseline first when asked for)."""
-    ctx = prepare(cfg, command)
-    baseline = run_baseline(ctx, resume=resume)
-    oe_net, pool_size = run_outlier_exposure(ctx, baseline, resume=resume) if cfg.oe.enabled else (None, None)
+    ctx = prepare(cfg, command, resume=resume)
+    baseline = run_baseline(ctx)
+    oe_net, pool_size = run_outlier_exposure(ctx, baseline) if cfg.oe.enabled else (None, None)
     published: list[Path] = []
     if cfg.export.enabled:
         if cfg.export.baseline_name:

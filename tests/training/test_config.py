@@ -30,7 +30,7 @@ def test_typo_in_a_config_names_the_field(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ValidationError, match=r"baseline\.lr"):
         load_config(None, ["baseline.lr=-1"])
-    with pytest.raises(ValueError, match="section.field=value"):
+    with pytest.raises(ValueError, match=r"section\.field=value"):
         load_config(None, ["no-equals-sign"])
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "missing.toml")

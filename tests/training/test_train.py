@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from training import train as train_module
 from training.config import OEConfig, OptimConfig
 from training.data.base import ImageSet
 from training.nets import NetConfig, build_net
-from training import train as train_module
 from training.train import Normalizer, train_stage
 
 
@@ -47,7 +47,7 @@ def _run(run_dir: Path, epochs: int, resume: bool, outliers: np.ndarray | None =
     return net
 
 
-class _Killed(Exception):
+class _KilledError(Exception):
     pass
 
 
@@ -63,10 +63,10 @@ def test_resumed_run_equals_uninterrupted_run(
 
     def save_then_die(path: Path, state: dict[str, object]) -> None:
         real_save(path, state)
-        raise _Killed
+        raise _KilledError
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with pytest.raises(_KilledError):
         _run(tmp_path / "killed", epochs=3, resume=False, outliers=pool)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     stage = "oe" if with_outliers else "baseline"

@@ -1,0 +1,74 @@
+"""`create_app(settings)`: builds the FastAPI app with its registry, metrics, micro-batchers and lifespan.
+
+Nothing is created at import time; each call builds an independent app (tests build one per test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service import __version__
+from service.deps import Components
+from service.errors import install_error_handlers
+from service.inference import Predictor
+from service.metrics import Metrics
+from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.openapi import document_request_bodies
+from service.registry import Registry
+from service.routes import admin, health, models, native, v2
+from service.schemas.native import PredictRequest
+from service.schemas.v2 import InferenceRequest
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Anomaly-gating classifier server (Outlier Exposure, Hendrycks et al., ICLR 2019).
+
+Each prediction carries `anomaly_score` = 1 / (1 + KL[U||p]) (higher is more anomalous) and
+`reject` = anomaly_score >= threshold. Native JSON API under `/v1`, Open Inference Protocol (KServe V2) under
+`/v2`, Prometheus metrics at `/metrics`. Every error body is `{"error": "..."}`."""
+
+
+def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
+    """A new app for `settings`. Metrics go to `metrics_registry` (a fresh registry when None)."""
+    metrics = Metrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
+    registry = Registry(settings, metrics)
+    predictor = Predictor(registry, metrics, settings.allow_threshold_override)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        report = await registry.start()
+        logger.info(
+            "service started",
+            extra={"loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir)},
+        )
+        poller = (
+            asyncio.get_running_loop().create_task(registry.poll(settings.poll_interval_s), name="model-poller")
+            if settings.poll_interval_s > 0
+            else None
+        )
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            await registry.close()
+
+    app = FastAPI(title="oegate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.components = Components(settings=settings, metrics=metrics, registry=registry, predictor=predictor)
+    install_error_handlers(app, metrics)
+    # Added innermost first: the request context (ids, access log, latency) wraps the body limit.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    for router in (native.router, models.router, v2.public, v2.router, health.router, admin.router):
+        app.include_router(router)
+    document_request_bodies(app, [PredictRequest, InferenceRequest])
+    return app

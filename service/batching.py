@@ -1,0 +1,166 @@
+"""Dynamic micro-batching: concurrent requests to one model version share an onnxruntime session run.
+
+A worker task takes the first queued job, then keeps gathering jobs until the batch holds `max_batch_size`
+instances or `max_delay_s` has passed since it took the first one, and runs the batch in a worker thread so the
+event loop keeps serving. Requests larger than `max_batch_size` are split into chunks and their results put back
+together in order. The queue is bounded in instances: a request that does not fit is refused at once
+(`OverloadedError`, HTTP 503 with Retry-After) rather than waiting without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import numpy as np
+
+from service.errors import InferenceFailedError, OverloadedError, ServiceError
+
+logger = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass
+class _Job:
+    inputs: np.ndarray
+    future: asyncio.Future[Outputs] = field(repr=False)
+
+
+class _Stop:
+    """Queued by `close()`: the worker finishes every job before it, then exits."""
+
+
+class MicroBatcher:
+    """Gathers submitted instance arrays into batches for `run` (a blocking function, e.g. `Runtime.run`)."""
+
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], Outputs],
+        *,
+        name: str,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_size: int,
+        retry_after_s: int,
+        on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+        on_depth: Callable[[int], None] = lambda depth: None,
+    ) -> None:
+        self._run = run
+        self._name = name
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_delay_s
+        self._max_queue_size = max_queue_size
+        self._retry_after_s = retry_after_s
+        self._on_batch = on_batch
+        self._on_depth = on_depth
+        self._queue: asyncio.Queue[_Job | _Stop] = asyncio.Queue()
+        self._depth = 0  # instances queued and not yet taken into a batch
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the worker task (needs a running event loop)."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{self._name}")
+
+    async def close(self) -> None:
+        """Stop accepting work, finish every queued job, then stop the worker."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(_Stop())
+        if self._worker is not None:
+            await self._worker
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def closing(self) -> bool:
+        """True once `close()` was called (the worker may still be finishing queued jobs)."""
+        return self._closing
+
+    async def submit(self, inputs: np.ndarray) -> Outputs:
+        """Queue `inputs` [n, ...] and wait for their outputs, in order; raises OverloadedError if the queue is full."""
+        if self._closing or self._worker is None:
+            raise ServiceError(f"model {self._name}: batcher is not running")
+        n = int(inputs.shape[0])
+        if self._depth + n > self._max_queue_size:
+            raise OverloadedError(
+                f"model {self._name} is overloaded ({self._depth} instances queued, limit {self._max_queue_size}); "
+                f"retry after {self._retry_after_s} s",
+                retry_after_s=self._retry_after_s,
+            )
+        loop = asyncio.get_running_loop()
+        jobs = [
+            _Job(inputs[start : start + self._max_batch_size], loop.create_future())
+            for start in range(0, n, self._max_batch_size)
+        ]
+        for job in jobs:
+            self._queue.put_nowait(job)
+        self._set_depth(self._depth + n)
+        results = await asyncio.gather(*(job.future for job in jobs))
+        if len(results) == 1:
+            return results[0]
+        return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        self._on_depth(depth)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry: _Job | _Stop | None = None
+        while True:
+            first = carry if carry is not None else await self._queue.get()
+            carry = None
+            if isinstance(first, _Stop):
+                return
+            batch = [first]
+            size = len(first.inputs)
+            deadline = loop.time() + self._max_delay_s
+            while size < self._max_batch_size:
+                remaining = deadline - loop.time()
+                try:
+                    job = (
+                        self._queue.get_nowait()
+                        if remaining <= 0
+                        else await asyncio.wait_for(self._queue.get(), remaining)
+                    )
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                if isinstance(job, _Stop) or size + len(job.inputs) > self._max_batch_size:
+                    carry = job
+                    break
+                batch.append(job)
+                size += len(job.inputs)
+            self._set_depth(self._depth - size)
+            await self._execute(batch, size)
+
+    async def _execute(self, batch: list[_Job], size: int) -> None:
+        live = [job for job in batch if not job.future.done()]  # a cancelled request needs no run
+        if not live:
+            return
+        inputs = live[0].inputs if len(live) == 1 else np.concatenate([job.inputs for job in live])
+        started = time.perf_counter()
+        try:
+            outputs = await anyio.to_thread.run_sync(self._run, inputs)
+        except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker
+            logger.exception("inference failed", extra={"model": self._name, "batch_size": size})
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(InferenceFailedError(f"model {self._name}: inference failed: {e}"))
+            return
+        self._on_batch(int(inputs.shape[0]), time.perf_counter() - started)
+        start = 0
+        for job in live:
+            stop = start + len(job.inputs)
+            if not job.future.done():
+                job.future.set_result({key: value[start:stop] for key, value in outputs.items()})
+            start = stop

@@ -1,0 +1,108 @@
+"""Decoding and validation of instances: encoded images (PNG/JPEG), raw arrays, text.
+
+Every function returns a float32 array [C, H, W] in [0, 1] for the model's input spec, or raises `CodecError`
+with a reason the caller prefixes with the instance index (`instances[3]: ...`).
+
+Image policy (what the service does to an uploaded image before the graph sees it):
+1. Only PNG and JPEG are opened; width x height is checked against `max_image_pixels` from the header, before
+   any pixel is decoded (Pillow's own decompression-bomb check is turned into the same error).
+2. JPEG EXIF orientation is applied. Transparent pixels are composited onto black (the MNIST background).
+3. The image is converted to the card's channels with Pillow: RGB -> L uses ITU-R 601-2 luma
+   (0.299 R + 0.587 G + 0.114 B), L -> RGB repeats the channel; 16-bit images are reduced to 8 bits.
+4. If its size differs from the card's, it is resized to exactly width x height (the aspect ratio is NOT kept:
+   clients that care should crop or pad to the model's aspect ratio first) with Pillow's antialiased bilinear
+   filter.
+5. Pixel values are divided by 255, giving float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.card import InputSpec
+
+_IMAGE_FORMATS = ("PNG", "JPEG")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+class CodecError(ValueError):
+    """An instance that cannot be used; the message is the client-facing reason."""
+
+
+def decode_base64(text: str) -> bytes:
+    """Standard base64 (padding required), optionally as a `data:image/...;base64,` URL."""
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise CodecError(f"image_b64 is not valid base64 ({e})") from e
+
+
+def decode_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
+    """PNG/JPEG bytes -> float32 [C, H, W] in [0, 1] at the card's size (see the module docstring)."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise CodecError(f"image has more than the limit of {max_pixels} pixels ({e})") from e
+    except UnidentifiedImageError as e:
+        raise CodecError("image could not be decoded: not a PNG or JPEG image") from e
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            area = width * height
+            raise CodecError(f"image is {width}x{height} = {area} pixels, more than the limit of {max_pixels}")
+        try:
+            image.load()
+            converted = _to_mode(ImageOps.exif_transpose(image), "L" if spec.channels == 1 else "RGB")
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for truncated or corrupt data
+            raise CodecError(f"image could not be decoded: {e}") from e
+    if converted.size != (spec.width, spec.height):
+        converted = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(converted, dtype=np.float32) / np.float32(255.0)
+    return pixels[np.newaxis] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image, dtype=np.float64) / 65535.0
+        image = Image.fromarray(np.round(wide * 255.0).clip(0, 255).astype(np.uint8))  # uint8 2-D: mode L
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
+def decode_array(value: Any, spec: InputSpec) -> np.ndarray:
+    """A nested list in the model's input shape [C, H, W], finite, within the card's value range."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise CodecError("array must be a rectangular nested list of numbers") from e
+    if array.shape != spec.shape:
+        raise CodecError(f"array has shape {list(array.shape)}, expected {list(spec.shape)}")
+    return check_values(array, spec)
+
+
+def check_values(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Refuse NaN, infinities and values outside the card's range; returns float32."""
+    if not np.all(np.isfinite(array)):
+        raise CodecError("array contains NaN or infinite values")
+    low, high = spec.value_range
+    found_low, found_high = float(array.min()), float(array.max())
+    if found_low < low or found_high > high:
+        raise CodecError(f"array values must be in [{low:g}, {high:g}], found min {found_low:g} and max {found_high:g}")
+    return array.astype(np.float32)
+
+
+def check_text(text: str, max_chars: int, model_name: str) -> None:
+    """Text instances are validated for length, then refused: every model served so far takes images."""
+    if len(text) > max_chars:
+        raise CodecError(f"text is too long ({len(text)} characters, limit {max_chars})")
+    raise CodecError(f"model '{model_name}' takes images; text instances need a text model")

@@ -1,0 +1,72 @@
+"""Typed FastAPI dependencies: the app's components, and bearer-token checks."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from pydantic import SecretStr
+
+from service.errors import NotFoundError, UnauthorizedError
+from service.inference import Predictor
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Components:
+    """Everything `create_app` builds, kept on `app.state.components` for the dependencies below."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    predictor: Predictor
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+
+
+def get_settings(components: ComponentsDep) -> Settings:
+    return components.settings
+
+
+def get_registry(components: ComponentsDep) -> Registry:
+    return components.registry
+
+
+def get_predictor(components: ComponentsDep) -> Predictor:
+    return components.predictor
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def _check_bearer(request: Request, expected: SecretStr, what: str) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError(f"{what} requires an 'Authorization: Bearer <token>' header")
+    if not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
+        raise UnauthorizedError(f"invalid bearer token for {what}")
+
+
+def require_inference_token(request: Request, settings: SettingsDep) -> None:
+    """Inference and model metadata need `inference_token` when one is configured."""
+    if settings.inference_token is not None:
+        _check_bearer(request, settings.inference_token, "this endpoint")
+
+
+def require_admin_token(request: Request, settings: SettingsDep) -> None:
+    """The admin API exists only when `admin_token` is configured."""
+    if settings.admin_token is None:
+        raise NotFoundError("the admin API is disabled (no admin token is configured)")
+    _check_bearer(request, settings.admin_token, "the admin API")

@@ -1,0 +1,72 @@
+"""The one inference call behind both APIs: lease a model version, decode, micro-batch, apply the threshold.
+
+The graph computes the probabilities, KL[U||p], the anomaly score and the confidence; the service adds only the
+reject decision, `reject = anomaly_score >= threshold`, with the threshold in anomaly-score units (float32, as
+the graph emits the score and training calibrates it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio.to_thread
+import numpy as np
+
+from service.card import Card
+from service.errors import ForbiddenError
+from service.metrics import Metrics
+from service.registry import Registry
+
+Decoder = Callable[[Card], np.ndarray]
+"""Turns a request's instances into float32 [N, C, H, W] for the card's input spec (runs in a worker thread)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Per-instance outputs of one request, in request order."""
+
+    model: str
+    version: str
+    threshold: float
+    labels: list[str]
+    probs: np.ndarray  # [N, k] temperature-scaled softmax
+    kl_uniform: np.ndarray  # [N]
+    anomaly_score: np.ndarray  # [N], higher = more anomalous
+    confidence: np.ndarray  # [N], 0-1 rescaled
+    label_index: np.ndarray  # [N] int64, argmax of probs
+    reject: np.ndarray  # [N] bool
+
+
+class Predictor:
+    """Runs requests against the registry's current versions and records the prediction metrics."""
+
+    def __init__(self, registry: Registry, metrics: Metrics, allow_threshold_override: bool) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._allow_threshold_override = allow_threshold_override
+
+    async def predict(
+        self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
+    ) -> GateResult:
+        if threshold_override is not None and not self._allow_threshold_override:
+            raise ForbiddenError("per-request threshold override is disabled on this server")
+        async with self._registry.lease(name, version) as model:
+            images = await anyio.to_thread.run_sync(decode, model.card)
+            outputs = await model.batcher.submit(images)
+        threshold = model.card.threshold.value if threshold_override is None else threshold_override
+        anomaly_score = outputs["anomaly_score"]
+        reject = anomaly_score >= np.float32(threshold)
+        self._metrics.record_predictions(model.name, model.version, anomaly_score, outputs["confidence"], reject)
+        return GateResult(
+            model=model.name,
+            version=model.version,
+            threshold=threshold,
+            labels=model.card.labels,
+            probs=outputs["probs"],
+            kl_uniform=outputs["kl_uniform"],
+            anomaly_score=anomaly_score,
+            confidence=outputs["confidence"],
+            label_index=outputs["probs"].argmax(axis=1).astype(np.int64),
+            reject=reject,
+        )

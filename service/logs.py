@@ -1,0 +1,45 @@
+"""Structured logging: one JSON object per line, carrying the request id of the request being served."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from contextvars import ContextVar
+
+request_id_var: ContextVar[str | None] = ContextVar("oegate_request_id", default=None)
+"""The id of the request this task is serving (set by the request middleware), or None."""
+
+# Standard LogRecord attributes are not repeated; uvicorn's ANSI-coloured duplicate of its message is dropped.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "message", "request_id"?, ...extra fields, "exception"?}` per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            payload["request_id"] = request_id
+        payload.update({k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send every logger (ours and uvicorn's) to stderr as JSON lines. Called once, by `python -m service`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,116 @@
+"""Prometheus metrics, registered on a registry passed in (a fresh one per app, so each test starts at zero).
+
+Names follow the Prometheus conventions: prefix `oegate_`, base units (`_seconds`), `_total` on counters, and
+labels bounded to model, version, provider, route, status class, outcome and error reason (no per-request labels).
+The reject rate is `rate(oegate_predictions_total{outcome="rejected"}[5m]) / rate(oegate_predictions_total[5m])`.
+One process per container: the registry is in-process (no multiprocess mode; scale with replicas, not workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ANOMALY_SCORE_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+"""anomaly_score = 1 / (1 + KL[U||p]) lies in (0, 1]. Confident in-distribution inputs score ~0.01-0.2 and OE
+thresholds usually sit at ~0.05-0.3, so the buckets are dense there; 0.5-1.0 (near-flat posteriors, clear
+anomalies) needs little resolution. 1.0 is the maximum, so le="1.0" equals +Inf."""
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""confidence is the 0-1 rescaled max probability: 0 for a flat posterior, 1 for certainty."""
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric the service exports, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.predictions = Counter(
+            "oegate_predictions_total",
+            "Predicted instances, by whether the gate accepted or rejected them.",
+            ["model", "version", "outcome"],
+            registry=registry,
+        )
+        self.anomaly_score = Histogram(
+            "oegate_anomaly_score",
+            "anomaly_score = 1 / (1 + KL[U||p]) of each predicted instance; higher is more anomalous.",
+            ["model"],
+            buckets=ANOMALY_SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.confidence = Histogram(
+            "oegate_confidence",
+            "0-1 rescaled, temperature-scaled confidence of each predicted instance.",
+            ["model"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "oegate_request_duration_seconds",
+            "HTTP request latency, by route template and status class.",
+            ["route", "status_class"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "oegate_inference_batch_size",
+            "Instances per onnxruntime session run (micro-batch size).",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "oegate_inference_duration_seconds",
+            "Time of one onnxruntime session run on a micro-batch.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "oegate_queue_depth",
+            "Instances waiting in the model's micro-batch queue.",
+            ["model"],
+            registry=registry,
+        )
+        self.request_errors = Counter(
+            "oegate_request_errors_total",
+            "Requests answered with an error, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "oegate_model_info",
+            "1 for each served model version, labelled with the execution provider actually in use.",
+            ["model", "version", "provider"],
+            registry=registry,
+        )
+        self.model_load_failures = Counter(
+            "oegate_model_load_failures_total",
+            "Model versions that failed validation or loading (each distinct failure counted once).",
+            ["model"],
+            registry=registry,
+        )
+
+    def record_predictions(
+        self, model: str, version: str, anomaly_score: np.ndarray, confidence: np.ndarray, reject: np.ndarray
+    ) -> None:
+        rejected = int(np.count_nonzero(reject))
+        self.predictions.labels(model, version, "rejected").inc(rejected)
+        self.predictions.labels(model, version, "accepted").inc(int(reject.size) - rejected)
+        score_histogram = self.anomaly_score.labels(model)
+        confidence_histogram = self.confidence.labels(model)
+        for score, conf in zip(anomaly_score.tolist(), confidence.tolist(), strict=True):
+            score_histogram.observe(score)
+            confidence_histogram.observe(conf)
+
+    def model_loaded(self, model: str, version: str, provider: str, replaced: Sequence[tuple[str, str]]) -> None:
+        """A version went live: set its info gauge, drop the replaced ones, start its counters at zero."""
+        for old_version, old_provider in replaced:
+            self.model_info.remove(model, old_version, old_provider)
+        self.model_info.labels(model, version, provider).set(1)
+        for outcome in ("accepted", "rejected"):
+            self.predictions.labels(model, version, outcome)
+        self.queue_depth.labels(model).set(0)

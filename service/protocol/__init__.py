@@ -1,0 +1,1 @@
+"""The two faces of the one inference call: request parsing and response shaping for each API."""

@@ -1,0 +1,228 @@
+"""The Open Inference Protocol (KServe V2) face: tensor decoding, output encoding, metadata.
+
+Inputs: one tensor named as the card's input (`input`), either FP32 with shape [N, C, H, W] (data flat in
+row-major order, or nested), or BYTES with shape [N] (or [N, 1]) holding encoded PNG/JPEG images: base64
+strings in JSON (JSON strings cannot carry raw bytes), raw bytes with Triton's binary tensor extension
+(`Inference-Header-Content-Length` header, `parameters.binary_data_size` per input), which tritonclient uses by
+default. Responses are always JSON (tritonclient reads JSON outputs whether or not it asked for binary ones).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from service.card import Card
+from service.codecs import CodecError, check_values, decode_base64, decode_image
+from service.errors import InvalidInputError
+from service.inference import Decoder, GateResult
+from service.protocol.body import parse_json
+from service.registry import ModelVersion
+from service.schemas.v2 import InferenceRequest, InferenceResponse, ModelMetadata, ResponseOutput, TensorMetadata
+from service.settings import Settings
+
+PLATFORM = "onnxruntime_onnx"
+OUTPUT_DATATYPES = {
+    "label_index": "INT64",
+    "confidence": "FP32",
+    "anomaly_score": "FP32",
+    "kl_uniform": "FP32",
+    "reject": "BOOL",
+    "probs": "FP32",
+}
+BINARY_HEADER = "inference-header-content-length"
+
+
+def model_metadata(model: ModelVersion) -> ModelMetadata:
+    c, h, w = model.card.input.shape
+    return ModelMetadata(
+        name=model.name,
+        versions=[model.version],
+        platform=PLATFORM,
+        inputs=[TensorMetadata(name=model.card.input.name, datatype="FP32", shape=[-1, c, h, w])],
+        outputs=[
+            TensorMetadata(
+                name=name, datatype=datatype, shape=[-1, model.card.num_classes] if name == "probs" else [-1]
+            )
+            for name, datatype in OUTPUT_DATATYPES.items()
+        ],
+    )
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[bytes | None]]:
+    """The JSON request, and each input's binary payload (None for inputs whose data are in the JSON)."""
+    if header_length is None:
+        return parse_json(InferenceRequest, body), []
+    try:
+        json_length = int(header_length)
+    except ValueError as e:
+        raise InvalidInputError(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from e
+    if not 0 < json_length <= len(body):
+        raise InvalidInputError(f"Inference-Header-Content-Length {json_length} does not fit a {len(body)}-byte body")
+    request = parse_json(InferenceRequest, body[:json_length])
+    binaries: list[bytes | None] = []
+    offset = json_length
+    for tensor in request.inputs:
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            binaries.append(None)
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(body):
+            raise InvalidInputError(f"input '{tensor.name}': binary_data_size {size!r} does not fit the body")
+        binaries.append(body[offset : offset + size])
+        offset += size
+    if offset != len(body):
+        raise InvalidInputError(f"{len(body) - offset} bytes of binary data belong to no input")
+    return request, binaries
+
+
+def requested_outputs(request: InferenceRequest) -> list[str]:
+    if not request.outputs:
+        return list(OUTPUT_DATATYPES)
+    names = [output.name for output in request.outputs]
+    unknown = [name for name in names if name not in OUTPUT_DATATYPES]
+    if unknown:
+        raise InvalidInputError(f"unknown output(s) {unknown}; outputs are {list(OUTPUT_DATATYPES)}")
+    return names
+
+
+def threshold_parameter(request: InferenceRequest) -> float | None:
+    value = (request.parameters or {}).get("threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise InvalidInputError(f"parameters.threshold must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def make_decoder(request: InferenceRequest, binaries: list[bytes | None], settings: Settings) -> Decoder:
+    return partial(_decode_inputs, request, binaries, settings)
+
+
+def _decode_inputs(
+    request: InferenceRequest, binaries: list[bytes | None], settings: Settings, card: Card
+) -> np.ndarray:
+    name = card.input.name
+    expected = f"one input named '{name}' (FP32 [N, {', '.join(map(str, card.input.shape))}] or BYTES [N])"
+    if len(request.inputs) != 1 or request.inputs[0].name != name:
+        given = [tensor.name for tensor in request.inputs]
+        raise InvalidInputError(f"model '{card.name}' takes {expected}, got inputs {given}")
+    tensor = request.inputs[0]
+    binary = binaries[0] if binaries else None
+    if tensor.datatype == "FP32":
+        return _decode_fp32(tensor.shape, tensor.data, binary, card, settings)
+    if tensor.datatype == "BYTES":
+        return _decode_bytes(tensor.shape, tensor.data, binary, card, settings)
+    raise InvalidInputError(f"input '{name}': datatype {tensor.datatype} is not supported; use FP32 or BYTES")
+
+
+def _check_batch(name: str, count: int, settings: Settings) -> None:
+    if count < 1:
+        raise InvalidInputError(f"input '{name}': the batch is empty")
+    if count > settings.max_instances:
+        raise InvalidInputError(f"too many instances: {count} (limit {settings.max_instances})")
+
+
+def _decode_fp32(
+    shape: list[int], data: list[Any] | None, binary: bytes | None, card: Card, settings: Settings
+) -> np.ndarray:
+    name = card.input.name
+    if len(shape) != 4 or tuple(shape[1:]) != card.input.shape:
+        raise InvalidInputError(f"input '{name}': shape {shape} must be [N, {', '.join(map(str, card.input.shape))}]")
+    _check_batch(name, shape[0], settings)
+    count = math.prod(shape)
+    if binary is not None:
+        if len(binary) != 4 * count:
+            raise InvalidInputError(f"input '{name}': shape {shape} needs {4 * count} bytes, got {len(binary)}")
+        values = np.frombuffer(binary, dtype="<f4").astype(np.float64)
+    else:
+        if data is None:
+            raise InvalidInputError(f"input '{name}': no data")
+        try:
+            values = np.asarray(data, dtype=np.float64)
+        except (ValueError, TypeError) as e:
+            raise InvalidInputError(f"input '{name}': data must be a flat or rectangular nested list of numbers") from e
+        if values.size != count:
+            raise InvalidInputError(f"input '{name}': shape {shape} needs {count} values, data has {values.size}")
+    batch = values.reshape(shape)
+    checked = []
+    for index in range(shape[0]):
+        try:
+            checked.append(check_values(batch[index], card.input))
+        except CodecError as e:
+            raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
+    return np.stack(checked)
+
+
+def _decode_bytes(
+    shape: list[int], data: list[Any] | None, binary: bytes | None, card: Card, settings: Settings
+) -> np.ndarray:
+    name = card.input.name
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInputError(f"input '{name}': BYTES shape {shape} must be [N] or [N, 1]")
+    _check_batch(name, shape[0], settings)
+    if binary is not None:
+        images = _split_length_prefixed(name, binary)
+    else:
+        if data is None:
+            raise InvalidInputError(f"input '{name}': no data")
+        flat = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in data]
+        if not all(isinstance(item, str) for item in flat):
+            raise InvalidInputError(f"input '{name}': BYTES data in JSON must be base64 strings")
+        images = flat
+    if len(images) != shape[0]:
+        raise InvalidInputError(f"input '{name}': shape {shape} needs {shape[0]} elements, data has {len(images)}")
+    arrays = []
+    for index, item in enumerate(images):
+        try:
+            encoded = decode_base64(item) if isinstance(item, str) else item
+            arrays.append(decode_image(encoded, card.input, settings.max_image_pixels))
+        except CodecError as e:
+            raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
+    return np.stack(arrays)
+
+
+def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:
+    """Triton's binary BYTES layout: each element is a 4-byte little-endian length, then that many bytes."""
+    elements, offset = [], 0
+    while offset < len(binary):
+        if offset + 4 > len(binary):
+            raise InvalidInputError(f"input '{name}': truncated binary BYTES element")
+        (size,) = struct.unpack_from("<I", binary, offset)
+        offset += 4
+        if offset + size > len(binary):
+            raise InvalidInputError(f"input '{name}': truncated binary BYTES element")
+        elements.append(binary[offset : offset + size])
+        offset += size
+    return elements
+
+
+def infer_response(result: GateResult, request: InferenceRequest, outputs: list[str]) -> InferenceResponse:
+    n = int(result.label_index.shape[0])
+    values: dict[str, np.ndarray] = {
+        "label_index": result.label_index,
+        "confidence": result.confidence,
+        "anomaly_score": result.anomaly_score,
+        "kl_uniform": result.kl_uniform,
+        "reject": result.reject,
+        "probs": result.probs,
+    }
+    return InferenceResponse(
+        model_name=result.model,
+        model_version=result.version,
+        id=request.id,
+        parameters={"threshold": result.threshold},
+        outputs=[
+            ResponseOutput(
+                name=name,
+                shape=[n, result.probs.shape[1]] if name == "probs" else [n],
+                datatype=OUTPUT_DATATYPES[name],
+                data=values[name].ravel().tolist(),
+            )
+            for name in outputs
+        ],
+    )

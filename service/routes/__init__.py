@@ -1,0 +1,1 @@
+"""HTTP routes, one router per file: each parses the request, calls one function, and shapes the response."""

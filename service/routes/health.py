@@ -1,0 +1,31 @@
+"""Liveness, readiness (Open Inference Protocol health API) and the Prometheus scrape endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import ComponentsDep, RegistryDep
+from service.schemas.v2 import Liveness, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/v2/health/live", response_model=Liveness)
+async def live() -> Liveness:
+    """True while the process serves HTTP."""
+    return Liveness(live=True)
+
+
+@router.get("/v2/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def ready(registry: RegistryDep) -> JSONResponse:
+    """200 when every required model has a loaded version, 503 otherwise (for readiness probes)."""
+    is_ready = registry.ready()
+    return JSONResponse(Readiness(ready=is_ready).model_dump(), status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics", response_class=Response, tags=["metrics"])
+async def metrics(components: ComponentsDep) -> Response:
+    """Prometheus text exposition of this process's metrics."""
+    return Response(generate_latest(components.metrics.registry), media_type=CONTENT_TYPE_LATEST)

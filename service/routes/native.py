@@ -1,0 +1,65 @@
+"""The native JSON API: `POST /v1/models/{name}[/versions/{version}]/predict` (JSON or multipart/form-data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service.deps import PredictorDep, SettingsDep, require_inference_token
+from service.protocol.native import parse_predict_request, predict_response
+from service.schemas.native import ErrorBody, PredictResponse
+
+router = APIRouter(tags=["native"], dependencies=[Depends(require_inference_token)])
+
+# The body is parsed by the route (it may be JSON or multipart), so its schema is declared here for OpenAPI;
+# `service.openapi` adds the PredictRequest component.
+PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "top_k": {"type": "integer", "minimum": 1, "default": 3},
+                        "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                    "required": ["image"],
+                }
+            },
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 413, 415, 422, 503)
+}
+
+
+@router.post("/v1/models/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC, responses=ERRORS)
+async def predict(name: str, request: Request, predictor: PredictorDep, settings: SettingsDep) -> PredictResponse:
+    """Classify instances with the served (newest valid) version and flag anomalies."""
+    return await _predict(name, None, request, predictor, settings)
+
+
+@router.post(
+    "/v1/models/{name}/versions/{version}/predict",
+    response_model=PredictResponse,
+    openapi_extra=PREDICT_DOC,
+    responses=ERRORS,
+)
+async def predict_version(
+    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep
+) -> PredictResponse:
+    """Same, but only if `version` is the one being served (404 otherwise)."""
+    return await _predict(name, version, request, predictor, settings)
+
+
+async def _predict(
+    name: str, version: str | None, request: Request, predictor: PredictorDep, settings: SettingsDep
+) -> PredictResponse:
+    parsed = await parse_predict_request(request, settings)
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold)
+    return predict_response(result, parsed.top_k)

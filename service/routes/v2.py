@@ -1,0 +1,102 @@
+"""Open Inference Protocol (KServe V2) REST endpoints: server and model metadata, model readiness, inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.deps import PredictorDep, RegistryDep, SettingsDep, require_inference_token
+from service.errors import ModelNotReadyError
+from service.protocol.v2 import (
+    BINARY_HEADER,
+    infer_response,
+    make_decoder,
+    model_metadata,
+    parse_infer_request,
+    requested_outputs,
+    threshold_parameter,
+)
+from service.schemas.native import ErrorBody
+from service.schemas.v2 import InferenceResponse, ModelMetadata, ModelReadiness, ServerMetadata
+
+public = APIRouter(tags=["v2"])
+router = APIRouter(tags=["v2"], dependencies=[Depends(require_inference_token)])
+
+INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 413, 422, 503)}
+
+
+@public.get("/v2", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="oegate", version=__version__, extensions=[])
+
+
+@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=ERRORS)
+async def get_model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
+    return model_metadata(registry.get(name))
+
+
+@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
+async def get_model_version_metadata(name: str, version: str, registry: RegistryDep) -> ModelMetadata:
+    return model_metadata(registry.get(name, version))
+
+
+@router.get("/v2/models/{name}/ready", response_model=ModelReadiness, responses=ERRORS)
+async def model_ready(name: str, registry: RegistryDep) -> JSONResponse:
+    """200 `{"name", "ready": true}` when loaded; 503 with ready false for a known model without a loaded
+    version; 404 for an unknown model."""
+    return _readiness(registry, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReadiness, responses=ERRORS)
+async def model_version_ready(name: str, version: str, registry: RegistryDep) -> JSONResponse:
+    """Same, for one version (404 if that version is not the one served)."""
+    return _readiness(registry, name, version)
+
+
+def _readiness(registry: RegistryDep, name: str, version: str | None) -> JSONResponse:
+    try:
+        model = registry.get(name, version)
+    except ModelNotReadyError:
+        return JSONResponse(ModelReadiness(name=name, ready=False).model_dump(), status_code=503)
+    return JSONResponse(ModelReadiness(name=model.name, ready=True).model_dump())
+
+
+INFER_ROUTE: dict[str, Any] = {
+    "response_model": InferenceResponse,
+    "response_model_exclude_none": True,
+    "openapi_extra": INFER_DOC,
+    "responses": ERRORS,
+}
+
+
+@router.post("/v2/models/{name}/infer", **INFER_ROUTE)
+async def infer(name: str, request: Request, predictor: PredictorDep, settings: SettingsDep) -> InferenceResponse:
+    """Run the model on V2 input tensors (served version)."""
+    return await _infer(name, None, request, predictor, settings)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
+async def infer_version(
+    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep
+) -> InferenceResponse:
+    """Same, only if `version` is the one being served (404 otherwise)."""
+    return await _infer(name, version, request, predictor, settings)
+
+
+async def _infer(
+    name: str, version: str | None, request: Request, predictor: PredictorDep, settings: SettingsDep
+) -> InferenceResponse:
+    parsed, binaries = parse_infer_request(await request.body(), request.headers.get(BINARY_HEADER))
+    outputs = requested_outputs(parsed)
+    threshold = threshold_parameter(parsed)
+    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
+    return infer_response(result, parsed, outputs)

@@ -1,0 +1,1 @@
+"""Pydantic models of the HTTP request and response bodies (they also document the OpenAPI schema)."""

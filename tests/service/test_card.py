@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.card import ArtifactError, read_verified_card
+from tests.service.conftest import clone_artifact
+from training.artifact import read_card as training_read_card
+
+
+def test_service_and_training_cards_agree_on_a_real_exported_artifact(tiny_artifact: Path) -> None:
+    service_card = read_verified_card(tiny_artifact, "tiny", 1)
+    training_card = training_read_card(tiny_artifact)
+    assert service_card.name == training_card.name == "tiny"
+    assert service_card.version == training_card.version == 1
+    assert service_card.task == training_card.task == "image"
+    assert service_card.labels == training_card.labels == [str(i) for i in range(10)]
+    assert service_card.num_classes == training_card.num_classes == 10
+    assert service_card.input.name == training_card.input.name == "input"
+    assert service_card.input.shape == training_card.input.shape == (1, 28, 28)
+    assert service_card.input.value_range == training_card.input.value_range == (0.0, 1.0)
+    assert service_card.outputs == training_card.outputs
+    assert service_card.temperature == training_card.temperature == 1.7
+    assert service_card.threshold.value == training_card.threshold.value
+    assert service_card.threshold.acceptance_target == training_card.threshold.acceptance_target == 0.95
+    assert service_card.sha256 == training_card.sha256
+    assert service_card.created_at == training_card.created_at
+
+
+def _edit(directory: Path, **changes: object) -> None:
+    card = json.loads((directory / "card.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            del card[key]
+        else:
+            card[key] = value
+    (directory / "card.json").write_text(json.dumps(card))
+
+
+def test_unknown_card_fields_are_ignored(tmp_path: Path, tiny_artifact: Path) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    _edit(directory, added_by_a_newer_trainer={"anything": [1, 2]})
+    assert read_verified_card(directory, "tiny", 1).name == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"labels": None}, "invalid card: labels: Field required"),
+        ({"num_classes": 9}, "num_classes=9 but 10 labels"),
+        ({"schema_version": 2}, "card schema 2 is newer than this service understands (1)"),
+        ({"task": "audio"}, "invalid card: task: Input should be 'image' or 'text'"),
+        ({"task": "text"}, "task 'text' is not servable (this service serves image models)"),
+        ({"threshold": {"value": "NaN"}}, "invalid card: threshold.value: Input should be a finite number"),
+        ({"outputs": ["probs"]}, "outputs must be ['logits', 'probs', 'kl_uniform', 'anomaly_score', 'confidence']"),
+        ({"sha256": {"../model.onnx": "0" * 64}}, "'../model.onnx': must be a plain file name"),
+        ({"sha256": {"card.txt": "0" * 64}}, "sha256 must list model.onnx"),
+        ({"version": 2}, "card is for tiny/2, found in tiny/1"),
+    ],
+)
+def test_invalid_cards_are_refused_with_the_reason(
+    tmp_path: Path, tiny_artifact: Path, changes: dict[str, object], message: str
+) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    _edit(directory, **changes)
+    with pytest.raises(ArtifactError) as caught:
+        read_verified_card(directory, "tiny", 1)
+    assert message in str(caught.value)
+
+
+def test_checksum_mismatch_is_refused(tmp_path: Path, tiny_artifact: Path) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    with (directory / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match=r"model\.onnx: sha256 mismatch"):
+        read_verified_card(directory, "tiny", 1)
+
+
+def test_missing_and_unparseable_cards_are_refused(tmp_path: Path, tiny_artifact: Path) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    (directory / "card.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"card\.json: not valid JSON"):
+        read_verified_card(directory, "tiny", 1)
+    (directory / "card.json").unlink()
+    with pytest.raises(ArtifactError, match=r"no card\.json"):
+        read_verified_card(directory, "tiny", 1)
+
+
+def test_a_listed_file_that_is_missing_is_refused(tmp_path: Path, tiny_artifact: Path) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    (directory / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"card lists model\.onnx but the file is missing"):
+        read_verified_card(directory, "tiny", 1)

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.card import InputSpec
+from service.codecs import CodecError, check_text, decode_array, decode_base64, decode_image
+from tests.service.conftest import b64, png_bytes
+
+GRAY = InputSpec(name="input", dtype="float32", layout="NCHW", channels=1, height=28, width=28)
+RGB = InputSpec(name="input", dtype="float32", layout="NCHW", channels=3, height=28, width=28)
+LIMIT = 4096 * 4096
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost no pixel data: what a decompression bomb looks like
+    before decoding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_gray_png_is_scaled_by_255_exactly() -> None:
+    pixels = np.arange(28 * 28, dtype=np.uint32).reshape(28, 28).astype(np.uint8)
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    assert decoded.dtype == np.float32 and decoded.shape == (1, 28, 28)
+    np.testing.assert_array_equal(decoded[0], pixels.astype(np.float32) / np.float32(255))
+
+
+def test_rgb_is_converted_to_gray_with_itu_601_luma() -> None:
+    pixels = np.zeros((28, 28, 3), np.uint8)
+    pixels[..., 0] = 255  # pure red: 0.299 * 255 = 76.2 -> 76
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    np.testing.assert_array_equal(decoded, np.full((1, 28, 28), 76 / 255, np.float32))
+
+
+def test_gray_is_repeated_for_rgb_models() -> None:
+    decoded = decode_image(png_bytes(np.full((28, 28), 51, np.uint8)), RGB, LIMIT)
+    np.testing.assert_array_equal(decoded, np.full((3, 28, 28), 0.2, np.float32))
+
+
+def test_transparent_pixels_become_black() -> None:
+    pixels = np.full((28, 28, 4), 255, np.uint8)
+    pixels[:14, :, 3] = 0  # top half fully transparent white
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    assert decoded[0, :14].max() == 0.0
+    assert decoded[0, 14:].min() == 1.0
+
+
+def test_sixteen_bit_png_is_reduced_to_eight_bits() -> None:
+    pixels = np.full((28, 28), 128 * 257, np.uint16)
+    pixels[0, 0] = 65535
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    assert decoded[0, 0, 0] == 1.0
+    assert decoded[0, 1, 1] == np.float32(128 / 255)
+
+
+def test_other_sizes_are_resized_to_the_card_size_without_keeping_the_aspect_ratio() -> None:
+    wide = np.full((28, 112), 200, np.uint8)
+    np.testing.assert_array_equal(
+        decode_image(png_bytes(wide), GRAY, LIMIT), np.full((1, 28, 28), 200 / 255, np.float32)
+    )
+    halves = np.zeros((56, 56), np.uint8)
+    halves[:, 28:] = 255
+    decoded = decode_image(png_bytes(halves), GRAY, LIMIT)[0]
+    assert decoded.shape == (28, 28)
+    assert decoded[:, :13].max() == 0.0 and decoded[:, 15:].min() == 1.0  # antialiased only at the seam
+
+
+def test_jpeg_is_decoded() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(buffer, format="JPEG", quality=95)
+    decoded = decode_image(buffer.getvalue(), GRAY, LIMIT)
+    assert np.abs(decoded - 128 / 255).max() <= 2 / 255  # lossy, but close
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"certainly not an image", "image could not be decoded: not a PNG or JPEG image"),
+        (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image could not be decoded: not a PNG or JPEG image"),
+        (png_header_only(5000, 5000), f"image is 5000x5000 = 25000000 pixels, more than the limit of {LIMIT}"),
+        (png_header_only(20000, 20000), f"image has more than the limit of {LIMIT} pixels"),
+        (png_header_only(28, 28), "image could not be decoded:"),
+    ],
+)
+def test_bad_images_are_refused_with_the_reason(data: bytes, message: str) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode_image(data, GRAY, LIMIT)
+    assert str(caught.value).startswith(message)
+
+
+def test_truncated_png_is_refused() -> None:
+    data = png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))
+    with pytest.raises(CodecError, match=r"^image could not be decoded: "):
+        decode_image(data[: len(data) // 2], GRAY, LIMIT)
+
+
+def test_base64_with_and_without_data_url_prefix() -> None:
+    data = png_bytes(np.zeros((2, 2), np.uint8))
+    assert decode_base64(b64(data)) == data
+    assert decode_base64("data:image/png;base64," + b64(data)) == data
+    with pytest.raises(CodecError, match=r"^image_b64 is not valid base64 \("):
+        decode_base64("@@not base64@@")
+
+
+def test_arrays_in_the_input_shape_pass_through_as_float32() -> None:
+    values = np.linspace(0, 1, 28 * 28).reshape(1, 28, 28)
+    decoded = decode_array(values.tolist(), GRAY)
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, values.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros((28, 28)).tolist(), "array has shape [28, 28], expected [1, 28, 28]"),
+        ([[[0.5] * 28] * 27 + [[0.5] * 27]], "array must be a rectangular nested list of numbers"),
+        ([[["a"] * 28] * 28], "array must be a rectangular nested list of numbers"),
+        (np.full((1, 28, 28), np.nan).tolist(), "array contains NaN or infinite values"),
+        (np.full((1, 28, 28), np.inf).tolist(), "array contains NaN or infinite values"),
+        ([[[-0.5] + [1.0] * 27] * 28], "array values must be in [0, 1], found min -0.5 and max 1"),
+        ([[[1e300] * 28] * 28], "array values must be in [0, 1], found min 1e+300 and max 1e+300"),
+    ],
+)
+def test_bad_arrays_are_refused_with_the_reason(value: object, message: str) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode_array(value, GRAY)
+    assert str(caught.value) == message
+
+
+def test_text_is_checked_for_length_then_refused_by_image_models() -> None:
+    with pytest.raises(CodecError, match=r"^text is too long \(11 characters, limit 10\)$"):
+        check_text("x" * 11, 10, "tiny")
+    with pytest.raises(CodecError, match=r"^model 'tiny' takes images; text instances need a text model$"):
+        check_text("short", 10, "tiny")

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.conftest import clone_artifact
+
+pytestmark = pytest.mark.anyio
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    return metrics.get((name, frozenset(labels.items())))
+
+
+async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny_artifact: Path) -> None:
+    models = tmp_path / "mix"
+    clone_artifact(tiny_artifact, models, "lenient", 1, threshold=1.0)  # accepts every instance
+    clone_artifact(tiny_artifact, models, "strict", 1, threshold=0.0)  # rejects every instance
+    (clone_artifact(tiny_artifact, models, "broken", 1) / "card.json").unlink()
+    instance = {"array": np.zeros((1, 28, 28)).tolist()}
+    async with serve(model_dir=models, max_body_bytes=4096 * 1024) as (_, client):
+        for _ in range(2):
+            assert (
+                await client.post("/v1/models/lenient/predict", json={"instances": [instance] * 3})
+            ).status_code == 200
+        assert (await client.post("/v1/models/strict/predict", json={"instances": [instance] * 2})).status_code == 200
+        v2 = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
+        assert (await client.post("/v2/models/strict/infer", json=v2)).status_code == 200
+        assert (await client.post("/v1/models/nope/predict", json={"instances": [instance]})).status_code == 404
+        bad = {"instances": [{"image_b64": "aGVsbG8="}]}
+        assert (await client.post("/v1/models/lenient/predict", json=bad)).status_code == 422
+        too_big = b"x" * (4096 * 1024 + 1)
+        assert (await client.post("/v1/models/lenient/predict", content=too_big)).status_code == 413
+        assert (await client.post("/v1/models/broken/predict", json={"instances": [instance]})).status_code == 503
+        text = (await client.get("/metrics")).text
+    metrics = samples(text)
+
+    def predictions(model: str, outcome: str) -> float | None:
+        return value(metrics, "oegate_predictions_total", model=model, version="1", outcome=outcome)
+
+    assert (predictions("lenient", "accepted"), predictions("lenient", "rejected")) == (6.0, 0.0)
+    assert (predictions("strict", "accepted"), predictions("strict", "rejected")) == (0.0, 3.0)
+    assert value(metrics, "oegate_anomaly_score_count", model="lenient") == 6.0
+    assert value(metrics, "oegate_anomaly_score_bucket", model="lenient", le="1.0") == 6.0
+    assert value(metrics, "oegate_confidence_count", model="strict") == 3.0
+    assert value(metrics, "oegate_inference_batch_size_count", model="lenient") == 2.0
+    assert value(metrics, "oegate_inference_batch_size_sum", model="lenient") == 6.0
+    assert value(metrics, "oegate_inference_batch_size_sum", model="strict") == 3.0
+    assert value(metrics, "oegate_queue_depth", model="lenient") == 0.0
+    errors = {reason: value(metrics, "oegate_request_errors_total", reason=reason) for reason in
+              ("not_found", "invalid_input", "payload_too_large", "model_not_ready", "overloaded")}  # fmt: skip
+    assert errors == {
+        "not_found": 1.0,
+        "invalid_input": 1.0,
+        "payload_too_large": 1.0,
+        "model_not_ready": 1.0,
+        "overloaded": None,
+    }
+    duration = "oegate_request_duration_seconds_count"
+    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="2xx") == 3.0
+    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="4xx") == 2.0
+    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="5xx") == 1.0
+    assert value(metrics, duration, route="/v2/models/{name}/infer", status_class="2xx") == 1.0
+    assert value(metrics, duration, route="unmatched", status_class="4xx") == 1.0  # 413 before routing
+    provider = "CPUExecutionProvider"
+    assert value(metrics, "oegate_model_info", model="lenient", version="1", provider=provider) == 1.0
+    assert value(metrics, "oegate_model_info", model="strict", version="1", provider=provider) == 1.0
+    assert value(metrics, "oegate_model_load_failures_total", model="broken") == 1.0
+    assert value(metrics, "oegate_model_load_failures_total", model="lenient") is None
+    assert {name for name, _ in metrics if name.startswith("oegate_")} >= {
+        "oegate_predictions_total",
+        "oegate_anomaly_score_bucket",
+        "oegate_confidence_bucket",
+        "oegate_request_duration_seconds_bucket",
+        "oegate_inference_batch_size_bucket",
+        "oegate_inference_duration_seconds_bucket",
+        "oegate_queue_depth",
+        "oegate_request_errors_total",
+        "oegate_model_info",
+        "oegate_model_load_failures_total",
+    }
+
+
+async def test_each_app_has_its_own_registry(serve) -> None:
+    instance = {"array": np.zeros((1, 28, 28)).tolist()}
+    async with serve() as (_, client):
+        await client.post("/v1/models/tiny/predict", json={"instances": [instance]})
+    async with serve() as (_, client):
+        metrics = samples((await client.get("/metrics")).text)
+    rejected = value(metrics, "oegate_predictions_total", model="tiny", version="1", outcome="rejected")
+    accepted = value(metrics, "oegate_predictions_total", model="tiny", version="1", outcome="accepted")
+    assert (accepted, rejected) == (0.0, 0.0)

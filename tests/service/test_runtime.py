@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.card import ArtifactError, read_verified_card
+from service.runtime import Runtime
+from tests.service.conftest import clone_artifact
+
+
+def test_the_provider_in_use_is_read_back_from_the_session(tiny_artifact: Path) -> None:
+    card = read_verified_card(tiny_artifact, "tiny", 1)
+    # CUDA first: on a machine without a usable GPU onnxruntime silently falls back to CPU.
+    runtime = Runtime(tiny_artifact / "model.onnx", card, ["CUDAExecutionProvider", "CPUExecutionProvider"], 1, 1)
+    assert runtime.provider == runtime._session.get_providers()[0]
+    assert runtime.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_providers_missing_from_the_build_are_skipped(tiny_artifact: Path) -> None:
+    card = read_verified_card(tiny_artifact, "tiny", 1)
+    runtime = Runtime(tiny_artifact / "model.onnx", card, ["NoSuchExecutionProvider", "CPUExecutionProvider"], 1, 1)
+    assert runtime.provider == "CPUExecutionProvider"
+    outputs = runtime.run(np.zeros((2, 1, 28, 28), np.float32))
+    assert list(outputs) == ["logits", "probs", "kl_uniform", "anomaly_score", "confidence"]
+    assert outputs["probs"].shape == (2, 10)
+    with pytest.raises(ArtifactError, match=r"none of the configured providers \['NoSuchExecutionProvider'\]"):
+        Runtime(tiny_artifact / "model.onnx", card, ["NoSuchExecutionProvider"], 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("input_changes", "message"),
+    [
+        ({"name": "pixels"}, "graph inputs ['input'], card promises one input named 'pixels'"),
+        ({"height": 32, "width": 32}, "does not match the card's [1, 32, 32]"),
+    ],
+)
+def test_a_graph_that_contradicts_its_card_is_refused(
+    tmp_path: Path, tiny_artifact: Path, input_changes: dict[str, object], message: str
+) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    card_json = json.loads((directory / "card.json").read_text())
+    card_json["input"].update(input_changes)
+    (directory / "card.json").write_text(json.dumps(card_json))
+    with pytest.raises(ArtifactError) as caught:
+        Runtime(directory / "model.onnx", read_verified_card(directory, "tiny", 1), ["CPUExecutionProvider"], 1, 1)
+    assert message in str(caught.value)
+
+
+def test_an_unreadable_graph_is_refused(tmp_path: Path, tiny_artifact: Path) -> None:
+    card = read_verified_card(tiny_artifact, "tiny", 1)
+    (tmp_path / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="onnxruntime cannot load the graph"):
+        Runtime(tmp_path / "model.onnx", card, ["CPUExecutionProvider"], 1, 1)

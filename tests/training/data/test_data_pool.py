@@ -1,0 +1,149 @@
+"""The OE outlier pool: source selection, the builder, the cache file and user pools."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import pool as pool_module
+from training.data import pool_sources
+from training.data.base import DataError
+from training.data.cache import load_npz_checked
+from training.data.pool import MIN_STD, build_default_pool, build_outlier_pool, pool_path
+from training.data.pool_sources import PoolSource, arcade_files, openclipart_files
+from training.data.registry import load_outlier_pool
+
+WritePng = Callable[..., Path]
+SHAPE = (1, 28, 28)
+
+
+def _disc(size: int = 64, margin: int = 8) -> np.ndarray:
+    """RGBA: a dark disc with a light ring on a transparent page that is mostly empty margin."""
+    rows, cols = np.indices((size, size))
+    radius = np.hypot(rows - size / 2, cols - size / 2)
+    rgba = np.zeros((size, size, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # hidden red under transparency must never show
+    inside = radius < size / 2 - margin
+    rgba[inside] = (20, 20, 20, 255)
+    rgba[inside & (radius > size / 4)] = (230, 230, 230, 255)
+    return rgba
+
+
+@pytest.fixture
+def sources(tmp_path: Path, write_png: WritePng) -> list[Path]:
+    rng = np.random.default_rng(0)
+    files = [
+        write_png(tmp_path / "src" / "a_disc.png", _disc()),
+        write_png(tmp_path / "src" / "b_palette.png", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), "P"),
+        write_png(tmp_path / "src" / "c_gray.png", rng.integers(0, 256, (30, 30), dtype=np.uint8)),
+        write_png(tmp_path / "src" / "d_rgb.png", rng.integers(0, 256, (50, 20, 3), dtype=np.uint8)),
+        write_png(tmp_path / "src" / "e_empty.png", np.zeros((16, 16, 4), dtype=np.uint8)),  # fully transparent
+    ]
+    broken = tmp_path / "src" / "f_broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    return [*files, broken]
+
+
+def test_builder_skips_unreadable_and_empty_files(sources: list[Path]) -> None:
+    pool, skipped = build_outlier_pool(SHAPE, per_image=5, seed=0, sources=sources)
+    assert skipped == 2
+    assert pool.dtype == np.uint8 and pool.shape[1:] == SHAPE
+    assert 4 * 3 <= len(pool) <= 4 * 5  # flat crops are redrawn, rarely dropped
+    assert min(float(sample.std()) for sample in pool) >= MIN_STD
+    again, _ = build_outlier_pool(SHAPE, per_image=5, seed=0, sources=sources)
+    other, _ = build_outlier_pool(SHAPE, per_image=5, seed=1, sources=sources)
+    assert np.array_equal(pool, again)
+    assert not np.array_equal(pool[: len(other)], other[: len(pool)])
+
+
+def test_transparency_is_cropped_and_composited(tmp_path: Path, write_png: WritePng) -> None:
+    page = np.zeros((80, 80, 4), dtype=np.uint8)
+    page[..., 0] = 255  # hidden red under transparency must never show
+    page[20:60, 10:70] = (20, 20, 20, 255)
+    page[30:50, 20:40] = (230, 230, 230, 255)
+    path = write_png(tmp_path / "page.png", page)
+    rgba = pool_module._open_rgba(path, 512)
+    assert rgba is not None and rgba.size == (60, 40)  # the empty margin is cropped away
+    pool, _ = build_outlier_pool((3, 16, 16), per_image=12, seed=0, sources=[write_png(tmp_path / "d.png", _disc())])
+    channels_equal = (pool[:, 0] == pool[:, 1]) & (pool[:, 1] == pool[:, 2])
+    assert bool(channels_equal.all())  # the hidden red never shows through: every pixel stays gray
+
+
+def test_limit_sources_takes_a_seeded_subset(sources: list[Path]) -> None:
+    readable = sources[:4]
+    one, _ = build_outlier_pool(SHAPE, per_image=3, seed=0, sources=readable, limit_sources=2)
+    assert len(one) <= 6
+    again, _ = build_outlier_pool(SHAPE, per_image=3, seed=0, sources=readable, limit_sources=2)
+    assert np.array_equal(one, again)
+
+
+def test_two_workers_give_the_same_pool(sources: list[Path]) -> None:
+    serial, _ = build_outlier_pool(SHAPE, per_image=2, seed=0, sources=sources[:3], workers=1)
+    parallel, _ = build_outlier_pool(SHAPE, per_image=2, seed=0, sources=sources[:3], workers=2)
+    assert np.array_equal(serial, parallel)
+
+
+def test_default_pool_cache_round_trip(
+    sources: list[Path], monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
+    fake = [PoolSource("clipart", tuple(sources[:3])), PoolSource("sprites", tuple(sources[3:]))]
+    monkeypatch.setattr(pool_module, "default_sources", lambda: fake)
+    path = build_default_pool((1, 12, 10), per_image=4, seed=3, workers=1, progress=False)
+    assert path == pool_path((1, 12, 10)) == private_cache / "oe-pool-1x12x10.npz"
+    assert not [name for name in os.listdir(private_cache) if name.endswith(".tmp")]
+    arrays, manifest = load_npz_checked(path)
+    assert manifest["sources"] == {"clipart": 3, "sprites": 3}
+    assert (manifest["seed"], manifest["per_image"], manifest["skipped"]) == (3, 4, 2)
+    assert manifest["samples"] == len(arrays["images"]) and len(manifest["sha256"]) == 64
+    loaded = load_outlier_pool("default", (1, 12, 10))
+    assert np.array_equal(loaded, arrays["images"])
+    subset = load_outlier_pool("default", (1, 12, 10), limit=3, seed=0)
+    assert len(subset) == 3 and all(any(np.array_equal(s, x) for x in loaded) for s in subset)
+
+
+def test_user_pools(tmp_path: Path, write_png: WritePng) -> None:
+    floats = np.random.default_rng(0).random((9, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "pool.npy", floats)
+    pool = load_outlier_pool(f"npy:{tmp_path / 'pool.npy'}", (3, 4, 4))
+    assert pool.shape == (9, 3, 4, 4) and pool.dtype == np.uint8
+    assert load_outlier_pool(f"npy:{tmp_path / 'pool.npy'}", (1, 8, 8), limit=4).shape == (4, 1, 8, 8)
+    write_png(tmp_path / "imgs" / "a.png", np.zeros((10, 10), dtype=np.uint8))
+    write_png(tmp_path / "imgs" / "deep" / "b.png", np.full((6, 12, 3), 255, dtype=np.uint8))
+    folder = load_outlier_pool(f"imagefolder:{tmp_path / 'imgs'}", (1, 5, 5))
+    assert folder.shape == (2, 1, 5, 5)
+    assert sorted(int(image.max()) for image in folder) == [0, 255]
+    with pytest.raises(DataError, match="no image files found"):
+        load_outlier_pool(f"imagefolder:{tmp_path / 'nothing'}", SHAPE)
+
+
+def test_openclipart_selection(tmp_path: Path, write_png: WritePng) -> None:
+    pixel = np.zeros((2, 2), dtype=np.uint8)
+    for relative in ("computer/icons/x.png", "signs_and_symbols/flags/fr.png", "animals/cat.png"):
+        write_png(tmp_path / relative, pixel)
+    for i in range(10):
+        write_png(tmp_path / "shapes" / "stars" / f"s{i}.png", pixel)
+    (tmp_path / "people").mkdir()
+    (tmp_path / "people" / "cat_copy.png").symlink_to(tmp_path / "animals" / "cat.png")
+    kept = [path.relative_to(tmp_path).as_posix() for path in openclipart_files(tmp_path)]
+    assert kept == ["animals/cat.png", "shapes/stars/s0.png", "shapes/stars/s5.png"]
+
+
+def test_arcade_sprites_without_cards() -> None:
+    files = arcade_files()
+    assert len(files) > 300
+    assert not [path for path in files if "/cards/" in path.as_posix()]
+
+
+@pytest.mark.needs_apt("openclipart-png")
+def test_real_openclipart_sources_build() -> None:
+    files = openclipart_files()
+    assert 3500 < len(files) < 4500
+    assert not [path for path in files if "/computer/icons/" in path.as_posix()]
+    assert len(files) == len({os.path.realpath(path) for path in files})
+    pool, _ = build_outlier_pool(SHAPE, per_image=2, seed=0, sources=files, limit_sources=10)
+    assert 10 <= len(pool) <= 20 and pool.shape[1:] == SHAPE
+    assert pool_sources.OPENCLIPART_PACKAGE == "openclipart-png"
