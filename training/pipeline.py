@@ -67,8 +67,22 @@ def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Conte
     run_dir = cfg.run.directory
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    _log_to(run_dir / "train.log")
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     return Context(cfg, data, Normalizer.fit(data.train.images), run_dir, command, resume, time.monotonic())
+
+
+def _log_to(path: Path) -> None:
+    """Send the `training` loggers' records to the run directory too (replacing an earlier run's file, if any)."""
+    logger = logging.getLogger("training")
+    for handler in [h for h in logger.handlers if getattr(h, "oegate_run_log", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.oegate_run_log = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
 
 
 def run_baseline(ctx: Context) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,14 @@ def train_stage(
         out_order = rng.permutation(len(outliers)) if outliers is not None else None
         net.train()
         started, loss_sum, correct = time.monotonic(), 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{stage} {epoch + 1}/{cfg.epochs}", leave=False, unit="batch")
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{stage} {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            unit="batch",
+            # In a terminal the bar redraws in place; in a log file (CI, `docker logs`) a line every 30 s is plenty.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
+        )
         for step in bar:
             lr = _cosine(epoch * steps_per_epoch + step, total_steps, cfg.lr)
             for group in optimizer.param_groups:

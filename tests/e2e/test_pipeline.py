@@ -58,6 +58,9 @@ def test_pipeline_publishes_both_artifacts_with_full_cards(pipeline_run: Path) -
     assert oe.training["data"]["outlier_pool_samples"] == 1000
     history = [json.loads(line) for line in (pipeline_run / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(h["stage"], h["epoch"]) for h in history] == [("baseline", 1), ("baseline", 2), ("oe", 1)]
+    log = (pipeline_run / "run" / "train.log").read_text()
+    assert "published" in log and "outlier pool" in log
+    assert json.loads((pipeline_run / "run" / "config.json").read_text())["export"]["version"] == 1
 
 
 def test_outlier_exposure_lowers_the_false_positive_rate(pipeline_run: Path) -> None:
@@ -113,3 +116,25 @@ def test_publishing_over_an_existing_version_fails_clearly(
     ]  # fmt: skip
     assert main(argv) == 2
     assert "already exists; published versions are immutable" in capsys.readouterr().err
+
+
+def test_train_then_finetune_then_export_as_separate_commands(pipeline_run: Path, tmp_path: Path) -> None:
+    common = [
+        "--config", "configs/mnist5k-quick.toml",
+        "--set", f"run.run_dir='{tmp_path / 'run'}'",
+        "--set", f"export.models_dir='{tmp_path / 'models'}'",
+        "--set", f"data.outlier_pool='npy:{pipeline_run / 'pool.npy'}'",
+        "--set", "data.outlier_pool_limit=500",
+        "--set", "baseline.epochs=1",
+    ]  # fmt: skip
+    assert main(["train", *common]) == 0
+    baseline = tmp_path / "run" / "checkpoints" / "baseline.pt"
+    assert (tmp_path / "models" / "mnist5k-baseline" / "1" / "card.json").is_file()
+    assert main(["finetune-oe", "--baseline", str(baseline), *common]) == 0
+    oe = load_artifact(tmp_path / "models" / "mnist5k-oe" / "1").card
+    assert (oe.training["stage"], oe.training["data"]["outlier_pool_samples"]) == ("oe", 500)
+    # `export` rebuilds the net and the config from the checkpoint alone (its models_dir is this test's).
+    assert main(["export", "--checkpoint", str(baseline), "--name", "baseline-again"]) == 0
+    again = load_artifact(tmp_path / "models" / "baseline-again" / "1").card
+    first = load_artifact(tmp_path / "models" / "mnist5k-baseline" / "1").card
+    assert (again.temperature, again.threshold.value) == (first.temperature, first.threshold.value)

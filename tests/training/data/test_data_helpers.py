@@ -57,11 +57,11 @@ def test_flatten_alpha_hides_color_under_transparency() -> None:
     rgba = Image.new("RGBA", (2, 1), (255, 0, 0, 0))
     rgba.putpixel((1, 0), (10, 20, 30, 255))
     flat = flatten_alpha(rgba, background=200)
-    assert flat.mode == "RGB" and list(flat.getdata()) == [(200, 200, 200), (10, 20, 30)]
+    assert flat.mode == "RGB" and np.asarray(flat).tolist() == [[[200, 200, 200], [10, 20, 30]]]
     gray = flatten_alpha(Image.new("LA", (1, 1), (90, 0)), background=0)
     assert gray.mode == "L" and gray.getpixel((0, 0)) == 0
     deep = flatten_alpha(Image.fromarray(np.array([[0, 65535]], dtype=np.uint16)), background=0)
-    assert list(deep.getdata()) == [0, 255]  # 16-bit gray rescaled, not clipped
+    assert np.asarray(deep).tolist() == [[0, 255]]  # 16-bit gray rescaled, not clipped
 
 
 def test_stratified_split_counts_and_seed() -> None:

@@ -1,0 +1,174 @@
+"""A real Prometheus (Debian's) scrapes a real service process with the project's rules loaded, and sees exactly the
+predictions the service answered: counts, the accepted/rejected split, the reject-ratio recording rule and the
+reject-rate alert pending."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.deploy.conftest import PROMETHEUS, PROMETHEUS_DIR
+from tests.e2e.server import free_port, service_process
+from tests.service.conftest import clone_artifact
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_apt("prometheus")]
+
+T = TypeVar("T")
+Vector = dict[frozenset[tuple[str, str]], float]
+
+
+@contextmanager
+def prometheus_process(config: dict[str, Any], workdir: Path, startup_timeout_s: float = 20.0) -> Iterator[str]:
+    """Run Prometheus on a free port (never 9090: a packaged daemon may hold it) with `config` and its TSDB in
+    `workdir`; yield its base URL once it is ready; always stop it."""
+    port = free_port()
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + startup_timeout_s
+            while not _answers(f"{url}/-/ready"):
+                if process.poll() is not None:
+                    raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log_path.read_text()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"prometheus not ready after {startup_timeout_s} s:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def query(prometheus: httpx.Client, expr: str) -> Vector:
+    """An instant query's result as {labels: value}."""
+    response = prometheus.get("/api/v1/query", params={"query": expr})
+    response.raise_for_status()
+    return {frozenset(item["metric"].items()): float(item["value"][1]) for item in response.json()["data"]["result"]}
+
+
+def wait_for(probe: Callable[[], T], done: Callable[[T], bool], deadline: float, what: str) -> T:
+    """Poll `probe` until `done(result)`; fail with the last result at the monotonic `deadline`."""
+    while True:
+        result = probe()
+        if done(result):
+            return result
+        assert time.monotonic() < deadline, f"{what}: still {result!r}"
+        time.sleep(0.25)
+
+
+def test_prometheus_sees_exactly_the_predictions_the_service_answered(tmp_path: Path, tiny_artifact: Path) -> None:
+    models = tmp_path / "models"
+    clone_artifact(tiny_artifact, models, "lenient", 1, threshold=1.0)  # anomaly_score < 1: accepts every instance
+    clone_artifact(tiny_artifact, models, "strict", 1, threshold=0.0)  # rejects every instance
+    env = {
+        "OEGATE_MODEL_DIR": str(models),
+        "OEGATE_PROVIDERS": '["CPUExecutionProvider"]',
+        "OEGATE_POLL_INTERVAL_S": "0",
+        "OEGATE_INTRA_OP_THREADS": "1",
+    }
+    (tmp_path / "prometheus").mkdir()
+    rng = np.random.default_rng(0)
+    with service_process(env, tmp_path / "service.log") as service_url:
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
+            "scrape_configs": [
+                {
+                    "job_name": "oegate",
+                    "metrics_path": "/metrics",
+                    "static_configs": [{"targets": [service_url.removeprefix("http://")]}],
+                }
+            ],
+        }
+        with (
+            prometheus_process(config, tmp_path / "prometheus") as prometheus_url,
+            httpx.Client(base_url=prometheus_url, timeout=5.0) as prometheus,
+            httpx.Client(base_url=service_url, timeout=30.0) as service,
+        ):
+            deadline = time.monotonic() + 30.0
+            # The zero-valued counters (created when a version loads) are scraped before any prediction, so the
+            # rates below have a starting point.
+            wait_for(
+                lambda: query(prometheus, "oegate_predictions_total"),
+                lambda series: len(series) == 4 and set(series.values()) == {0.0},
+                deadline,
+                "zero-valued prediction counters of 2 models x 2 outcomes",
+            )
+            outcomes: Counter[str] = Counter()
+            for model in ["lenient"] * 4 + ["strict"] * 3:
+                body = {"instances": [{"array": rng.random((1, 28, 28)).tolist()}]}
+                response = service.post(f"/v1/models/{model}/predict", json=body)
+                assert response.status_code == 200, response.text
+                outcomes.update("rejected" if p["reject"] else "accepted" for p in response.json()["predictions"])
+            assert outcomes == {"accepted": 4, "rejected": 3}
+
+            total = wait_for(
+                lambda: query(prometheus, "sum(oegate_predictions_total)"),
+                lambda vector: vector == {frozenset(): 7.0},
+                deadline,
+                "sum(oegate_predictions_total)",
+            )
+            by_outcome = query(prometheus, "sum by (outcome) (oegate_predictions_total)")
+            ratio = wait_for(
+                lambda: query(prometheus, "oegate:reject_ratio:rate5m"),
+                lambda vector: len(vector) == 2 and not any(np.isnan(list(vector.values()))),
+                deadline,
+                "the recording rule oegate:reject_ratio:rate5m",
+            )
+            # Evaluated right after the recording rule, in the same group.
+            alerts = wait_for(
+                lambda: prometheus.get("/api/v1/alerts").json()["data"]["alerts"],
+                bool,
+                deadline,
+                "alerts",
+            )
+            rules = prometheus.get("/api/v1/rules").json()["data"]["groups"]
+
+    assert total == {frozenset(): 7.0}
+    assert by_outcome == {frozenset({("outcome", k)}): float(v) for k, v in outcomes.items()}
+    name = ("__name__", "oegate:reject_ratio:rate5m")
+    assert ratio == {frozenset({name, ("model", "lenient")}): 0.0, frozenset({name, ("model", "strict")}): 1.0}
+    # 100% rejected: the alert is pending (it fires only after 10 minutes).
+    assert [(a["labels"]["alertname"], a["labels"]["model"], a["state"]) for a in alerts] == [
+        ("OegateRejectRateHigh", "strict", "pending")
+    ]
+    assert [(rule["name"], rule["health"]) for group in rules for rule in group["rules"]] == [
+        ("oegate:reject_ratio:rate5m", "ok"),
+        ("OegateRejectRateHigh", "ok"),
+        ("OegateModelLoadFailures", "ok"),
+        ("OegateLatencyHigh", "ok"),
+    ]
