@@ -24,7 +24,7 @@ from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.data.base import InDistribution
-from training.data.registry import load_anomalies, load_in_distribution, load_outlier_pool
+from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.export import Gate, publish_artifact
 from training.metrics import detection_metrics
 from training.nets import NetConfig, build_net
@@ -64,6 +64,8 @@ def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Conte
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed)
+    for name in cfg.data.eval_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
+        anomaly_set_size(name, data)
     run_dir = cfg.run.directory
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
@@ -95,15 +97,17 @@ def run_baseline(ctx: Context) -> nn.Module:
     return net
 
 
-def run_outlier_exposure(ctx: Context, start_from: nn.Module) -> tuple[nn.Module, int]:
-    """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
+def load_pool(ctx: Context) -> np.ndarray:
     pool = load_outlier_pool(
-        ctx.cfg.data.outlier_pool,
-        ctx.data.shape,
-        seed=ctx.cfg.run.seed,
-        limit=ctx.cfg.data.outlier_pool_limit,
+        ctx.cfg.data.outlier_pool, ctx.data.shape, seed=ctx.cfg.run.seed, limit=ctx.cfg.data.outlier_pool_limit
     )
     log.info("outlier pool %s: %d images", ctx.cfg.data.outlier_pool, len(pool))
+    return pool
+
+
+def run_outlier_exposure(ctx: Context, start_from: nn.Module, pool: np.ndarray | None = None) -> tuple[nn.Module, int]:
+    """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
+    pool = load_pool(ctx) if pool is None else pool
     net = copy.deepcopy(start_from)
     train_stage(
         stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
@@ -242,8 +246,9 @@ def _published_by_this_run(ctx: Context, name: str, stage: Stage) -> Path | None
 def run_pipeline(cfg: PipelineConfig, *, command: str, resume: bool = False) -> list[Path]:
     """The one-shot pipeline; returns the published version directories (baseline first when asked for)."""
     ctx = prepare(cfg, command, resume=resume)
+    pool = load_pool(ctx) if cfg.oe.enabled else None  # before training: a missing pool should fail fast
     baseline = run_baseline(ctx)
-    oe_net, pool_size = run_outlier_exposure(ctx, baseline) if cfg.oe.enabled else (None, None)
+    oe_net, pool_size = run_outlier_exposure(ctx, baseline, pool) if pool is not None else (None, None)
     published: list[Path] = []
     if cfg.export.enabled:
         if cfg.export.baseline_name:

@@ -81,9 +81,12 @@ async def test_every_metric_and_label_the_rules_use_is_exported(
         for name, matchers in selected:
             assert name in exported, f"{name} (in {expr!r}) is not exported"
             for label, operator, value in MATCHER.findall(matchers):
-                assert operator == "=", f"{name}: only equality matchers are checked here"
+                assert operator in ("=", "=~"), f"{name}: only = and =~ matchers are checked here"
                 values = {labels.get(label) for labels in exported[name]}
-                assert value in values, f"{name}{{{label}={value!r}}}: exported values are {values}"
+                matches = [
+                    v for v in values if v is not None and (v == value if operator == "=" else re.fullmatch(value, v))
+                ]
+                assert matches, f"{name}{{{label}{operator}{value!r}}}: exported values are {values}"
         for grouping in GROUPING.findall(expr):
             for label in (label.strip() for label in grouping.split(",")):
                 for name, _ in selected:

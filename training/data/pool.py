@@ -5,10 +5,13 @@ clip art and game sprites (`pool_sources.py`). Each source image yields `per_ima
 
 1. cropped to its visible (non-transparent) content; transparency composited onto white (p = 1/2) or a uniform
    random gray, then converted to the target channels;
-2. a random square crop whose side is U(0.35, 1) of the image's shorter side, resized to (H, W);
+2. one of three views: a random square crop whose side is U(0.35, 1) of the image's shorter side, resized to
+   (H, W) (p = 1/2); the whole picture shrunk into a box of U(0.5, 1) of (H, W) at a random place on a flat
+   background (p = 1/4), an object on its own as digits are; or the crop's outline, its edges thickened and drawn
+   light on dark (p = 1/4), so thin strokes, which flat clip art rarely has, are in the pool too;
 3. a horizontal flip with p = 1/2 and an inversion x -> 255 - x with p = 1/2 (so both polarities appear, as
    clip art is dark-on-light and MNIST light-on-dark);
-4. crops that are almost flat (pixel std < 6 gray levels) are redrawn, up to 4 tries, then dropped.
+4. samples that are almost flat (pixel std < 6 gray levels) are redrawn, up to 4 tries, then dropped.
 
 Image i is processed with its own generator seeded by (seed, i), so the pool depends only on the seed and the
 source list, not on the number of worker processes. Unreadable or fully transparent files are skipped and counted.
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from training.data.base import DataError
 from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomic
@@ -46,7 +49,7 @@ DEFAULT_PER_IMAGE = 12
 CROP_SCALE = (0.35, 1.0)
 MIN_STD = 6.0
 TRIES = 4
-POOL_FORMAT = 1
+POOL_FORMAT = 2  # bumped whenever the recipe changes, so a pool cached by an older recipe is rebuilt
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
@@ -80,6 +83,34 @@ def _open_rgba(path: Path, work_side: int) -> Image.Image | None:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+BILINEAR = Image.Resampling.BILINEAR
+
+
+def _outline(crop: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The crop's edges at twice the target size, thickened by a 3x3 max filter, contrast-stretched, then shrunk:
+    light strokes about 1.5 px wide on a dark ground."""
+    double = crop.resize((2 * size[0], 2 * size[1]), BILINEAR)
+    # No border padding: where content meets the crop's border the edge filter draws a frame line too, one more
+    # kind of straight stroke. (The committed models were trained on exactly this recipe; changing it needs a
+    # POOL_FORMAT bump and retraining.)
+    edges = double.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(3))
+    return ImageOps.autocontrast(edges).resize(size, BILINEAR)
+
+
+def _placed(
+    picture: Image.Image, size: tuple[int, int], scale: float, rng: np.random.Generator, background: int
+) -> Image.Image:
+    """`picture` shrunk (aspect kept) into scale * size and pasted at a random place on a flat background."""
+    box = (max(1, round(scale * size[0])), max(1, round(scale * size[1])))
+    shrunk = picture.copy()
+    shrunk.thumbnail(box, BILINEAR)
+    canvas = Image.new(picture.mode, size, (background,) * len(picture.getbands()))
+    left = int(rng.integers(0, size[0] - shrunk.size[0] + 1))
+    top = int(rng.integers(0, size[1] - shrunk.size[1] + 1))
+    canvas.paste(shrunk, (left, top))
+    return canvas
+
+
 def samples_from_image(path: Path, index: int, *, shape: Shape, per_image: int, seed: int) -> np.ndarray | None:
     """Up to `per_image` uint8 [k, C, H, W] samples from one source image (steps in the module doc); None if
     the file cannot be read."""
@@ -94,11 +125,16 @@ def samples_from_image(path: Path, index: int, *, shape: Shape, per_image: int, 
         for _ in range(TRIES):
             background = 255 if rng.random() < 0.5 else int(rng.integers(0, 256))
             flat = flatten_alpha(rgba, background).convert(mode)
-            side = max(1, round(rng.uniform(*CROP_SCALE) * min(flat.size)))
-            left = int(rng.integers(0, flat.size[0] - side + 1))
-            top = int(rng.integers(0, flat.size[1] - side + 1))
-            crop = flat.crop((left, top, left + side, top + side))
-            sample = image_to_chw(crop.resize((width, height), Image.Resampling.BILINEAR))
+            view = rng.random()
+            if view < 0.75:
+                side = max(1, round(rng.uniform(*CROP_SCALE) * min(flat.size)))
+                left = int(rng.integers(0, flat.size[0] - side + 1))
+                top = int(rng.integers(0, flat.size[1] - side + 1))
+                crop = flat.crop((left, top, left + side, top + side))
+                picture = _outline(crop, (width, height)) if view >= 0.5 else crop.resize((width, height), BILINEAR)
+            else:
+                picture = _placed(flat, (width, height), rng.uniform(0.5, 1.0), rng, background)
+            sample = image_to_chw(picture)
             if rng.random() < 0.5:
                 sample = sample[:, :, ::-1]
             if rng.random() < 0.5:
@@ -257,7 +293,12 @@ def load_default_pool(shape: Shape, *, seed: int, limit: int | None) -> np.ndarr
             f"the default OE outlier pool for shape {shape} is not built ({path} missing): run `make data` or "
             f"`python -m training data build-pool` (shape {channels}x{height}x{width})"
         )
-    arrays, _ = load_npz_checked(path)
+    arrays, manifest = load_npz_checked(path)
+    if manifest.get("format") != POOL_FORMAT:
+        raise DataError(
+            f"{path} was built by an older pool recipe (format {manifest.get('format')}, now {POOL_FORMAT}): "
+            "rebuild it with `make data` or `python -m training data build-pool`"
+        )
     images = arrays["images"]
     if limit is not None and limit < len(images):
         images = images[np.sort(draw(limit, len(images), seed, "default outlier pool"))]

@@ -104,6 +104,36 @@ def test_default_pool_cache_round_trip(
     subset = load_outlier_pool("default", (1, 12, 10), limit=3, seed=0)
     assert len(subset) == 3 and all(any(np.array_equal(s, x) for x in loaded) for s in subset)
 
+    # A pool cached by an older recipe is refused, with the command that rebuilds it.
+    monkeypatch.setattr(pool_module, "POOL_FORMAT", pool_module.POOL_FORMAT + 1)
+    with pytest.raises(DataError, match=r"older pool recipe.*build-pool"):
+        load_outlier_pool("default", (1, 12, 10))
+
+
+def test_placed_view_keeps_aspect_on_a_flat_background() -> None:
+    from PIL import Image
+
+    white = Image.new("L", (20, 10), 255)
+    placed = np.asarray(pool_module._placed(white, (28, 28), 0.5, np.random.default_rng(0), background=0))
+    assert placed.shape == (28, 28)
+    rows, cols = np.nonzero(placed == 255)
+    assert (np.ptp(rows) + 1, np.ptp(cols) + 1) == (7, 14)  # 20x10 shrunk into 14x14, aspect kept
+    assert int((placed == 255).sum()) == 7 * 14 and int((placed == 0).sum()) == 28 * 28 - 7 * 14
+
+
+def test_outline_view_draws_the_edge_light_on_dark() -> None:
+    from PIL import Image
+
+    half = np.zeros((40, 40), dtype=np.uint8)
+    half[:, 20:] = 255
+    outline = np.asarray(pool_module._outline(Image.fromarray(half), (28, 28)))
+    # The step between the halves becomes one light vertical stroke; the dark half stays dark; where the light
+    # half meets the image border a frame line is drawn too (documented in _outline).
+    assert outline[5:-5, 13:16].max() >= 200
+    assert outline[:, :12].max() == 0
+    assert outline[5:-5, 17:25].max() == 0 and outline[0, 17:26].min() > 127
+    assert int((outline > 127).sum()) < 28 * 28 // 4  # strokes, not the filled half
+
 
 def test_user_pools(tmp_path: Path, write_png: WritePng) -> None:
     floats = np.random.default_rng(0).random((9, 8, 8)).astype(np.float32)
