@@ -48,8 +48,8 @@ data: venv apt-data
 	$(PY) -m training data build-pool
 
 lint: venv
-	$(PY) -m ruff check service training tests
-	$(PY) -m ruff format --check service training tests
+	$(PY) -m ruff check service training tests bench
+	$(PY) -m ruff format --check service training tests bench
 
 typecheck: venv
 	$(PY) -m mypy
