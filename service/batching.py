@@ -1,8 +1,9 @@
 """Dynamic micro-batching: concurrent requests to one model version share an onnxruntime session run.
 
 A worker task takes the first queued job, then keeps gathering jobs until the batch holds `max_batch_size`
-instances or `max_delay_s` has passed since it took the first one, and runs the batch in a worker thread so the
-event loop keeps serving. Requests larger than `max_batch_size` are split into chunks and their results put back
+instances or `max_delay_s` has passed since it took the first one (with 0, it takes only what is already queued),
+and runs the batch in a worker thread so the event loop keeps serving; while it runs, new jobs queue up for the
+next batch. Requests larger than `max_batch_size` are split into chunks and their results put back
 together in order. The queue is bounded in instances: a request that does not fit is refused at once
 (`OverloadedError`, HTTP 503 with Retry-After) rather than waiting without limit.
 """

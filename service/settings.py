@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     """onnxruntime threads across independent operators (0 = onnxruntime's default)."""
     max_batch_size: int = Field(default=64, ge=1, le=4096)
     """Most instances the micro-batcher puts into one session run."""
-    max_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
-    """Longest time the first queued instance waits for others to join its batch."""
+    max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Longest time the first queued instance waits for others to join its batch. 0 (the default, as Triton's
+    `max_queue_delay_microseconds`) batches greedily: a run takes every instance queued when it starts, so batches
+    grow with load (requests queue while the previous run executes) and a lone request never waits. A delay can
+    help an accelerator whose per-run cost dominates; on CPU it measured slower at every load (bench/README.md)."""
     max_queue_size: int = Field(default=1024, ge=1)
     """Most instances waiting per model; beyond it requests get 503 with Retry-After."""
     retry_after_s: int = Field(default=1, ge=1)
