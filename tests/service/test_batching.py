@@ -80,6 +80,30 @@ async def test_the_first_request_waits_up_to_max_delay_for_company() -> None:
     await batcher.close()
 
 
+async def test_with_no_delay_a_lone_request_runs_alone_and_later_ones_batch_while_it_runs() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def blocking_first(batch: np.ndarray) -> Outputs:
+        if not started.is_set():
+            started.set()
+            release.wait(5)
+        return doubling(batch)
+
+    sizes: list[int] = []
+    batcher = make_batcher(blocking_first, sizes=sizes, max_delay_s=0.0)
+    first = asyncio.ensure_future(batcher.submit(rows(0)))
+    while not started.is_set():  # the first request's run started without waiting for company
+        await asyncio.sleep(0.001)
+    later = [asyncio.ensure_future(batcher.submit(rows(i))) for i in (1, 2, 3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(first, *later)
+    assert sizes == [1, 3]  # the three queued during the first run share the next one
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["double"], rows(2 * i))
+    await batcher.close()
+
+
 async def test_a_full_queue_refuses_at_once_with_retry_after() -> None:
     started, release = threading.Event(), threading.Event()
 
