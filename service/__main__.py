@@ -20,7 +20,7 @@ def main() -> None:
     app = create_app(settings)
     # Everything imported so far (FastAPI, pydantic, numpy, onnxruntime, ...) lives as long as the process: move it
     # out of the collector's reach so the full collections that JSON parsing's garbage triggers stop rescanning it.
-    # Measured with wrk at 32 connections on one core: p99 latency 62 ms -> 41 ms.
+    # Measured with wrk at 32 connections on one core: p99 latency about 63 ms -> 39 ms, req/s unchanged.
     gc.freeze()
     uvicorn.run(
         app,

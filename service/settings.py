@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     """Longest time the first queued instance waits for others to join its batch. 0 (the default, as Triton's
     `max_queue_delay_microseconds`) batches greedily: a run takes every instance queued when it starts, so batches
     grow with load (requests queue while the previous run executes) and a lone request never waits. A delay can
-    help an accelerator whose per-run cost dominates; on CPU it measured slower at every load (bench/README.md)."""
+    help an accelerator whose per-run cost dominates; on CPU, 2 ms measured no faster at 32 connections and
+    slower at 1 and 8 (README.md, Speed)."""
     max_queue_size: int = Field(default=1024, ge=1)
     """Most instances waiting per model; beyond it requests get 503 with Retry-After."""
     retry_after_s: int = Field(default=1, ge=1)
