@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.deploy.conftest import PROMETHEUS, PROMETHEUS_DIR
-from tests.e2e.server import free_port, service_process
+from tests.e2e.server import free_port, service_process, wait_until_ready
 from tests.service.conftest import clone_artifact
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_apt("prometheus")]
@@ -49,13 +49,7 @@ def prometheus_process(config: dict[str, Any], workdir: Path, startup_timeout_s:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + startup_timeout_s
-            while not _answers(f"{url}/-/ready"):
-                if process.poll() is not None:
-                    raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log_path.read_text()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"prometheus not ready after {startup_timeout_s} s:\n{log_path.read_text()}")
-                time.sleep(0.1)
+            wait_until_ready(process, f"{url}/-/ready", log_path, startup_timeout_s, "prometheus")
             yield url
         finally:
             process.send_signal(signal.SIGTERM)
@@ -64,13 +58,6 @@ def prometheus_process(config: dict[str, Any], workdir: Path, startup_timeout_s:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def query(prometheus: httpx.Client, expr: str) -> Vector:

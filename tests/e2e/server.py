@@ -23,6 +23,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout_s: float, what: str) -> None:
+    """Poll `url` until it answers 200; fail with `process`'s log if it exits first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout_s} s:\n{log_path.read_text()}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def service_process(env: dict[str, str], log_path: Path, startup_timeout_s: float = 60.0) -> Iterator[str]:
     """Start the service from the repository root with `env` (OEGATE_* settings) added to the environment; yield
@@ -39,18 +55,7 @@ def service_process(env: dict[str, str], log_path: Path, startup_timeout_s: floa
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + startup_timeout_s
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"service exited with {process.returncode}:\n{log_path.read_text()}")
-                try:
-                    if httpx.get(f"{base_url}/v2/health/ready", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"service not ready after {startup_timeout_s} s:\n{log_path.read_text()}")
-                time.sleep(0.1)
+            wait_until_ready(process, f"{base_url}/v2/health/ready", log_path, startup_timeout_s, "service")
             yield base_url
         finally:
             process.send_signal(signal.SIGTERM)

@@ -9,8 +9,9 @@ import io
 import json
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from service.app import create_app
+from service.runtime import Runtime
 from service.settings import Settings
 
 
@@ -109,3 +111,21 @@ def digit_like(seed: int) -> np.ndarray:
     top, left = rng.integers(4, 14, size=2)
     image[top : top + 10, left : left + 6] = rng.integers(128, 256, size=(10, 6), dtype=np.uint8)
     return image
+
+
+@pytest.fixture
+def blocked_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Runtime.run blocks until `release` is set, setting `started` when it does, so a test can hold a session run
+    (to fill the queue, or swap versions under it); once released, runs go straight through."""
+    started, release = threading.Event(), threading.Event()
+    original = Runtime.run
+
+    def run(self: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
+        if not release.is_set():
+            started.set()
+            release.wait(10)
+        return original(self, images)
+
+    monkeypatch.setattr(Runtime, "run", run)
+    yield started, release
+    release.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -330,22 +330,6 @@ async def test_a_known_model_without_a_loadable_version_is_503(serve, tmp_path: 
     message = "model 'broken' has no loadable version (see the service logs)"
     assert (predict.status_code, predict.json()) == (503, {"error": message})
     assert (ready.status_code, ready.json()) == (503, {"name": "broken", "ready": False})
-
-
-@pytest.fixture
-def blocked_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Runtime.run blocks until released, so a test can fill the queue."""
-    started, release = threading.Event(), threading.Event()
-    original = Runtime.run
-
-    def run(self: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
-        started.set()
-        release.wait(10)
-        return original(self, images)
-
-    monkeypatch.setattr(Runtime, "run", run)
-    yield started, release
-    release.set()
 
 
 async def test_overload_is_503_with_retry_after(

@@ -3,14 +3,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from service.runtime import Runtime
 from tests.service.conftest import clone_artifact
 from tests.service.test_metrics import samples, value
 
@@ -54,26 +52,10 @@ async def test_publishing_version_2_under_load_swaps_with_zero_failures(
     assert value(metrics, info, model="tiny", version="1", provider="CPUExecutionProvider") is None
 
 
-@pytest.fixture
-def gated_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
-    started, release = threading.Event(), threading.Event()
-    original = Runtime.run
-
-    def run(self: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
-        if not release.is_set():
-            started.set()
-            release.wait(10)
-        return original(self, images)
-
-    monkeypatch.setattr(Runtime, "run", run)
-    yield started, release
-    release.set()
-
-
 async def test_an_in_flight_request_finishes_on_the_version_it_started_with(
-    serve, model_dir: Path, tiny_artifact: Path, gated_runtime: tuple[threading.Event, threading.Event]
+    serve, model_dir: Path, tiny_artifact: Path, blocked_runtime: tuple[threading.Event, threading.Event]
 ) -> None:
-    started, release = gated_runtime
+    started, release = blocked_runtime
     async with serve(admin_token="admin-token-0123456789") as (app, client):
         old = app.state.components.registry.get("tiny")
         in_flight = asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=BODY))
