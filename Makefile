@@ -45,7 +45,7 @@ apt-data:
 	else echo "not root or no apt-get: skipping Debian packages ($(APT_DATA) $(APT_TOOLS))"; fi
 
 data: venv apt-data
-	$(PY) -m training data build-pool
+	$(PY) -m training data build-pool --recipe mixed   # the pool configs/mnist-oe.toml uses (default-mixed)
 
 lint: venv
 	$(PY) -m ruff check service training tests bench

@@ -51,8 +51,14 @@ class ThresholdSpec(_Strict):
     """The reject threshold, in `anomaly_score` units: `reject = anomaly_score >= value`."""
 
     value: float
-    method: Literal["conformal_quantile"] = "conformal_quantile"
+    method: Literal["conformal_quantile", "pac_binomial"] = "conformal_quantile"
     acceptance_target: float = Field(gt=0.0, lt=1.0)
+    delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """pac_binomial: the promise holds with probability >= 1 - delta over the calibration draw."""
+    order_statistic: int | None = Field(default=None, gt=0)
+    """The threshold is the next float32 above this (1-based) order statistic of the calibration scores."""
+    promise: str | None = None
+    """What the rule guarantees, in words (assuming exchangeable in-distribution inputs)."""
     calibration_split: str
     calibration_samples: int = Field(gt=0)
     calibration_acceptance: float = Field(ge=0.0, le=1.0)

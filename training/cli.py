@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from training.config import PipelineConfig, load_config
-from training.data.pool import DEFAULT_PER_IMAGE
+from training.data.pool import DEFAULT_PER_IMAGE, DEFAULT_RECIPE, RECIPES
 
 log = logging.getLogger("training")
 
@@ -57,6 +57,17 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_loso(args: argparse.Namespace) -> int:
+    from training.loso import run_loso
+    from training.pipeline import prepare
+
+    cfg = _config(args)
+    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    groups = [g for g in args.groups.split(",") if g] if args.groups else None
+    print(run_loso(ctx, groups=groups, baseline_checkpoint=args.baseline))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from training.checkpoint import load_checkpoint
     from training.pipeline import net_from_checkpoint, prepare, publish
@@ -75,7 +86,31 @@ def _cmd_build_pool(args: argparse.Namespace) -> int:
     shape = tuple(int(v) for v in args.shape.split(","))
     if len(shape) != 3:
         raise ValueError(f"--shape must be C,H,W, got {args.shape!r}")
-    print(build_default_pool(shape=shape, per_image=args.per_image, seed=args.seed))
+    print(build_default_pool(shape=shape, per_image=args.per_image, seed=args.seed, recipe=args.recipe))
+    return 0
+
+
+def _cmd_screen_pool(args: argparse.Namespace) -> int:
+    from training.checkpoint import load_checkpoint
+    from training.data.pool_screen import contact_sheet, screen
+    from training.nets import NetConfig, build_net
+
+    state = load_checkpoint(args.checkpoint)
+    c, h, w = state["input_shape"]
+    net = build_net(NetConfig.model_validate(state["config"]["net"]), c, len(state["class_names"]), h, w)
+    net.load_state_dict(state["net_state"])
+    flagged = screen(
+        net, state["normalizer"]["mean"], state["normalizer"]["std"], state["class_names"],
+        min_confidence=args.min_confidence,
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    contact_sheet(flagged, args.out / "flagged.png")
+    lines = [f"{item.key}  baseline reads '{item.label}' at {item.confidence:.4f}" for item in flagged]
+    (args.out / "flagged.txt").write_text("".join(f"{i}\t{line}\n" for i, line in enumerate(lines)))
+    print(
+        f"{len(flagged)} flagged: {args.out / 'flagged.png'} and {args.out / 'flagged.txt'} (review, then copy the "
+        "lines that show in-distribution content into training/data/pool_excluded.txt)"
+    )
     return 0
 
 
@@ -104,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, required=True, help="baseline checkpoint (runs/<name>/checkpoints/...)")
     p.set_defaults(func=_cmd_finetune)
 
+    p = sub.add_parser("loso", help="leave-one-source-out: OE without each pool group, scored on that group")
+    _add_config_arguments(p)
+    p.add_argument("--groups", help="comma-separated pool groups to hold out (default: every group)")
+    p.add_argument("--baseline", type=Path, help="baseline checkpoint to start from (default: train one in the run)")
+    p.set_defaults(func=_cmd_loso)
+
     p = sub.add_parser("export", help="calibrate a checkpoint and publish it as an artifact")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--name", required=True, help="artifact name (models/<name>/<version>)")
@@ -115,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default="1,28,28", help="C,H,W of the model input (default 1,28,28)")
     p.add_argument("--per-image", type=int, default=DEFAULT_PER_IMAGE, help="random crops per source image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
+        help="views: `crops` (random crops; pool `default`) or `mixed` (+ outlines, placed objects; `default-mixed`)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_build_pool)
+    p = data.add_parser("screen-pool", help="flag pool source images a baseline reads as in-distribution")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a baseline checkpoint (runs/<name>/checkpoints/)")
+    p.add_argument("--min-confidence", type=float, default=0.99, help="flag at this top softmax probability")
+    p.add_argument("--out", type=Path, default=Path("runs/pool-screen"), help="where flagged.png/.txt go")
+    p.set_defaults(func=_cmd_screen_pool)
     p = data.add_parser("list", help="list the registered data set names")
     p.set_defaults(func=_cmd_list_data)
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.data.validation_sets import VALIDATION_SET_NAMES
 from training.nets import NetConfig
 
 
@@ -39,12 +40,39 @@ class DataConfig(_Section):
     in_distribution: str = "mnist"
     """In-distribution spec: a registered name (mnist, mnist5k) or npz:/imagefolder:/torchvision: forms."""
     outlier_pool: str = "default"
-    """OE pool spec: `default` (the cached openclipart + arcade pool), npy:PATH or imagefolder:PATH."""
+    """OE pool spec: `default` (the cached openclipart + arcade pool of random crops), `default-mixed` (crops,
+    outlines and placed objects), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
-    eval_anomalies: list[str] = Field(default_factory=lambda: ["gaussian", "bernoulli", "blobs", "negative"])
-    """Anomaly sets for the card's first evaluation summary (never trained or tuned on)."""
-    eval_anomaly_samples: int = Field(default=2000, gt=0)
+    outlier_pool_exclude: list[str] = Field(default_factory=list)
+    """Source groups of the default pool to leave out (leave-one-source-out runs; `python -m training loso`)."""
+    val_anomalies: list[str] = Field(default_factory=lambda: list(VALIDATION_SET_NAMES))
+    """Validation anomaly sets for the card's validation summary and every choice made on detection: built from
+    the validation split and noise (val-*), or your own held-out sets (npy:PATH, imagefolder:PATH). Test anomaly
+    sets are refused here: they are read once, by `python -m training evaluate`."""
+    val_anomaly_samples: int = Field(default=2000, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("eval_anomalies" in data or "eval_anomaly_samples" in data):
+            raise ValueError(
+                "data.eval_anomalies / data.eval_anomaly_samples are now data.val_anomalies / "
+                "data.val_anomaly_samples: the pipeline evaluates on validation anomaly sets only "
+                f"({', '.join(VALIDATION_SET_NAMES)}); test sets are for `python -m training evaluate`"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _validation_only(self) -> DataConfig:
+        for name in self.val_anomalies:
+            if name not in VALIDATION_SET_NAMES and name.partition(":")[0] not in ("npy", "imagefolder"):
+                raise ValueError(
+                    f"data.val_anomalies: '{name}' is not a validation anomaly set; use "
+                    f"{', '.join(VALIDATION_SET_NAMES)} or your own npy:PATH / imagefolder:PATH held-out sets "
+                    "(test sets are read only by `python -m training evaluate`)"
+                )
+        return self
 
 
 class OptimConfig(_Section):
@@ -68,11 +96,19 @@ class OEConfig(OptimConfig):
     """lambda in CE + lambda * E_out[logsumexp(z) - mean(z)]; 0.5 for images (the paper)."""
     outlier_batch_ratio: float = Field(default=2.0, gt=0.0)
     """Outlier batch size as a multiple of the in-distribution batch (2 in the reference vision code)."""
+    weight_decay: float | None = Field(default=None, ge=0.0)  # type: ignore[assignment]
+    """None (default): the baseline's weight decay, so both twins are regularized alike (resolved in the run's
+    config.json)."""
 
 
 class CalibrationConfig(_Section):
     acceptance_target: float = Field(default=0.95, gt=0.0, lt=1.0)
     """Fraction of held-out in-distribution inputs the reject threshold must accept."""
+    threshold_method: Literal["conformal", "pac"] = "conformal"
+    """`conformal`: acceptance >= target on average over calibration draws; `pac`: >= target with probability
+    >= 1 - delta over the calibration draw (training/calibrate.py states both promises)."""
+    delta: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """Failure probability of the `pac` rule."""
 
 
 class ExportConfig(_Section):
@@ -99,6 +135,8 @@ class PipelineConfig(_Section):
     def _names_differ(self) -> PipelineConfig:
         if self.export.baseline_name == self.export.name:
             raise ValueError("export.baseline_name must differ from export.name")
+        if self.oe.weight_decay is None:
+            self.oe.weight_decay = self.baseline.weight_decay
         return self
 
 

@@ -173,7 +173,11 @@ def publish_artifact(
             temperature=gate.temperature,
             threshold=ThresholdSpec(
                 value=threshold.value,
+                method="pac_binomial" if threshold.method == "pac" else "conformal_quantile",
                 acceptance_target=threshold.acceptance_target,
+                delta=threshold.delta,
+                order_statistic=threshold.order_statistic,
+                promise=threshold.promise,
                 calibration_split=calibration_split,
                 calibration_samples=threshold.calibration_samples,
                 calibration_acceptance=threshold.calibration_acceptance,

@@ -1,4 +1,4 @@
-"""Classifier architectures: a small CNN for 28x28 inputs (default) and the paper's Wide ResNet."""
+"""Classifier architectures: the reference MNIST ConvNet, a small CNN for 28x28 inputs and the paper's Wide ResNet."""
 
 from __future__ import annotations
 
@@ -15,14 +15,46 @@ class NetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Literal["small_cnn", "wrn"] = "small_cnn"
-    """`small_cnn` for 28x28 digits; `wrn` (Wide ResNet) for 32x32 images as in the paper."""
+    arch: Literal["convnet", "small_cnn", "wrn"] = "small_cnn"
+    """`convnet`: the reference code's MNIST net (28x28, 1 channel); `small_cnn`: a wider conv-bn net for 28x28
+    digits; `wrn` (Wide ResNet) for 32x32 images as in the paper."""
     width: int = Field(default=32, ge=4)
     """small_cnn: channels of the first conv layer (the second has twice as many)."""
     wrn_depth: int = Field(default=40, ge=10)
     """wrn: depth, 6n + 4."""
     wrn_widen_factor: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    """Dropout probability (convnet: Dropout2d after its second conv, 0.5 in the reference)."""
+    standardize: bool = True
+    """Standardize inputs by the training set's per-channel mean and std (inside the graph too). False feeds the
+    [0, 1] pixels as they are, as the reference MNIST code does (`transforms.ToTensor()` only)."""
+
+
+def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The reference ConvNet's GELU approximation x * sigmoid(1.702 x)."""
+    return torch.sigmoid(1.702 * x) * x
+
+
+class ConvNet(nn.Module):
+    """The reference MNIST net (hendrycks/outlier-exposure, `MNIST/models/convnet.py`), layer for layer:
+    conv5x5(10) - maxpool - GELU, conv5x5(20) - Dropout2d - maxpool - GELU, fc 320 -> 50 - GELU, fc 50 -> k.
+    About 22k parameters; no batch norm."""
+
+    def __init__(self, in_channels: int, num_classes: int, height: int, width: int, cfg: NetConfig) -> None:
+        super().__init__()
+        if (height, width) != (28, 28):
+            raise ValueError(f"convnet is the reference's 28x28 net, got {height}x{width}")
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d(cfg.dropout)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _gelu_sigmoid(F.max_pool2d(self.conv1(x), 2))
+        x = _gelu_sigmoid(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = _gelu_sigmoid(self.fc1(x.flatten(1)))
+        return self.fc2(x)
 
 
 class SmallCNN(nn.Module):
@@ -107,6 +139,8 @@ class WideResNet(nn.Module):
 
 
 def build_net(cfg: NetConfig, in_channels: int, num_classes: int, height: int, width: int) -> nn.Module:
+    if cfg.arch == "convnet":
+        return ConvNet(in_channels, num_classes, height, width, cfg)
     if cfg.arch == "small_cnn":
         if height % 4 or width % 4:
             raise ValueError(f"small_cnn needs height and width divisible by 4, got {height}x{width}")

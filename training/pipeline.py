@@ -1,4 +1,8 @@
-"""Stages wired together: data -> baseline -> OE fine-tune -> calibrate -> first evaluation -> export.
+"""Stages wired together: data -> baseline -> OE fine-tune -> calibrate -> validation summary -> export.
+
+The test split is sealed from the start (`InDistribution.sealed`) and no test anomaly set is loaded: every choice
+here is made on the validation split and validation anomaly sets; `python -m training evaluate` reads the test
+data once, at the end.
 
 `python -m training pipeline` runs them all; `train`, `finetune-oe` and `export` run one each. Every stage reads the
 same typed config, so a stage run alone behaves exactly as inside the pipeline.
@@ -19,11 +23,11 @@ import torch
 from torch import nn
 
 from training.artifact import read_card
-from training.calibrate import Threshold, conformal_threshold, fit_temperature, nll
+from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
-from training.data.base import InDistribution
+from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.export import Gate, publish_artifact
 from training.metrics import detection_metrics
@@ -63,15 +67,17 @@ def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Conte
     """Load the data, fit the normalizer, create the run directory and record the resolved config in it."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed)
-    for name in cfg.data.eval_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
+    # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
+    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed).sealed()
+    for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
     run_dir = cfg.run.directory
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
     _log_to(run_dir / "train.log")
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
-    return Context(cfg, data, Normalizer.fit(data.train.images), run_dir, command, resume, time.monotonic())
+    normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
+    return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
 
 
 def _log_to(path: Path) -> None:
@@ -98,9 +104,11 @@ def run_baseline(ctx: Context) -> nn.Module:
 
 
 def load_pool(ctx: Context) -> np.ndarray:
+    data = ctx.cfg.data
     pool = load_outlier_pool(
-        ctx.cfg.data.outlier_pool, ctx.data.shape, seed=ctx.cfg.run.seed, limit=ctx.cfg.data.outlier_pool_limit
-    )
+        data.outlier_pool, ctx.data.shape, seed=ctx.cfg.run.seed, limit=data.outlier_pool_limit,
+        exclude=data.outlier_pool_exclude,
+    )  # fmt: skip
     log.info("outlier pool %s: %d images", ctx.cfg.data.outlier_pool, len(pool))
     return pool
 
@@ -136,47 +144,55 @@ class Calibration:
     evaluation: dict[str, Any]
 
 
+def validation_detection(
+    ctx: Context, net: nn.Module, in_scores: np.ndarray, threshold: float | None
+) -> dict[str, dict[str, float]]:
+    """Detection on each validation anomaly set against the validation split's scores (no test data)."""
+    results: dict[str, dict[str, float]] = {}
+    for name in ctx.cfg.data.val_anomalies:
+        images = load_anomalies(name, ctx.data, n=ctx.cfg.data.val_anomaly_samples, seed=ctx.cfg.run.seed)
+        scores = anomaly_scores(predict_logits(net, ctx.normalize, images))
+        m = detection_metrics(in_scores, scores, recall=0.95)
+        results[name] = {"auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr}
+        if threshold is not None:
+            results[name]["accepted_fraction"] = float(np.mean(scores < np.float32(threshold)))
+    return results
+
+
 def calibrate_and_evaluate(ctx: Context, net: nn.Module) -> Calibration:
-    """Temperature and threshold on the validation split; a first detection summary on the test split."""
-    data, target = ctx.data, ctx.cfg.calibration.acceptance_target
-    assert data.val.labels is not None and data.test.labels is not None
+    """Temperature and threshold on the validation split, and a detection summary on the validation anomaly sets.
+
+    Nothing here reads the test split (sealed in `prepare`) or a test anomaly set: test figures come from
+    `python -m training evaluate`, once, at the end.
+    """
+    data, cal = ctx.data, ctx.cfg.calibration
+    assert data.val.labels is not None
     val_logits = predict_logits(net, ctx.normalize, data.val.images)
     val_labels = torch.from_numpy(data.val.labels.astype(np.int64))
     temperature = fit_temperature(val_logits, val_labels)
-    threshold = conformal_threshold(_anomaly_scores(val_logits), target)
-
-    test_logits = predict_logits(net, ctx.normalize, data.test.images)
-    test_labels = torch.from_numpy(data.test.labels.astype(np.int64))
-    test_scores = _anomaly_scores(test_logits)
-    anomalies: dict[str, dict[str, float]] = {}
-    for name in ctx.cfg.data.eval_anomalies:
-        images = load_anomalies(name, data, n=ctx.cfg.data.eval_anomaly_samples, seed=ctx.cfg.run.seed)
-        scores = _anomaly_scores(predict_logits(net, ctx.normalize, images))
-        m = detection_metrics(test_scores, scores, recall=0.95)
-        anomalies[name] = {
-            "auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr,
-            "accepted_fraction": float(np.mean(scores < np.float32(threshold.value))),
-        }  # fmt: skip
+    val_scores = anomaly_scores(val_logits)
+    threshold = choose_threshold(val_scores, cal.acceptance_target, cal.threshold_method, cal.delta)
+    anomalies = validation_detection(ctx, net, val_scores, threshold.value)
     evaluation = {
-        "split": "test",
-        "test_samples": len(data.test),
-        "test_accuracy": float((test_logits.argmax(1) == test_labels).float().mean()),
-        "test_nll": nll(test_logits, test_labels, 1.0),
-        "test_nll_temperature_scaled": nll(test_logits, test_labels, temperature),
+        "split": "val",
+        "val_samples": len(data.val),
+        "val_accuracy": float((val_logits.argmax(1) == val_labels).float().mean()),
         "val_nll": nll(val_logits, val_labels, 1.0),
         "val_nll_temperature_scaled": nll(val_logits, val_labels, temperature),
-        "test_acceptance_at_threshold": float(np.mean(test_scores < np.float32(threshold.value))),
-        "anomalies": anomalies,
+        "val_acceptance_at_threshold": float(np.mean(val_scores < np.float32(threshold.value))),
+        "val_anomalies": anomalies,
         "mean_auroc": float(np.mean([a["auroc"] for a in anomalies.values()])) if anomalies else None,
         "mean_fpr95": float(np.mean([a["fpr95"] for a in anomalies.values()])) if anomalies else None,
         "conventions": "score = KL[U||p] (anomalies positive, higher anomaly_score = more anomalous); "
-        f"all {len(data.test)} test images vs {ctx.cfg.data.eval_anomaly_samples} per anomaly set; "
-        "full 1:5 protocol in `python -m training evaluate`",
+        f"all {len(data.val)} validation images vs {ctx.cfg.data.val_anomaly_samples} per validation anomaly set "
+        "(built from the validation split and noise). The threshold was fitted on the same validation split, so "
+        "val acceptance is in-sample; test-split figures come from `python -m training evaluate` "
+        "(reports/), never from the pipeline",
     }
     return Calibration(temperature, threshold, evaluation)
 
 
-def _anomaly_scores(logits: torch.Tensor) -> np.ndarray:
+def anomaly_scores(logits: torch.Tensor) -> np.ndarray:
     """The served anomaly score in float32, as the graph emits it."""
     return anomaly_score_from_kl(kl_uniform(logits.float())).numpy().astype(np.float32)
 
@@ -192,8 +208,9 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
     gate = Gate(copy.deepcopy(net).eval(), ctx.normalize.mean, ctx.normalize.std, cal.temperature)
     c, h, w = ctx.data.shape
     rng = np.random.default_rng(ctx.cfg.run.seed)
+    val_images = ctx.data.val.images
     check = np.concatenate([
-        ctx.data.test.images[rng.choice(len(ctx.data.test), 32, replace=False)].astype(np.float32) / 255.0,
+        as_float(val_images[rng.choice(len(val_images), min(32, len(val_images)), replace=False)]),
         rng.random((16, c, h, w), dtype=np.float32),
     ])  # fmt: skip
     cfg = ctx.cfg
@@ -211,6 +228,7 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
             "test_samples": len(ctx.data.test),
             "outlier_pool": cfg.data.outlier_pool if stage == "oe" else None,
             "outlier_pool_samples": pool_size if stage == "oe" else None,
+            "outlier_pool_excluded_groups": list(cfg.data.outlier_pool_exclude) if stage == "oe" else None,
         },
         "net": cfg.net.model_dump(mode="json"),
         "baseline": cfg.baseline.model_dump(mode="json"),

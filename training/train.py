@@ -46,6 +46,11 @@ class Normalizer:
             std=[max(float(v), 1e-3) for v in x.std(axis=(0, 2, 3))],
         )
 
+    @classmethod
+    def identity(cls, channels: int) -> Normalizer:
+        """No standardization: pixels in [0, 1] go to the net as they are (the reference MNIST preprocessing)."""
+        return cls(mean=[0.0] * channels, std=[1.0] * channels)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
@@ -105,7 +110,7 @@ def train_stage(
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
+        weight_decay=cfg.weight_decay or 0.0,
     )
     start_epoch, history = 0, []
     if resume and path.is_file():
@@ -158,7 +163,7 @@ def train_stage(
             loss_value = float(loss.detach())
             loss_sum += loss_value * len(index)
             correct += int((logits[: len(index)].argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}", refresh=False)  # redraws follow mininterval
         bar.close()
         val_logits = predict_logits(net, normalize, val.images)
         val_y = torch.from_numpy(val.labels.astype(np.int64))

@@ -17,6 +17,7 @@ from training.data.base import as_float
 from training.data.pool import build_outlier_pool
 from training.data.pool_sources import default_sources
 from training.data.registry import load_anomalies, load_in_distribution
+from training.data.validation_sets import VALIDATION_SET_NAMES
 from training.export import Gate
 from training.nets import NetConfig, build_net
 
@@ -52,12 +53,15 @@ def test_pipeline_publishes_both_artifacts_with_full_cards(pipeline_run: Path) -
         assert card.training["data"]["train_samples"] == 3000
         assert card.threshold.calibration_samples == 1000
         assert card.threshold.calibration_acceptance >= 0.95
-        assert card.evaluation["test_accuracy"] > 0.8
-        assert set(card.evaluation["anomalies"]) == {"gaussian", "bernoulli", "blobs", "negative"}
+        assert card.evaluation["split"] == "val"
+        assert card.evaluation["val_accuracy"] > 0.8
+        assert set(card.evaluation["val_anomalies"]) == set(VALIDATION_SET_NAMES)
+        assert "test_accuracy" not in card.evaluation  # test figures come from `evaluate`, never the pipeline
     oe = load_artifact(pipeline_run / "models" / "mnist5k-oe" / "1").card
     assert oe.training["data"]["outlier_pool_samples"] == 1000
     history = [json.loads(line) for line in (pipeline_run / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [(h["stage"], h["epoch"]) for h in history] == [("baseline", 1), ("baseline", 2), ("oe", 1)]
+    expected = [*(("baseline", epoch) for epoch in range(1, 7)), ("oe", 1), ("oe", 2)]
+    assert [(h["stage"], h["epoch"]) for h in history] == expected
     log = (pipeline_run / "run" / "train.log").read_text()
     assert "published" in log and "outlier pool" in log
     assert json.loads((pipeline_run / "run" / "config.json").read_text())["export"]["version"] == 1

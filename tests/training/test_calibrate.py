@@ -1,8 +1,17 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from training.calibrate import conformal_threshold, fit_temperature, nll
+from training.calibrate import (
+    binomial_cdf,
+    choose_threshold,
+    conformal_threshold,
+    fit_temperature,
+    nll,
+    pac_threshold,
+)
 
 
 def test_fit_temperature_recovers_the_generating_temperature() -> None:
@@ -41,3 +50,57 @@ def test_conformal_threshold_refuses_too_few_samples() -> None:
         conformal_threshold(np.array([0.1, np.nan]), 0.5)
     with pytest.raises(ValueError, match="acceptance_target"):
         conformal_threshold(np.linspace(0, 1, 50), 1.0)
+
+
+def _binomial_cdf_exact(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+@pytest.mark.parametrize(("k", "n", "p"), [(0, 10, 0.3), (3, 10, 0.3), (9, 10, 0.3), (94, 100, 0.95), (40, 50, 0.9)])
+def test_binomial_cdf_matches_the_exact_sum(k: int, n: int, p: float) -> None:
+    assert binomial_cdf(k, n, p) == pytest.approx(_binomial_cdf_exact(k, n, p), rel=1e-9, abs=1e-12)
+    assert binomial_cdf(-1, n, p) == 0.0
+    assert binomial_cdf(n, n, p) == 1.0
+
+
+def test_pac_threshold_is_the_smallest_order_statistic_with_the_guarantee() -> None:
+    scores = np.arange(1, 201, dtype=np.float32) / 200  # 0.005 .. 1.000, sorted = themselves
+    th = pac_threshold(scores, 0.9, 0.05)
+    # Oracle: the smallest k with P(Bin(200, 0.9) <= k - 1) >= 0.95, by exact summation.
+    k = next(k for k in range(1, 201) if _binomial_cdf_exact(k - 1, 200, 0.9) >= 0.95)
+    assert th.order_statistic == k
+    assert _binomial_cdf_exact(k - 2, 200, 0.9) < 0.95  # k - 1 would not do
+    assert np.float32(scores[k - 1]) < np.float32(th.value) <= np.nextafter(scores[k - 1], np.float32(2))
+    assert th.calibration_acceptance == k / 200
+    assert (th.method, th.delta, th.acceptance_target) == ("pac", 0.05, 0.9)
+    assert "probability >= 1 - delta" in th.promise
+    conformal = conformal_threshold(scores, 0.9)
+    assert conformal.order_statistic == math.ceil(201 * 0.9) < k  # the stricter promise costs a higher threshold
+    assert conformal.method == "conformal" and conformal.delta is None
+
+
+def test_pac_threshold_holds_its_promise_over_calibration_draws() -> None:
+    rng = np.random.default_rng(1)
+    below = 0
+    draws = 400
+    for _ in range(draws):
+        th = pac_threshold(rng.random(300).astype(np.float32), 0.9, 0.1)
+        below += th.value < 0.9  # uniform scores: the true acceptance of a threshold v is v itself
+    assert below / draws <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / draws)
+
+
+def test_pac_threshold_refuses_what_it_cannot_promise() -> None:
+    # With n scores the largest one is accepted with probability 1 - t^n: for t = 0.95, delta = 0.05, n >= 59.
+    with pytest.raises(ValueError, match="need >= 59"):
+        pac_threshold(np.linspace(0, 1, 58), 0.95, 0.05)
+    assert pac_threshold(np.linspace(0, 1, 59), 0.95, 0.05).order_statistic == 59
+    with pytest.raises(ValueError, match="delta"):
+        pac_threshold(np.linspace(0, 1, 100), 0.9, 0.0)
+    with pytest.raises(ValueError, match="acceptance_target"):
+        pac_threshold(np.linspace(0, 1, 100), 0.0, 0.1)
+
+
+def test_choose_threshold_dispatches_on_the_method() -> None:
+    scores = np.random.default_rng(2).random(500).astype(np.float32)
+    assert choose_threshold(scores, 0.95, "pac", 0.05) == pac_threshold(scores, 0.95, 0.05)
+    assert choose_threshold(scores, 0.95, "conformal", 0.05) == conformal_threshold(scores, 0.95)

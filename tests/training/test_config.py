@@ -39,3 +39,20 @@ def test_typo_in_a_config_names_the_field(tmp_path: Path) -> None:
 def test_baseline_and_oe_names_must_differ() -> None:
     with pytest.raises(ValidationError, match="must differ"):
         load_config(None, ["export.name=same", "export.baseline_name=same"])
+
+
+def test_test_anomaly_sets_are_refused_in_the_pipeline_config() -> None:
+    with pytest.raises(ValueError, match="'gaussian' is not a validation anomaly set"):
+        load_config(None, ["data.val_anomalies=['val-uniform', 'gaussian']"])
+    with pytest.raises(ValueError, match=r"data\.eval_anomalies / data\.eval_anomaly_samples are now"):
+        load_config(None, ["data.eval_anomalies=['gaussian']"])
+    cfg = load_config(None, ["data.val_anomalies=['val-jigsaw', 'npy:/data/held_out.npy']"])
+    assert cfg.data.val_anomalies == ["val-jigsaw", "npy:/data/held_out.npy"]
+
+
+def test_oe_weight_decay_defaults_to_the_baselines() -> None:
+    assert load_config(None, ["baseline.weight_decay=1e-4"]).oe.weight_decay == 1e-4
+    assert load_config(None, ["baseline.weight_decay=1e-4", "oe.weight_decay=0.0"]).oe.weight_decay == 0.0
+    assert load_config(None, []).calibration.threshold_method == "conformal"
+    with pytest.raises(ValueError, match="threshold_method"):
+        load_config(None, ["calibration.threshold_method=quantile"])

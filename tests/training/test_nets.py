@@ -8,7 +8,26 @@ from training.artifact import load_artifact
 from training.calibrate import conformal_threshold
 from training.card import ImageInputSpec
 from training.export import Gate, publish_artifact
-from training.nets import NetConfig, SmallCNN, WideResNet, build_net
+from training.nets import ConvNet, NetConfig, SmallCNN, WideResNet, build_net
+
+
+def test_convnet_is_the_reference_mnist_net() -> None:
+    net = build_net(NetConfig(arch="convnet", dropout=0.5), 1, 10, 28, 28)
+    assert isinstance(net, ConvNet)
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    # conv 1->10 5x5 (260) + conv 10->20 5x5 (5,020) + fc 320->50 (16,050) + fc 50->10 (510), as MNIST/models/convnet.py
+    assert sum(p.numel() for p in net.parameters()) == 21_840
+    assert net.conv2_drop.p == 0.5
+    x = torch.randn(4, 1, 28, 28)
+    net.eval()
+    with torch.no_grad():  # the reference's forward, written out: gelu(x) = x * sigmoid(1.702 x)
+        gelu = lambda t: t * torch.sigmoid(1.702 * t)  # noqa: E731
+        h = gelu(torch.nn.functional.max_pool2d(net.conv1(x), 2))
+        h = gelu(torch.nn.functional.max_pool2d(net.conv2(h), 2))
+        expected = net.fc2(gelu(net.fc1(h.reshape(-1, 320))))
+        torch.testing.assert_close(net(x), expected)
+    with pytest.raises(ValueError, match="28x28"):
+        build_net(NetConfig(arch="convnet"), 1, 10, 32, 32)
 
 
 def test_small_cnn_shapes_and_size() -> None:

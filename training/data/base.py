@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,43 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
+class SealedSplitError(RuntimeError):
+    """Code that must not see the test split tried to read it."""
+
+
+class SealedImageSet(ImageSet):
+    """A split whose size is known but whose images and labels cannot be read: the test split as the training
+    pipeline holds it. Every choice before `python -m training evaluate` is made without test data; this makes
+    that a property of the code rather than a promise."""
+
+    _size: int
+    _what: str
+
+    def __init__(self, size: int, what: str) -> None:  # no super().__init__: the fields stay unset on purpose
+        object.__setattr__(self, "_size", size)
+        object.__setattr__(self, "_what", what)
+
+    def _refuse(self) -> SealedSplitError:
+        return SealedSplitError(
+            f"the {self._what} is sealed: it is read once, by `python -m training evaluate`, never while training, "
+            "calibrating or choosing anything"
+        )
+
+    @property
+    def images(self) -> np.ndarray:
+        raise self._refuse()
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        raise self._refuse()
+
+    def __len__(self) -> int:
+        return int(self._size)
+
+    def __repr__(self) -> str:
+        return f"SealedImageSet(size={self._size})"
+
+
 @dataclass(frozen=True)
 class InDistribution:
     """An in-distribution data set split three ways. `val` is never trained on: it tunes temperature and threshold."""
@@ -52,6 +89,10 @@ class InDistribution:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def sealed(self) -> InDistribution:
+        """The same data with the test split sealed (readable size, unreadable images and labels)."""
+        return replace(self, test=SealedImageSet(len(self.test), f"test split of {self.name}"))
 
 
 def as_float(images: np.ndarray) -> np.ndarray:

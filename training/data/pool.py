@@ -5,10 +5,11 @@ clip art and game sprites (`pool_sources.py`). Each source image yields `per_ima
 
 1. cropped to its visible (non-transparent) content; transparency composited onto white (p = 1/2) or a uniform
    random gray, then converted to the target channels;
-2. one of three views: a random square crop whose side is U(0.35, 1) of the image's shorter side, resized to
-   (H, W) (p = 1/2); the whole picture shrunk into a box of U(0.5, 1) of (H, W) at a random place on a flat
-   background (p = 1/4), an object on its own as digits are; or the crop's outline, its edges thickened and drawn
-   light on dark (p = 1/4), so thin strokes, which flat clip art rarely has, are in the pool too;
+2. a view, by recipe. `crops` (the default): a random square crop whose side is U(0.35, 1) of the image's
+   shorter side, resized to (H, W), the paper's kind of pool (random natural-image patches). `mixed`: that crop
+   (p = 1/2); the whole picture shrunk into a box of U(0.5, 1) of (H, W) at a random place on a flat background
+   (p = 1/4); or the crop's outline, its edges thickened and drawn light on dark (p = 1/4). The recipe is chosen on
+   validation anomaly sets and leave-one-source-out runs only (reports/mnist/report.md);
 3. a horizontal flip with p = 1/2 and an inversion x -> 255 - x with p = 1/2 (so both polarities appear, as
    clip art is dark-on-light and MNIST light-on-dark);
 4. samples that are almost flat (pixel std < 6 gray levels) are redrawn, up to 4 tries, then dropped.
@@ -16,8 +17,9 @@ clip art and game sprites (`pool_sources.py`). Each source image yields `per_ima
 Image i is processed with its own generator seeded by (seed, i), so the pool depends only on the seed and the
 source list, not on the number of worker processes. Unreadable or fully transparent files are skipped and counted.
 
-The default pool is cached as `oe-pool-{C}x{H}x{W}.npz` in the data cache (`cache.py`); build it with
-`make data` / `python -m training data build-pool`.
+The default pool is cached as `oe-pool-{C}x{H}x{W}.npz` (`oe-pool-{C}x{H}x{W}-mixed.npz` for the other recipe) in
+the data cache (`cache.py`), with the LOSO group of every sample (`pool_sources.py`); build it with `make data` /
+`python -m training data build-pool`.
 """
 
 from __future__ import annotations
@@ -49,14 +51,17 @@ DEFAULT_PER_IMAGE = 12
 CROP_SCALE = (0.35, 1.0)
 MIN_STD = 6.0
 TRIES = 4
-POOL_FORMAT = 2  # bumped whenever the recipe changes, so a pool cached by an older recipe is rebuilt
+POOL_FORMAT = 3  # bumped whenever the recipe changes, so a pool cached by an older recipe is rebuilt
+RECIPES = ("crops", "mixed")
+DEFAULT_RECIPE = "crops"
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
-def pool_path(shape: Shape) -> Path:
+def pool_path(shape: Shape, recipe: str = DEFAULT_RECIPE) -> Path:
     """The cache file of the default pool for images of `shape`."""
     channels, height, width = shape
-    return data_cache_dir() / f"oe-pool-{channels}x{height}x{width}.npz"
+    suffix = "" if recipe == DEFAULT_RECIPE else f"-{recipe}"
+    return data_cache_dir() / f"oe-pool-{channels}x{height}x{width}{suffix}.npz"
 
 
 def _open_rgba(path: Path, work_side: int) -> Image.Image | None:
@@ -111,7 +116,9 @@ def _placed(
     return canvas
 
 
-def samples_from_image(path: Path, index: int, *, shape: Shape, per_image: int, seed: int) -> np.ndarray | None:
+def samples_from_image(
+    path: Path, index: int, *, shape: Shape, per_image: int, seed: int, recipe: str = DEFAULT_RECIPE
+) -> np.ndarray | None:
     """Up to `per_image` uint8 [k, C, H, W] samples from one source image (steps in the module doc); None if
     the file cannot be read."""
     channels, height, width = shape
@@ -125,7 +132,7 @@ def samples_from_image(path: Path, index: int, *, shape: Shape, per_image: int, 
         for _ in range(TRIES):
             background = 255 if rng.random() < 0.5 else int(rng.integers(0, 256))
             flat = flatten_alpha(rgba, background).convert(mode)
-            view = rng.random()
+            view = rng.random() * 0.5 if recipe == "crops" else rng.random()
             if view < 0.75:
                 side = max(1, round(rng.uniform(*CROP_SCALE) * min(flat.size)))
                 left = int(rng.integers(0, flat.size[0] - side + 1))
@@ -145,16 +152,16 @@ def samples_from_image(path: Path, index: int, *, shape: Shape, per_image: int, 
     return np.stack(samples) if samples else np.zeros((0, *shape), np.uint8)
 
 
-def _sample_task(task: tuple[int, Path], shape: Shape, per_image: int, seed: int) -> np.ndarray | None:
+def _sample_task(task: tuple[int, Path], shape: Shape, per_image: int, seed: int, recipe: str) -> np.ndarray | None:
     index, path = task
-    return samples_from_image(path, index, shape=shape, per_image=per_image, seed=seed)
+    return samples_from_image(path, index, shape=shape, per_image=per_image, seed=seed, recipe=recipe)
 
 
 def _run_tasks(
-    tasks: list[tuple[int, Path]], shape: Shape, per_image: int, seed: int, workers: int
+    tasks: list[tuple[int, Path]], shape: Shape, per_image: int, seed: int, workers: int, recipe: str
 ) -> Iterator[np.ndarray | None]:
     """Results in task order, computed here or in `workers` processes."""
-    work = functools.partial(_sample_task, shape=shape, per_image=per_image, seed=seed)
+    work = functools.partial(_sample_task, shape=shape, per_image=per_image, seed=seed, recipe=recipe)
     if workers <= 1:
         yield from map(work, tasks)
         return
@@ -175,6 +182,7 @@ def build_outlier_pool(
     limit_sources: int | None = None,
     workers: int = 1,
     progress: bool = False,
+    recipe: str = DEFAULT_RECIPE,
 ) -> tuple[np.ndarray, int]:
     """(pool uint8 [N, C, H, W], number of unreadable files skipped) from `sources` (steps in the module doc).
 
@@ -182,24 +190,38 @@ def build_outlier_pool(
     `workers` > 1 spawns processes, so a calling script needs the `if __name__ == "__main__":` guard
     (`python -m training` is fine); without it the workers fail and BrokenProcessPool is raised.
     """
-    files = list(sources)
+    pool, _, skipped = _build(shape, per_image, seed, list(sources), limit_sources, workers, progress, recipe)
+    return pool, skipped
+
+
+def _build(
+    shape: Shape, per_image: int, seed: int, files: list[Path], limit_sources: int | None, workers: int,
+    progress: bool, recipe: str,
+) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
+    """(pool, index into `files` of each sample's source, skipped files)."""
+    if recipe not in RECIPES:
+        raise DataError(f"unknown pool recipe '{recipe}'; expected one of {', '.join(RECIPES)}")
+    chosen = np.arange(len(files))
     if limit_sources is not None and limit_sources < len(files):
-        files = [files[i] for i in np.sort(draw(limit_sources, len(files), seed, "pool sources"))]
-    results: Iterable[np.ndarray | None] = _run_tasks(list(enumerate(files)), shape, per_image, seed, workers)
+        chosen = np.sort(draw(limit_sources, len(files), seed, "pool sources"))
+    tasks = [(int(i), files[i]) for i in chosen]
+    results: Iterable[np.ndarray | None] = _run_tasks(tasks, shape, per_image, seed, workers, recipe)
     if progress:
         from tqdm import tqdm
 
-        results = tqdm(results, total=len(files), desc="OE pool", unit="image")
-    chunks, skipped = [], 0
-    for result in results:
+        results = tqdm(results, total=len(tasks), desc="OE pool", unit="image")
+    chunks, origins, skipped = [], [], 0
+    for (file_index, _), result in zip(tasks, results, strict=True):
         if result is None:
             skipped += 1
         else:
             chunks.append(result)
+            origins.append(np.full(len(result), file_index, dtype=np.int64))
     if skipped:
         logger.info("OE pool: skipped %d unreadable source files", skipped)
     pool = np.concatenate(chunks) if chunks else np.zeros((0, *shape), np.uint8)
-    return pool, skipped
+    origin = np.concatenate(origins) if origins else np.zeros(0, np.int64)
+    return pool, origin, skipped
 
 
 def build_default_pool(
@@ -211,39 +233,38 @@ def build_default_pool(
     limit_sources: int | None = None,
     workers: int = 2,
     progress: bool = True,
+    recipe: str = DEFAULT_RECIPE,
 ) -> Path:
     """Build the default pool from openclipart + arcade and write it atomically with a manifest; returns the path.
 
-    `out` defaults to `pool_path(shape)` in the data cache, where `load_outlier_pool("default", shape)` looks.
+    `out` defaults to `pool_path(shape, recipe)` in the data cache, where `load_outlier_pool("default", shape)`
+    looks. Every sample carries its source group (`groups`, an index into the manifest's `groups` names).
     """
     started = time.monotonic()
     sources: list[PoolSource] = default_sources()
     files = [path for source in sources for path in source.files]
-    pool, skipped = build_outlier_pool(
-        shape,
-        per_image=per_image,
-        seed=seed,
-        sources=files,
-        limit_sources=limit_sources,
-        workers=workers,
-        progress=progress,
-    )
+    file_group = np.concatenate([np.full(len(source.files), g, np.int64) for g, source in enumerate(sources)])
+    pool, origin, skipped = _build(shape, per_image, seed, files, limit_sources, workers, progress, recipe)
     if len(pool) == 0:
         raise DataError("the OE pool came out empty: no source image could be read")
-    target = out or pool_path(shape)
+    groups = file_group[origin].astype(np.int16)
+    target = out or pool_path(shape, recipe)
     manifest = {
         "format": POOL_FORMAT,
+        "recipe": recipe,
         "shape": list(shape),
         "samples": len(pool),
         "seed": seed,
         "per_image": per_image,
         "limit_sources": limit_sources,
+        "groups": [source.name for source in sources],
         "sources": {source.name: len(source.files) for source in sources},
+        "group_samples": {source.name: int(np.sum(groups == g)) for g, source in enumerate(sources)},
         "skipped": skipped,
         "pillow": PIL.__version__,
         "build_seconds": round(time.monotonic() - started, 1),
     }
-    save_npz_atomic(target, {"images": pool}, manifest)
+    save_npz_atomic(target, {"images": pool, "groups": groups}, manifest)
     logger.info("OE pool: %d samples of %s written to %s", len(pool), shape, target)
     return target
 
@@ -284,14 +305,15 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
     raise DataError(f"{what}: unknown kind '{kind}' (expected npy or imagefolder)")
 
 
-def load_default_pool(shape: Shape, *, seed: int, limit: int | None) -> np.ndarray:
-    """The cached default pool for `shape`; DataError saying how to build it when it is missing."""
-    path = pool_path(shape)
+def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
+    when it is missing or stale."""
+    path = pool_path(shape, recipe)
     if not path.is_file():
         channels, height, width = shape
         raise DataError(
             f"the default OE outlier pool for shape {shape} is not built ({path} missing): run `make data` or "
-            f"`python -m training data build-pool` (shape {channels}x{height}x{width})"
+            f"`python -m training data build-pool --recipe {recipe}` (shape {channels}x{height}x{width})"
         )
     arrays, manifest = load_npz_checked(path)
     if manifest.get("format") != POOL_FORMAT:
@@ -299,7 +321,19 @@ def load_default_pool(shape: Shape, *, seed: int, limit: int | None) -> np.ndarr
             f"{path} was built by an older pool recipe (format {manifest.get('format')}, now {POOL_FORMAT}): "
             "rebuild it with `make data` or `python -m training data build-pool`"
         )
-    images = arrays["images"]
+    return arrays["images"], arrays["groups"], list(manifest["groups"])
+
+
+def load_default_pool(
+    shape: Shape, *, seed: int, limit: int | None, exclude: Sequence[str] = (), recipe: str = DEFAULT_RECIPE
+) -> np.ndarray:
+    """The cached default pool for `shape`, minus the `exclude`d source groups (LOSO), optionally a seeded subset."""
+    images, groups, names = load_default_pool_groups(shape, recipe)
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+        raise DataError(f"unknown outlier pool group(s) {', '.join(unknown)}; groups: {', '.join(names)}")
+    if exclude:
+        images = images[~np.isin(groups, [names.index(name) for name in exclude])]
     if limit is not None and limit < len(images):
         images = images[np.sort(draw(limit, len(images), seed, "default outlier pool"))]
     return images

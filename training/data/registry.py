@@ -6,8 +6,11 @@ A spec is a plain name or `kind:argument`:
 - OE outlier pool: default; npy:PATH, imagefolder:PATH
 - test anomalies: gaussian, rademacher, bernoulli, blobs, negative, fashion-mnist, notmnist, omniglot;
   npy:PATH, imagefolder:PATH
+- validation anomalies (built from the validation split and noise, `validation_sets.py`): val-uniform,
+  val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror
 
-Test anomalies are for evaluation only: never train or tune thresholds on them.
+Test anomalies are for evaluation only: never train or tune on them. Every choice is made on the validation split
+and the validation anomaly sets.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ from training.data.real_anomalies import (
 )
 from training.data.synthetic import NOISE_GENERATORS, negative_images
 from training.data.torchvision_sets import TORCHVISION_NAMES, load_torchvision
+from training.data.validation_sets import VALIDATION_SET_NAMES, load_validation_anomalies
 
 IN_DISTRIBUTION_NAMES = ("mnist", "mnist5k")
 IN_DISTRIBUTION_FORMS = ("npz:PATH", "npy:PATH", "imagefolder:PATH", "torchvision:NAME:ROOT")
-POOL_NAMES = ("default",)
+POOL_NAMES = ("default", "default-mixed")
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
-ANOMALY_SET_NAMES = (*SYNTHETIC_NAMES, *REAL_SET_NAMES)
+TEST_ANOMALY_SET_NAMES = (*SYNTHETIC_NAMES, *REAL_SET_NAMES)
+ANOMALY_SET_NAMES = (*TEST_ANOMALY_SET_NAMES, *VALIDATION_SET_NAMES)
 ANOMALY_FORMS = ("npy:PATH", "imagefolder:PATH")
 
 
@@ -77,7 +82,8 @@ def describe_data_specs() -> str:
             f"in-distribution: {', '.join(IN_DISTRIBUTION_NAMES)}, {', '.join(IN_DISTRIBUTION_FORMS)}"
             f" (torchvision NAME: {', '.join(TORCHVISION_NAMES)}, others if torchvision is installed)",
             f"outlier pool: {', '.join(POOL_NAMES)}, {', '.join(POOL_FORMS)}",
-            f"test anomalies: {', '.join(ANOMALY_SET_NAMES)}, {', '.join(ANOMALY_FORMS)}",
+            f"test anomalies: {', '.join(TEST_ANOMALY_SET_NAMES)}, {', '.join(ANOMALY_FORMS)}",
+            f"validation anomalies: {', '.join(VALIDATION_SET_NAMES)}",
         ]
     )
 
@@ -106,13 +112,22 @@ def load_in_distribution(spec: str, *, seed: int = 0, val_fraction: float = 0.1)
     raise _unknown("in-distribution spec kind", parsed.kind, IN_DISTRIBUTION_NAMES, IN_DISTRIBUTION_FORMS)
 
 
-def load_outlier_pool(spec: str, shape: tuple[int, int, int], *, seed: int = 0, limit: int | None = None) -> np.ndarray:
-    """The OE outlier pool as uint8 [N, C, H, W] with (C, H, W) = `shape`; `limit` keeps a seeded subset."""
+def load_outlier_pool(
+    spec: str, shape: tuple[int, int, int], *, seed: int = 0, limit: int | None = None, exclude: Sequence[str] = ()
+) -> np.ndarray:
+    """The OE outlier pool as uint8 [N, C, H, W] with (C, H, W) = `shape`; `limit` keeps a seeded subset.
+
+    `default` is the cached pool of random clip-art crops, `default-mixed` the recipe with outline and placed views
+    (`pool.py`); `exclude` drops source groups of either (leave-one-source-out runs).
+    """
     parsed = parse_spec(spec)
     if parsed.kind == "name":
-        if parsed.argument == "default":
-            return load_default_pool(shape, seed=seed, limit=limit)
+        if parsed.argument in POOL_NAMES:
+            recipe = "mixed" if parsed.argument == "default-mixed" else "crops"
+            return load_default_pool(shape, seed=seed, limit=limit, exclude=exclude, recipe=recipe)
         raise _unknown("outlier pool", parsed.argument, POOL_NAMES, POOL_FORMS)
+    if exclude:
+        raise DataError(f"outlier pool {spec}: only the default pools have source groups to exclude")
     if parsed.kind in ("npy", "imagefolder"):
         return load_pool_file(parsed.kind, Path(parsed.argument), shape, seed=seed, limit=limit)
     raise _unknown("outlier pool spec kind", parsed.kind, POOL_NAMES, POOL_FORMS)
@@ -123,6 +138,8 @@ def load_anomalies(name: str, reference: InDistribution, *, n: int, seed: int) -
     parsed = parse_spec(name)
     shape = reference.shape
     if parsed.kind == "name":
+        if parsed.argument in VALIDATION_SET_NAMES:
+            return load_validation_anomalies(parsed.argument, reference, n=n, seed=seed)
         if parsed.argument in NOISE_GENERATORS:
             return NOISE_GENERATORS[parsed.argument](shape, n, seed)
         if parsed.argument == "negative":
@@ -139,7 +156,7 @@ def anomaly_set_size(name: str, reference: InDistribution) -> int | None:
     """How many distinct images `load_anomalies(name, reference, n=...)` can draw; None when unlimited (noise)."""
     parsed = parse_spec(name)
     if parsed.kind == "name":
-        if parsed.argument in NOISE_GENERATORS:
+        if parsed.argument in NOISE_GENERATORS or parsed.argument in VALIDATION_SET_NAMES:
             return None
         if parsed.argument == "negative":
             return len(reference.test)

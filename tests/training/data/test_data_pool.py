@@ -104,6 +104,18 @@ def test_default_pool_cache_round_trip(
     subset = load_outlier_pool("default", (1, 12, 10), limit=3, seed=0)
     assert len(subset) == 3 and all(any(np.array_equal(s, x) for x in loaded) for s in subset)
 
+    # Every sample carries its source group; excluding a group drops exactly its samples.
+    assert manifest["groups"] == ["clipart", "sprites"] and manifest["recipe"] == "crops"
+    groups = arrays["groups"]
+    assert sorted(set(groups.tolist())) == [0, 1]
+    assert manifest["group_samples"] == {"clipart": int(np.sum(groups == 0)), "sprites": int(np.sum(groups == 1))}
+    without_sprites = load_outlier_pool("default", (1, 12, 10), exclude=["sprites"])
+    assert np.array_equal(without_sprites, arrays["images"][groups == 0])
+    with pytest.raises(DataError, match="unknown outlier pool group"):
+        load_outlier_pool("default", (1, 12, 10), exclude=["cliparts"])
+    with pytest.raises(DataError, match="not built"):  # the other recipe has its own cache file
+        load_outlier_pool("default-mixed", (1, 12, 10))
+
     # A pool cached by an older recipe is refused, with the command that rebuilds it.
     monkeypatch.setattr(pool_module, "POOL_FORMAT", pool_module.POOL_FORMAT + 1)
     with pytest.raises(DataError, match=r"older pool recipe.*build-pool"):
@@ -162,10 +174,63 @@ def test_openclipart_selection(tmp_path: Path, write_png: WritePng) -> None:
     assert kept == ["animals/cat.png", "shapes/stars/s0.png", "shapes/stars/s5.png"]
 
 
-def test_arcade_sprites_without_cards() -> None:
+def test_arcade_sprites_without_cards_or_glyph_sheets() -> None:
     files = arcade_files()
     assert len(files) > 300
     assert not [path for path in files if "/cards/" in path.as_posix()]
+    names = {path.name for path in files}
+    assert not names & {"number_sheet.png", "codepage_437.png"}  # digits and a bitmap font: in-distribution
+    assert "explosion.png" in names
+
+
+def test_crops_recipe_draws_only_crops_and_mixed_adds_outlines_and_placed_views(
+    sources: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"outline": 0, "placed": 0}
+    real_outline, real_placed = pool_module._outline, pool_module._placed
+
+    def outline(*args: object) -> object:
+        calls["outline"] += 1
+        return real_outline(*args)  # type: ignore[arg-type]
+
+    def placed(*args: object) -> object:
+        calls["placed"] += 1
+        return real_placed(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool_module, "_outline", outline)
+    monkeypatch.setattr(pool_module, "_placed", placed)
+    build_outlier_pool(SHAPE, per_image=40, seed=0, sources=sources[:2], recipe="crops")
+    assert calls == {"outline": 0, "placed": 0}
+    build_outlier_pool(SHAPE, per_image=40, seed=0, sources=sources[:2], recipe="mixed")
+    assert calls["outline"] > 5 and calls["placed"] > 5
+    with pytest.raises(DataError, match="unknown pool recipe"):
+        build_outlier_pool(SHAPE, per_image=1, seed=0, sources=sources[:1], recipe="outlines")
+
+
+def test_excluded_list_drops_files_and_every_line_has_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_png: WritePng
+) -> None:
+    pixel = np.full((8, 8, 4), 200, dtype=np.uint8)
+    for relative in ("animals/cat.png", "recreation/clock7.png", "food/apple.png"):
+        write_png(tmp_path / relative, pixel)
+    shipped = pool_sources.excluded_files(pool_sources.EXCLUDED_LIST)
+    assert len(shipped) > 100 and all(reason for reason in shipped.values())
+    assert all(key.split(":", 1)[0] in ("openclipart", "arcade") for key in shipped)
+    listing = tmp_path / "excluded.txt"
+    listing.write_text("# comment\n\nopenclipart:recreation/clock7.png  shows a numeral\n")
+    monkeypatch.setattr(pool_sources, "EXCLUDED_LIST", listing)
+    kept = [path.relative_to(tmp_path).as_posix() for path in openclipart_files(tmp_path)]
+    assert kept == ["animals/cat.png", "food/apple.png"]
+    groups = {source.name: len(source.files) for source in pool_sources.default_sources(tmp_path)}
+    assert groups["animals"] == 1 and groups["food-plants"] == 1 and "recreation" not in groups
+
+
+def test_every_openclipart_top_level_folder_has_exactly_one_group() -> None:
+    folders = [folder for group in pool_sources.OPENCLIPART_GROUPS.values() for folder in group]
+    assert len(folders) == len(set(folders))
+    assert pool_sources.openclipart_group("shapes/stars/x.png") == "shapes"
+    assert pool_sources.openclipart_group("plants/tree.png") == "food-plants"
+    assert pool_sources.openclipart_group("newfolder/x.png") == "misc"
 
 
 @pytest.mark.needs_apt("openclipart-png")

@@ -14,6 +14,7 @@ from training.data.base import DataError, InDistribution, MissingPackageError
 from training.data.registry import (
     ANOMALY_SET_NAMES,
     IN_DISTRIBUTION_NAMES,
+    TEST_ANOMALY_SET_NAMES,
     Spec,
     anomaly_set_size,
     describe_data_specs,
@@ -36,7 +37,7 @@ def test_parse_spec_forms() -> None:
 
 def test_name_lists() -> None:
     assert IN_DISTRIBUTION_NAMES == ("mnist", "mnist5k")
-    assert ANOMALY_SET_NAMES == (
+    assert TEST_ANOMALY_SET_NAMES == (
         "gaussian",
         "rademacher",
         "bernoulli",
@@ -46,6 +47,16 @@ def test_name_lists() -> None:
         "notmnist",
         "omniglot",
     )
+    assert (
+        *TEST_ANOMALY_SET_NAMES,
+        "val-uniform",
+        "val-mean-pair",
+        "val-geomean-pair",
+        "val-jigsaw",
+        "val-speckle",
+        "val-pixelate",
+        "val-mirror",
+    ) == ANOMALY_SET_NAMES
     text = describe_data_specs()
     for name in (*IN_DISTRIBUTION_NAMES, *ANOMALY_SET_NAMES, "default", "torchvision:NAME:ROOT", "CIFAR100"):
         assert name in text

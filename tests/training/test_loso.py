@@ -1,0 +1,82 @@
+"""Leave-one-source-out: each pool group is held out of OE in turn and scored as anomalies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training.test_pipeline_validation_only import _tiny_digits
+from training.cli import main
+from training.data.cache import CACHE_ENV_VAR, save_npz_atomic
+from training.data.pool import POOL_FORMAT, pool_path
+from training.report_sections import loso_table
+
+
+def _grouped_pool(cache: Path, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(cache))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(90, 1, 28, 28), dtype=np.uint8)
+    images[60:] //= 8  # the third group is dark: a different kind of image from the other two
+    groups = np.repeat(np.arange(3, dtype=np.int16), 30)
+    manifest = {"format": POOL_FORMAT, "groups": ["bright", "also-bright", "dark"], "recipe": "crops"}
+    save_npz_atomic(pool_path((1, 28, 28)), {"images": images, "groups": groups}, manifest)
+    return groups
+
+
+@pytest.mark.slow
+def test_loso_holds_out_each_group_and_scores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _grouped_pool(tmp_path / "cache", monkeypatch)
+    data = _tiny_digits(tmp_path / "digits.npz")
+    argv = [
+        "loso",
+        "--set", f"data.in_distribution='npz:{data}'",
+        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
+        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
+        "--set", "oe.epochs=1", "--set", "oe.batch_size=50",
+        "--set", f"run.run_dir='{tmp_path / 'run'}'",
+        "--groups", "bright,dark",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())
+    assert list(result["groups"]) == ["bright", "dark"]
+    for name, row in result["groups"].items():
+        assert row["group_images"] == 30 and row["pool_without_group"] == 60, name
+        for twin in ("oe", "baseline"):
+            figures = row[twin]
+            assert all(0.0 <= figures[key] <= 1.0 for key in ("auroc", "fpr95", "accepted_fraction"))
+    assert (tmp_path / "run" / "loso" / "dark" / "checkpoints" / "oe.pt").is_file()  # one OE run per group
+    summary = result["summary"]["oe"]
+    aurocs = [row["oe"]["auroc"] for row in result["groups"].values()]
+    assert summary["worst_auroc"] == min(aurocs) and summary["mean_auroc"] == pytest.approx(np.mean(aurocs))
+    table = (tmp_path / "run" / "loso" / "loso.md").read_text()
+    assert "| dark | 30 |" in table and "**mean** (worst)" in table
+
+    assert main([*argv[:-1], "nosuch"]) == 2  # an unknown group is named
+
+
+def test_loso_table_rows_and_summary() -> None:
+    row = lambda a, f, acc: {"auroc": a, "fpr95": f, "accepted_fraction": acc, "threshold": 0.5}  # noqa: E731
+    result = {
+        "oe_epochs": 2, "pool": "default", "threshold_method": "pac", "acceptance_target": 0.95,
+        "held_out_samples_per_group": 2000, "in_distribution": "mnist:val (10000 images)",
+        "groups": {
+            "arcade": {
+                "group_images": 1234, "pool_without_group": 9,
+                "baseline": row(0.9, 0.4, 0.3), "oe": row(0.99, 0.05, 0.01),
+            },
+        },
+        "summary": {
+            "baseline": {"mean_auroc": 0.9, "worst_auroc": 0.9, "mean_fpr95": 0.4, "mean_accepted_fraction": 0.3,
+                         "worst_accepted_fraction": 0.3},
+            "oe": {"mean_auroc": 0.99, "worst_auroc": 0.99, "mean_fpr95": 0.05, "mean_accepted_fraction": 0.01,
+                   "worst_accepted_fraction": 0.01},
+        },
+    }  # fmt: skip
+    table = loso_table(result)
+    assert "| arcade | 1,234 | 90.00 -> 99.00 | 40.00 -> 5.00 | 30.00 -> 1.00 |" in table
+    assert "| **mean** (worst) | | 90.00 -> 99.00 (99.00) | 40.00 -> 5.00 | 30.00 -> 1.00 (1.00) |" in table
+    assert "pictures whole" not in table  # no whole-picture figures recorded
+    assert "OE fine-tuned 2 epochs" in table and "pac rule at 95% acceptance" in table

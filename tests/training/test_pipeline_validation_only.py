@@ -1,0 +1,94 @@
+"""The pipeline chooses everything without test data: the test split is sealed and no test anomaly set is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training.artifact import load_artifact
+from training.cli import main
+from training.config import load_config
+from training.data import registry
+from training.data.base import SealedImageSet
+from training.data.validation_sets import VALIDATION_SET_NAMES
+from training.pipeline import prepare
+
+
+def _tiny_digits(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):  # a bright bar whose row encodes the class: learnable in one epoch
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        return images, labels
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(300), split(120), split(40)
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture
+def forbid_test_anomalies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loader of a test anomaly set raises, so a pipeline that touched one would fail."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the pipeline loaded a test anomaly set")
+
+    for name in list(registry.NOISE_GENERATORS):
+        monkeypatch.setitem(registry.NOISE_GENERATORS, name, refuse)
+    for name in ("negative_images", "load_real_anomalies", "real_set_images"):
+        monkeypatch.setattr(registry, name, refuse)
+
+
+def _argv(tmp_path: Path, data: Path, *extra: str) -> list[str]:
+    np.save(tmp_path / "pool.npy", np.random.default_rng(1).integers(0, 256, size=(200, 28, 28), dtype=np.uint8))
+    return [
+        "pipeline",
+        "--set", f"data.in_distribution='npz:{data}'",
+        "--set", f"data.outlier_pool='npy:{tmp_path / 'pool.npy'}'",
+        "--set", "data.val_anomaly_samples=60",
+        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
+        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50", "--set", "baseline.lr=0.05",
+        "--set", "oe.epochs=1", "--set", "oe.batch_size=50",
+        "--set", "calibration.threshold_method='pac'",
+        "--set", f"run.run_dir='{tmp_path / 'run'}'",
+        "--set", f"export.models_dir='{tmp_path / 'models'}'",
+        "--set", "export.name='tiny-oe'", "--set", "export.baseline_name='tiny-baseline'",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_prepare_seals_the_test_split(tmp_path: Path) -> None:
+    data = _tiny_digits(tmp_path / "digits.npz")
+    cfg = load_config(None, [f"data.in_distribution='npz:{data}'", f"run.run_dir='{tmp_path / 'run'}'"])
+    ctx = prepare(cfg, "test")
+    assert isinstance(ctx.data.test, SealedImageSet) and len(ctx.data.test) == 40
+    assert len(ctx.data.val) == 120
+
+
+@pytest.mark.slow
+def test_pipeline_publishes_from_validation_data_alone(tmp_path: Path, forbid_test_anomalies: None) -> None:
+    data = _tiny_digits(tmp_path / "digits.npz")
+    assert main(_argv(tmp_path, data)) == 0
+    for name in ("tiny-baseline", "tiny-oe"):
+        card = load_artifact(tmp_path / "models" / name / "1").card
+        assert card.evaluation["split"] == "val"
+        assert set(card.evaluation["val_anomalies"]) == set(VALIDATION_SET_NAMES)
+        assert not any("test" in key for key in card.evaluation)  # no test figure can come from the pipeline
+        assert card.threshold.method == "pac_binomial" and card.threshold.delta == 0.05
+        assert card.threshold.calibration_samples == 120
+        assert card.evaluation["val_samples"] == 120 and 0.0 <= card.evaluation["val_accuracy"] <= 1.0
+
+
+def test_pipeline_refuses_a_test_anomaly_set_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tiny_digits(tmp_path / "digits.npz")
+    assert main(_argv(tmp_path, data, "--set", "data.val_anomalies=['gaussian']")) == 2
+    assert "'gaussian' is not a validation anomaly set" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()

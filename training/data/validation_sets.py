@@ -1,0 +1,153 @@
+"""Validation anomaly sets: built only from the validation split and noise, for every choice made before `evaluate`.
+
+The pipeline chooses temperature, threshold, hyper-parameters and pool recipes on these sets and on the
+validation split, never on the test split or a test anomaly set (those are read once, by `python -m training
+evaluate`). They follow the reference code's `--validate` sets (hendrycks/outlier-exposure, `MNIST/test.py`),
+applied to *validation* images instead of test images; every generator returns float32 NCHW in [0, 1]:
+
+- val-uniform:      x ~ U[0, 1] per pixel
+- val-mean-pair:    (x_i + x_j) / 2 for two different validation images
+- val-geomean-pair: sqrt(x_i * x_j) for two different validation images
+- val-jigsaw:       a validation image cut into a 4 x 4 grid of tiles, the tiles put back in a random order that
+                    moves at least half of them (the reference swaps fixed quadrant pieces; a random order is the
+                    same idea for any input size)
+- val-speckle:      clip(x + x * N(0, 1), 0, 1)
+- val-pixelate:     shrunk to 20% of its side with a box filter, then grown back with a box filter
+- val-mirror:       for the ten MNIST digits, the reference's flips: upside down for digits other than 0, 1, 3,
+                    8 and left-right for digits other than 0, 1, 8 (their mirror images are still digits); for
+                    other label sets, every image flipped left-right
+
+Each set has its own stream seeded by (seed, crc32(name)).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from training.data.base import InDistribution, as_float
+
+VALIDATION_PREFIX = "val-"
+JIGSAW_GRID = 4
+PIXELATE_FACTOR = 0.2
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+# The reference's exclusions: these digits still look like digits when flipped (MNIST/test.py).
+NO_VERTICAL_FLIP = {0, 1, 3, 8}
+NO_HORIZONTAL_FLIP = {0, 1, 8}
+
+
+def _rng(name: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def _pick(data: InDistribution, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n validation images (float32 [0, 1]); with replacement only when the split holds fewer than n."""
+    images = data.val.images
+    index = rng.choice(len(images), size=n, replace=n > len(images))
+    return as_float(images[np.sort(index)])
+
+
+def _partners(n: int, pool: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    first = rng.integers(0, pool, size=n)
+    shift = rng.integers(1, pool, size=n)  # never 0, so the partner is a different image
+    return first, (first + shift) % pool
+
+
+def uniform(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    return _rng("val-uniform", seed).random(size=(n, *data.shape), dtype=np.float32)
+
+
+def mean_pair(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-mean-pair", seed)
+    images = as_float(data.val.images)
+    first, second = _partners(n, len(images), rng)
+    return ((images[first] + images[second]) / np.float32(2.0)).astype(np.float32)
+
+
+def geomean_pair(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-geomean-pair", seed)
+    images = as_float(data.val.images)
+    first, second = _partners(n, len(images), rng)
+    return np.sqrt(images[first] * images[second]).astype(np.float32)
+
+
+def _derangement_like(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of range(size) that moves at least half of the elements."""
+    while True:
+        order = rng.permutation(size)
+        if np.count_nonzero(order != np.arange(size)) >= size // 2:
+            return order
+
+
+def jigsaw(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-jigsaw", seed)
+    images = _pick(data, n, rng)
+    _, _, h, w = images.shape
+    th, tw = h // JIGSAW_GRID, w // JIGSAW_GRID
+    out = images.copy()  # rows/columns beyond the grid (sizes not divisible by 4) stay where they are
+    cells = [(r, c) for r in range(JIGSAW_GRID) for c in range(JIGSAW_GRID)]
+    for i in range(n):
+        order = _derangement_like(len(cells), rng)
+        for (r, c), source in zip(cells, order, strict=True):
+            sr, sc = cells[source]
+            out[i, :, r * th : (r + 1) * th, c * tw : (c + 1) * tw] = images[
+                i, :, sr * th : (sr + 1) * th, sc * tw : (sc + 1) * tw
+            ]
+    return out
+
+
+def speckle(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-speckle", seed)
+    images = _pick(data, n, rng)
+    noise = rng.standard_normal(size=images.shape).astype(np.float32)
+    return np.clip(images + images * noise, 0.0, 1.0).astype(np.float32)
+
+
+def pixelate(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-pixelate", seed)
+    images = _pick(data, n, rng)
+    _, c, h, w = images.shape
+    small = (max(1, int(w * PIXELATE_FACTOR)), max(1, int(h * PIXELATE_FACTOR)))
+    out = np.empty_like(images)
+    for i in range(n):
+        for channel in range(c):
+            plane = Image.fromarray(images[i, channel], mode="F")
+            out[i, channel] = np.asarray(
+                plane.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BOX), dtype=np.float32
+            )
+    return np.clip(out, 0.0, 1.0)
+
+
+def mirror(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-mirror", seed)
+    images, labels = data.val.images, data.val.labels
+    if tuple(data.class_names) == DIGIT_LABELS and labels is not None:
+        vertical = np.flatnonzero(~np.isin(labels, list(NO_VERTICAL_FLIP)))
+        horizontal = np.flatnonzero(~np.isin(labels, list(NO_HORIZONTAL_FLIP)))
+        flipped = np.concatenate(
+            [as_float(images[vertical])[:, :, ::-1, :], as_float(images[horizontal])[:, :, :, ::-1]]
+        )
+    else:
+        flipped = as_float(images)[:, :, :, ::-1]
+    index = rng.choice(len(flipped), size=n, replace=n > len(flipped))
+    return np.ascontiguousarray(flipped[np.sort(index)])
+
+
+VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
+    "val-uniform": uniform,
+    "val-mean-pair": mean_pair,
+    "val-geomean-pair": geomean_pair,
+    "val-jigsaw": jigsaw,
+    "val-speckle": speckle,
+    "val-pixelate": pixelate,
+    "val-mirror": mirror,
+}
+VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
+
+
+def load_validation_anomalies(name: str, data: InDistribution, *, n: int, seed: int) -> np.ndarray:
+    """n images of the named validation anomaly set, float32 NCHW in [0, 1]."""
+    return VALIDATION_SETS[name](data, n, seed)
