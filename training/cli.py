@@ -21,6 +21,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config field, e.g. --set oe.epochs=3 (repeatable)",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
+    parser.add_argument(
+        "--force", action="store_true", help="with --resume: continue even though the config differs from the run's"
+    )
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
@@ -30,7 +33,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from training.pipeline import run_pipeline
 
-    for path in run_pipeline(_config(args), command=args.command_line, resume=args.resume):
+    for path in run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force):
         print(path)
     return 0
 
@@ -39,7 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import prepare, publish, run_baseline
 
     cfg = _config(args)
-    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    ctx = prepare(cfg, args.command_line, resume=args.resume, force=args.force)
     net = run_baseline(ctx)
     if cfg.export.enabled and cfg.export.baseline_name:
         print(publish(ctx, net, name=cfg.export.baseline_name, stage="baseline", pool_size=None))
@@ -50,7 +53,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from training.pipeline import net_from_checkpoint, prepare, publish, run_outlier_exposure
 
     cfg = _config(args)
-    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    ctx = prepare(cfg, args.command_line, resume=args.resume, force=args.force)
     net, pool_size = run_outlier_exposure(ctx, net_from_checkpoint(args.baseline, ctx))
     if cfg.export.enabled:
         print(publish(ctx, net, name=cfg.export.name, stage="oe", pool_size=pool_size))
@@ -62,7 +65,7 @@ def _cmd_loso(args: argparse.Namespace) -> int:
     from training.pipeline import prepare
 
     cfg = _config(args)
-    ctx = prepare(cfg, args.command_line, resume=args.resume)
+    ctx = prepare(cfg, args.command_line, resume=args.resume, force=args.force)
     groups = [g for g in args.groups.split(",") if g] if args.groups else None
     print(run_loso(ctx, groups=groups, baseline_checkpoint=args.baseline))
     return 0
@@ -74,7 +77,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     state = load_checkpoint(args.checkpoint)
     cfg = load_config(None, args.overrides, base=state["config"])
-    ctx = prepare(cfg, args.command_line)
+    ctx = prepare(cfg, args.command_line, record=False)  # the run's config.json stays the run's record
     stage = state["stage"]
     print(publish(ctx, net_from_checkpoint(args.checkpoint, ctx), name=args.name, stage=stage, pool_size=None))
     return 0

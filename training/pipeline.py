@@ -63,8 +63,38 @@ class Context:
         return build_net(self.cfg.net, c, self.data.num_classes, h, w)
 
 
-def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Context:
-    """Load the data, fit the normalizer, create the run directory and record the resolved config in it."""
+IGNORED_ON_RESUME = frozenset({"run.threads"})
+"""Config fields that may change between a run and its resumption: they change speed, not results."""
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_fields(recorded: dict[str, Any], cfg: PipelineConfig) -> list[str]:
+    """`field: old -> new` for every field (but IGNORED_ON_RESUME) where `cfg` differs from a recorded config."""
+    old, new = _flatten(recorded), _flatten(json.loads(cfg.model_dump_json()))
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in IGNORED_ON_RESUME and old.get(key) != new.get(key)
+    ]
+
+
+def prepare(
+    cfg: PipelineConfig, command: str, *, resume: bool = False, force: bool = False, record: bool = True
+) -> Context:
+    """Load the data, fit the normalizer, create the run directory and record the resolved config in it.
+
+    Resuming under a config other than the recorded one is refused (a checkpoint built on the old baseline would be
+    continued silently) unless `force`. `record=False` (export) leaves the run's config.json as the run wrote it.
+    """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
@@ -72,8 +102,17 @@ def prepare(cfg: PipelineConfig, command: str, *, resume: bool = False) -> Conte
     for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
     run_dir = cfg.run.directory
+    recorded = run_dir / "config.json"
+    if resume and not force and recorded.is_file():
+        changes = changed_fields(json.loads(recorded.read_text()), cfg)
+        if changes:
+            raise ValueError(
+                f"--resume under a changed config ({'; '.join(changes)}): the checkpoints in {run_dir} were made "
+                "with the recorded one. Rerun with the same config, use a new run directory, or pass --force"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    if record:
+        recorded.write_text(cfg.model_dump_json(indent=2) + "\n")
     _log_to(run_dir / "train.log")
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
@@ -261,9 +300,9 @@ def _published_by_this_run(ctx: Context, name: str, stage: Stage) -> Path | None
     return existing if (training.get("run_dir"), training.get("stage")) == (str(ctx.run_dir), stage) else None
 
 
-def run_pipeline(cfg: PipelineConfig, *, command: str, resume: bool = False) -> list[Path]:
+def run_pipeline(cfg: PipelineConfig, *, command: str, resume: bool = False, force: bool = False) -> list[Path]:
     """The one-shot pipeline; returns the published version directories (baseline first when asked for)."""
-    ctx = prepare(cfg, command, resume=resume)
+    ctx = prepare(cfg, command, resume=resume, force=force)
     pool = load_pool(ctx) if cfg.oe.enabled else None  # before training: a missing pool should fail fast
     baseline = run_baseline(ctx)
     oe_net, pool_size = run_outlier_exposure(ctx, baseline, pool) if pool is not None else (None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,31 @@ def test_pipeline_refuses_a_test_anomaly_set_before_training(
     assert main(_argv(tmp_path, data, "--set", "data.val_anomalies=['gaussian']")) == 2
     assert "'gaussian' is not a validation anomaly set" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_refuses_a_changed_config_unless_forced_and_export_keeps_the_record(tmp_path: Path) -> None:
+    data = _tiny_digits(tmp_path / "digits.npz")
+    base = [f"data.in_distribution='npz:{data}'", f"run.run_dir='{tmp_path / 'run'}'"]
+    record = tmp_path / "run" / "config.json"
+    prepare(load_config(None, base), "first")
+    prepare(load_config(None, [*base, "run.threads=1"]), "resume", resume=True)  # speed only: allowed
+    original = record.read_text()
+    changed = load_config(None, [*base, "oe.epochs=3", "data.outlier_pool='npy:/x.npy'"])
+    with pytest.raises(ValueError, match=r"--resume under a changed config \(data\.outlier_pool: 'default' -> "):
+        prepare(changed, "resume", resume=True)
+    with pytest.raises(ValueError, match=r"oe\.epochs: 5 -> 3.*pass --force"):
+        prepare(changed, "resume", resume=True)
+    prepare(changed, "export", record=False)  # export: the run's record stays as the run wrote it
+    assert record.read_text() == original
+    prepare(changed, "resume", resume=True, force=True)
+    assert json.loads(record.read_text())["oe"]["epochs"] == 3
+
+
+def test_cli_resume_with_a_changed_config_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tiny_digits(tmp_path / "digits.npz")
+    argv = ["train", "--set", f"data.in_distribution='npz:{data}'", "--set", f"run.run_dir='{tmp_path / 'run'}'"]
+    prepare(load_config(None, argv[2::2]), "first")
+    assert main([*argv, "--resume", "--set", "baseline.lr=0.5"]) == 2
+    assert "baseline.lr: 0.1 -> 0.5" in capsys.readouterr().err
