@@ -83,6 +83,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from training.promote import promote
+
+    print(promote(args.name, args.version, staging=args.staging, models=args.models))
+    return 0
+
+
 def _cmd_build_pool(args: argparse.Namespace) -> int:
     from training.data.pool import build_default_pool
 
@@ -153,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="artifact name (models/<name>/<version>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("promote", help="make a staged version live: staging/NAME/VERSION -> models/NAME/VERSION")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--staging", type=Path, default=Path("staging"), help="where training published it")
+    p.add_argument("--models", type=Path, default=Path("models"), help="the served model directory")
+    p.set_defaults(func=_cmd_promote)
 
     data = sub.add_parser("data", help="data sets and the OE outlier pool").add_subparsers(dest="data", required=True)
     p = data.add_parser("build-pool", help="build and cache the default OE outlier pool (openclipart + arcade)")

@@ -118,7 +118,9 @@ class ExportConfig(_Section):
     """Also publish the baseline (no OE, same calibration) under this name, to show OE's effect."""
     version: int | None = Field(default=None, ge=1)
     """Version to publish; default: one past the newest existing version."""
-    models_dir: Path = Path("models")
+    models_dir: Path = Path("staging")
+    """Where versions are published: the staging area by default, so nothing is served until
+    `python -m training promote NAME VERSION` copies it into the served `models/`."""
     enabled: bool = True
 
 
