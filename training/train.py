@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import has_checkpoint, load_latest_checkpoint, save_checkpoint
 from training.config import OEConfig, OptimConfig, Stage
 from training.data.base import ImageSet, as_float
 from training.losses import outlier_exposure_loss
@@ -113,13 +113,13 @@ def train_stage(
         weight_decay=cfg.weight_decay or 0.0,
     )
     start_epoch, history = 0, []
-    if resume and path.is_file():
-        previous = load_checkpoint(path)
+    if resume and has_checkpoint(path):
+        previous = load_latest_checkpoint(path)
         net.load_state_dict(previous["net_state"])
         optimizer.load_state_dict(previous["optimizer_state"])
         start_epoch, history = previous["epoch"], previous["history"]
         log.info("resuming %s from epoch %d/%d", stage, start_epoch, cfg.epochs)
-    elif path.is_file():
+    elif has_checkpoint(path):
         raise FileExistsError(f"{path} exists: pass --resume to continue that run, or use a new run directory")
 
     train_y = torch.from_numpy(train.labels.astype(np.int64))
@@ -191,6 +191,6 @@ def train_stage(
         }
         save_checkpoint(path, state)
     if not state:  # already complete: nothing left to run
-        state = load_checkpoint(path)
+        state = load_latest_checkpoint(path)
         net.load_state_dict(state["net_state"])
     return state

@@ -88,3 +88,36 @@ def test_training_learns_the_toy_task(tmp_path: Path) -> None:
         logits = net.eval()(Normalizer.fit(train.images)(torch.from_numpy(val.images / np.float32(255))))
     assert val.labels is not None
     assert float((logits.argmax(1).numpy() == val.labels).mean()) == 1.0
+
+
+def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = _run(tmp_path / "straight", epochs=3, resume=False)
+    real_save, saves = train_module.save_checkpoint, []
+
+    def save_twice_then_die(path: Path, state: dict[str, object]) -> None:
+        real_save(path, state)
+        saves.append(path)
+        if len(saves) == 2:
+            raise _KilledError
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_twice_then_die)
+    with pytest.raises(_KilledError):
+        _run(tmp_path / "broken", epochs=3, resume=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    latest = tmp_path / "broken" / "checkpoints" / "baseline.pt"
+    previous = tmp_path / "broken" / "checkpoints" / "baseline.previous.pt"
+    assert torch.load(previous, weights_only=False)["epoch"] == 1
+    latest.write_bytes(latest.read_bytes()[:100])  # epoch 2's checkpoint truncated behind our back
+    with caplog.at_level("WARNING", logger="training.checkpoint"):
+        resumed = _run(tmp_path / "broken", epochs=3, resume=True)
+    assert "falling back to the previous checkpoint" in caplog.text and "cannot be read" in caplog.text
+    state = torch.load(latest, weights_only=False)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 2 redone from epoch 1's checkpoint
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name  # the same weights as the uninterrupted run
+    latest.write_bytes(b"")
+    previous.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        _run(tmp_path / "broken", epochs=4, resume=True)
