@@ -14,6 +14,16 @@ from training.data.pool import DEFAULT_PER_IMAGE, DEFAULT_RECIPE, RECIPES
 log = logging.getLogger("training")
 
 
+def package_version() -> str:
+    """The installed oegate distribution's version ("unknown" when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("oegate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML config file (see configs/)")
     parser.add_argument(
@@ -33,9 +43,34 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from training.pipeline import run_pipeline
 
-    for path in run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force):
+    published = run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force)
+    for path in published:
         print(path)
+    for line in results_summary(published):
+        print(line)
     return 0
+
+
+def results_summary(published: list[Path]) -> list[str]:
+    """One line per published version: what a run ends with on stdout (validation figures only)."""
+    from training.artifact import read_card
+
+    lines = []
+    for path in published:
+        card = read_card(path)
+        e = card.evaluation
+        mean_auroc, mean_fpr = e.get("mean_auroc"), e.get("mean_fpr95")
+        detection = (
+            f", val anomaly sets: mean AUROC {100 * mean_auroc:.2f}%, mean FPR95 {100 * mean_fpr:.2f}%"
+            if mean_auroc is not None and mean_fpr is not None
+            else ""
+        )
+        lines.append(
+            f"{card.name}/{card.version}: val accuracy {100 * e.get('val_accuracy', float('nan')):.2f}%, "
+            f"T {card.temperature:.3f}, threshold {card.threshold.value:.5f} "
+            f"(accepts {100 * card.threshold.calibration_acceptance:.2f}% of val){detection}"
+        )
+    return lines
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -124,6 +159,13 @@ def _cmd_screen_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from training.config import describe_config
+
+    print(describe_config(_config(args)))
+    return 0
+
+
 def _cmd_list_data(args: argparse.Namespace) -> int:
     from training.data.registry import describe_data_specs
 
@@ -134,6 +176,7 @@ def _cmd_list_data(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (oegate {package_version()})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pipeline", help="data -> baseline -> OE -> calibrate -> evaluate -> export, in one go")
@@ -167,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--staging", type=Path, default=Path("staging"), help="where training published it")
     p.add_argument("--models", type=Path, default=Path("models"), help="the served model directory")
     p.set_defaults(func=_cmd_promote)
+
+    config = sub.add_parser("config", help="inspect configs").add_subparsers(dest="config_command", required=True)
+    p = config.add_parser("show", help="print the resolved config (file + --set) with every field's documentation")
+    p.add_argument("--config", type=Path, help="TOML config file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.set_defaults(func=_cmd_config_show)
 
     data = sub.add_parser("data", help="data sets and the OE outlier pool").add_subparsers(dest="data", required=True)
     p = data.add_parser("build-pool", help="build and cache the default OE outlier pool (openclipart + arcade)")

@@ -7,7 +7,9 @@ The resolved config is written into every run directory and checkpoint.
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +20,7 @@ from training.nets import NetConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class RunConfig(_Section):
@@ -39,6 +41,10 @@ class RunConfig(_Section):
 class DataConfig(_Section):
     in_distribution: str = "mnist"
     """In-distribution spec: a registered name (mnist, mnist5k) or npz:/imagefolder:/torchvision: forms."""
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Share carved off for validation (and test, for image folders without split folders) when the data set has
+    no fixed split; mnist and mnist5k have fixed splits. Recorded in the card, so `evaluate` rebuilds the same
+    test split."""
     outlier_pool: str = "default"
     """OE pool spec: `default` (the cached openclipart + arcade pool of random crops), `default-mixed` (crops,
     outlines and placed objects), npy:PATH or imagefolder:PATH."""
@@ -79,19 +85,28 @@ class OptimConfig(_Section):
     """One training stage: SGD with Nesterov momentum and per-step cosine decay, as the reference code."""
 
     epochs: int = Field(default=10, ge=1)
+    """Passes over the in-distribution training split."""
     batch_size: int = Field(default=128, ge=1)
+    """In-distribution images per step."""
     lr: float = Field(default=0.1, gt=0.0)
+    """Peak learning rate; cosine-decayed per step to 1e-6 over the stage."""
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """SGD momentum."""
     nesterov: bool = True
+    """Nesterov momentum, as the reference code."""
     weight_decay: float = Field(default=5e-4, ge=0.0)
+    """L2 penalty in SGD."""
 
 
 class OEConfig(OptimConfig):
     """OE fine-tuning from the baseline: reference schedule is a few epochs at a small learning rate."""
 
     enabled: bool = True
+    """Run the OE fine-tune (false: baseline only)."""
     epochs: int = Field(default=5, ge=1)
+    """Passes over the in-distribution training split (each paired with outlier batches)."""
     lr: float = Field(default=0.01, gt=0.0)
+    """Peak learning rate of the fine-tune; cosine-decayed per step."""
     weight: float = Field(default=0.5, ge=0.0)
     """lambda in CE + lambda * E_out[logsumexp(z) - mean(z)]; 0.5 for images (the paper)."""
     outlier_batch_ratio: float = Field(default=2.0, gt=0.0)
@@ -122,6 +137,7 @@ class ExportConfig(_Section):
     """Where versions are published: the staging area by default, so nothing is served until
     `python -m training promote NAME VERSION` copies it into the served `models/`."""
     enabled: bool = True
+    """Publish the artifacts (false: train only)."""
 
 
 class PipelineConfig(_Section):
@@ -175,7 +191,53 @@ def load_config(
                 raise ValueError(f"override {item!r}: {key} is not a section")
             node = child
         node[keys[-1]] = value
+    _check_names(raw, PipelineConfig)
     return PipelineConfig.model_validate(raw)
+
+
+RENAMED = frozenset({"data.eval_anomalies", "data.eval_anomaly_samples"})
+
+
+def _check_names(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    """Unknown sections and fields fail with the closest valid name (pydantic alone says only 'extra input')."""
+    fields = model.model_fields
+    for key, value in raw.items():
+        if f"{prefix}{key}" in RENAMED:
+            continue  # the section's own validator names the new field
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown config field '{prefix}{key}'{hint}; valid here: {', '.join(fields)}")
+        annotation = fields[key].annotation
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_names(value, annotation, f"{prefix}{key}.")
+        elif isinstance(value, str) and typing.get_origin(annotation) is list:
+            raw[key] = [item.strip() for item in value.split(",") if item.strip()]  # --set x=a,b as a list
+
+
+def describe_config(cfg: PipelineConfig) -> str:
+    """The resolved config as TOML, each field followed by its documentation as a comment."""
+    lines: list[str] = []
+    for section_name in PipelineConfig.model_fields:
+        section = getattr(cfg, section_name)
+        lines += [f"[{section_name}]"]
+        for name, field in type(section).model_fields.items():
+            value = getattr(section, name)
+            lines.append(f"# {name} is unset" if value is None else f"{name} = {_toml_value(value)}")
+            for doc_line in (field.description or "").splitlines():
+                lines.append(f"#   {doc_line.strip()}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 Stage = Literal["baseline", "oe"]

@@ -270,7 +270,8 @@ def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDi
     if not spec:
         raise EvaluationError(f"{artifact.path}: the card names no in-distribution data; pass --in-distribution")
     data_seed = config.data_seed if config.data_seed is not None else int(card.training.get("seed", 0))
-    data = load_in_distribution(spec, seed=data_seed)
+    val_fraction = data_summary.get("val_fraction", 0.1) if isinstance(data_summary, dict) else 0.1
+    data = load_in_distribution(spec, seed=data_seed, val_fraction=float(val_fraction))
     _check_shape(data.test.images, card.input.shape, f"in-distribution {spec} test split")
     labels = data.test.labels
     if labels is None or len(labels) < config.ratio or int(labels.max()) >= card.num_classes:

@@ -13,7 +13,7 @@ from torch import nn
 class NetConfig(BaseModel):
     """Which architecture to build, and its size."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     arch: Literal["convnet", "small_cnn", "wrn"] = "small_cnn"
     """`convnet`: the reference code's MNIST net (28x28, 1 channel); `small_cnn`: a wider conv-bn net for 28x28

@@ -98,7 +98,9 @@ def prepare(
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
-    data = load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed).sealed()
+    data = load_in_distribution(
+        cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction
+    ).sealed()
     for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
     run_dir = cfg.run.directory
@@ -261,6 +263,7 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
         "run_dir": str(ctx.run_dir),
         "data": {
             "in_distribution": cfg.data.in_distribution,
+            "val_fraction": cfg.data.val_fraction,
             "description": ctx.data.description,
             "train_samples": len(ctx.data.train),
             "val_samples": len(ctx.data.val),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from training.checkpoint import has_checkpoint, load_latest_checkpoint, save_checkpoint
 from training.config import OEConfig, OptimConfig, Stage
 from training.data.base import ImageSet, as_float
 from training.losses import outlier_exposure_loss
+from training.progress import Progress
 
 log = logging.getLogger(__name__)
 _STAGE_SEED = {"baseline": 1, "oe": 2}
@@ -134,14 +133,7 @@ def train_stage(
         out_order = rng.permutation(len(outliers)) if outliers is not None else None
         net.train()
         started, loss_sum, correct = time.monotonic(), 0.0, 0
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"{stage} {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            unit="batch",
-            # In a terminal the bar redraws in place; in a log file (CI, `docker logs`) a line every 30 s is plenty.
-            mininterval=0.1 if sys.stderr.isatty() else 30.0,
-        )
+        bar = Progress(steps_per_epoch, f"{stage} {epoch + 1}/{cfg.epochs}")
         for step in bar:
             lr = _cosine(epoch * steps_per_epoch + step, total_steps, cfg.lr)
             for group in optimizer.param_groups:
@@ -163,8 +155,7 @@ def train_stage(
             loss_value = float(loss.detach())
             loss_sum += loss_value * len(index)
             correct += int((logits[: len(index)].argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}", refresh=False)  # redraws follow mininterval
-        bar.close()
+            bar.note(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}")
         val_logits = predict_logits(net, normalize, val.images)
         val_y = torch.from_numpy(val.labels.astype(np.int64))
         record = {

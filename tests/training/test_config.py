@@ -26,7 +26,7 @@ def test_overrides_are_typed_and_nested() -> None:
 def test_typo_in_a_config_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[oe]\nepocs = 3\n")
-    with pytest.raises(ValidationError, match=r"oe\.epocs"):
+    with pytest.raises(ValueError, match=r"unknown config field 'oe\.epocs' \(did you mean 'oe\.epochs'\?\)"):
         load_config(path)
     with pytest.raises(ValidationError, match=r"baseline\.lr"):
         load_config(None, ["baseline.lr=-1"])
@@ -56,3 +56,43 @@ def test_oe_weight_decay_defaults_to_the_baselines() -> None:
     assert load_config(None, []).calibration.threshold_method == "conformal"
     with pytest.raises(ValueError, match="threshold_method"):
         load_config(None, ["calibration.threshold_method=quantile"])
+
+
+def test_unknown_fields_suggest_the_closest_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown config field 'oe\.epoch' \(did you mean 'oe\.epochs'\?\)"):
+        load_config(None, ["oe.epoch=3"])
+    with pytest.raises(ValueError, match=r"unknown config field 'calibraton' \(did you mean 'calibration'\?\)"):
+        load_config(None, ["calibraton.delta=0.1"])
+    with pytest.raises(ValueError, match=r"unknown config field 'zzz'; valid here: run, data, net"):
+        load_config(None, ["zzz.a=1"])
+
+
+def test_comma_lists_and_plain_strings_in_overrides() -> None:
+    cfg = load_config(None, ["data.val_anomalies=val-uniform, val-jigsaw", "data.outlier_pool_exclude=arcade"])
+    assert cfg.data.val_anomalies == ["val-uniform", "val-jigsaw"]
+    assert cfg.data.outlier_pool_exclude == ["arcade"]
+    assert load_config(None, ["data.in_distribution=mnist5k"]).data.in_distribution == "mnist5k"
+
+
+def test_config_show_prints_every_field_with_its_documentation(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    assert main(["config", "show", "--config", str(CONFIGS / "mnist-oe.toml"), "--set", "oe.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    sections = [line for line in out.splitlines() if line.startswith("[")]
+    assert sections == ["[run]", "[data]", "[net]", "[baseline]", "[oe]", "[calibration]", "[export]"]
+    oe = out[out.index("[oe]") : out.index("[calibration]")]
+    assert "epochs = 3\n#   Passes over the in-distribution training split (each paired with outlier" in oe
+    assert 'threshold_method = "pac"' in out and "# run_dir is unset" in out
+    for section in PipelineConfig.model_fields:
+        for name in type(getattr(PipelineConfig(), section)).model_fields:
+            assert f"\n{name} = " in out or f"# {name} is unset" in out, name
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("python -m training (oegate ")

@@ -73,9 +73,14 @@ def test_prepare_seals_the_test_split(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_publishes_from_validation_data_alone(tmp_path: Path, forbid_test_anomalies: None) -> None:
+def test_pipeline_publishes_from_validation_data_alone(
+    tmp_path: Path, forbid_test_anomalies: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = _tiny_digits(tmp_path / "digits.npz")
     assert main(_argv(tmp_path, data)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [str(tmp_path / "models" / "tiny-baseline" / "1"), str(tmp_path / "models" / "tiny-oe" / "1")]
+    assert out[3].startswith("tiny-oe/1: val accuracy ") and "val anomaly sets: mean AUROC" in out[3]
     for name in ("tiny-baseline", "tiny-oe"):
         card = load_artifact(tmp_path / "models" / name / "1").card
         assert card.evaluation["split"] == "val"
@@ -83,6 +88,7 @@ def test_pipeline_publishes_from_validation_data_alone(tmp_path: Path, forbid_te
         assert not any("test" in key for key in card.evaluation)  # no test figure can come from the pipeline
         assert card.threshold.method == "pac_binomial" and card.threshold.delta == 0.05
         assert card.threshold.calibration_samples == 120
+        assert card.training["data"]["val_fraction"] == 0.1  # evaluate rebuilds the same split from it
         assert card.evaluation["val_samples"] == 120 and 0.0 <= card.evaluation["val_accuracy"] <= 1.0
 
 
