@@ -154,9 +154,8 @@ def publish_artifact(
         raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
     if not np.isfinite(threshold.value):
         raise ValueError(f"threshold must be finite, got {threshold.value}")
-    staging = models_dir / name / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with temporary_version(models_dir / name, version) as staging:
+        staging.mkdir(parents=True)
         onnx_path = staging / "model.onnx"
         export_onnx(gate, input_spec.shape, onnx_path)
         differences = max_abs_difference(gate, onnx_path, check_images)
@@ -193,17 +192,32 @@ def publish_artifact(
             f.write(card.model_dump_json(indent=2) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        load_artifact(staging)  # re-read exactly what the service will read
-        _fsync_directory(staging)
-        try:
-            os.rename(staging, target)
-        except OSError as e:
-            raise ArtifactExistsError(f"{target} appeared while publishing: {e}") from e
-        _fsync_directory(target.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        move_into_place(staging, target)
     return target
+
+
+@contextlib.contextmanager
+def temporary_version(directory: Path, version: int) -> Iterator[Path]:
+    """A hidden `.tmp-<version>-<random>` path in `directory` (not created here; the service skips hidden entries),
+    removed again if the block fails."""
+    temporary = directory / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def move_into_place(temporary: Path, target: Path) -> None:
+    """Re-read the artifact in `temporary` exactly as the service will, fsync it and rename it to `target` (one
+    atomic step on one filesystem); ArtifactExistsError if `target` appeared meanwhile."""
+    load_artifact(temporary)
+    _fsync_directory(temporary)
+    try:
+        os.rename(temporary, target)
+    except OSError as e:
+        raise ArtifactExistsError(f"{target} appeared while publishing: {e}") from e
+    _fsync_directory(target.parent)
 
 
 def _fsync_directory(path: Path) -> None:

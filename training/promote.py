@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from training.artifact import load_artifact
-from training.export import ArtifactExistsError, _fsync_directory
+from training.export import ArtifactExistsError, move_into_place, temporary_version
 
 DEFAULT_STAGING = Path("staging")
 DEFAULT_MODELS = Path("models")
@@ -27,21 +26,11 @@ def promote(name: str, version: int, *, staging: Path = DEFAULT_STAGING, models:
     target = models / name / str(version)
     if target.exists():
         raise ArtifactExistsError(f"{target} already exists; served versions are immutable (publish a new version)")
-    temporary = models / name / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    (models / name).mkdir(parents=True, exist_ok=True)
+    with temporary_version(models / name, version) as temporary:
         shutil.copytree(source, temporary)
         for file in temporary.iterdir():
             with file.open("rb") as f:
                 os.fsync(f.fileno())
-        load_artifact(temporary)  # exactly what the service will read
-        _fsync_directory(temporary)
-        try:
-            os.rename(temporary, target)
-        except OSError as e:
-            raise ArtifactExistsError(f"{target} appeared while promoting: {e}") from e
-        _fsync_directory(target.parent)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        move_into_place(temporary, target)
     return target
