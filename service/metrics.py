@@ -2,16 +2,24 @@
 
 Names follow the Prometheus conventions: prefix `oegate_`, base units (`_seconds`), `_total` on counters, and
 labels bounded to model, version, provider, route, status class, outcome and error reason (no per-request labels).
-The reject rate is `rate(oegate_predictions_total{outcome="rejected"}[5m]) / rate(oegate_predictions_total[5m])`.
+The reject rate is `rate(oegate_predictions_total{outcome="rejected"}[5m]) / rate(oegate_predictions_total[5m])`;
+the rate each served version's card expects is `1 - oegate_model_acceptance_target` (the alert rules compare the
+two). Score histograms carry `version`, so two versions' distributions do not blend during a hot swap. The
+process, platform and garbage-collector collectors (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+`process_open_fds`, `python_gc_*`, ...) are registered on the same registry.
 One process per container: the registry is in-process (no multiprocess mode; scale with replicas, not workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 ANOMALY_SCORE_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 """anomaly_score = 1 / (1 + KL[U||p]) lies in (0, 1]. Confident in-distribution inputs score ~0.01-0.2 and OE
@@ -28,6 +36,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # The standard process metrics, on this registry rather than the global default one.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.predictions = Counter(
             "oegate_predictions_total",
             "Predicted instances, by whether the gate accepted or rejected them.",
@@ -37,14 +49,14 @@ class Metrics:
         self.anomaly_score = Histogram(
             "oegate_anomaly_score",
             "anomaly_score = 1 / (1 + KL[U||p]) of each predicted instance; higher is more anomalous.",
-            ["model"],
+            ["model", "version"],
             buckets=ANOMALY_SCORE_BUCKETS,
             registry=registry,
         )
         self.confidence = Histogram(
             "oegate_confidence",
             "0-1 rescaled, temperature-scaled confidence of each predicted instance.",
-            ["model"],
+            ["model", "version"],
             buckets=CONFIDENCE_BUCKETS,
             registry=registry,
         )
@@ -87,6 +99,19 @@ class Metrics:
             ["model", "version", "provider"],
             registry=registry,
         )
+        self.model_threshold = Gauge(
+            "oegate_model_threshold",
+            "Each served version's reject threshold from its card (reject = anomaly_score >= threshold).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_acceptance_target = Gauge(
+            "oegate_model_acceptance_target",
+            "Share of in-distribution inputs each served version's threshold was fitted to accept (card); "
+            "1 - this is the reject rate to expect on in-distribution traffic.",
+            ["model", "version"],
+            registry=registry,
+        )
         self.model_load_failures = Counter(
             "oegate_model_load_failures_total",
             "Model versions that failed validation or loading (each distinct failure counted once).",
@@ -100,17 +125,31 @@ class Metrics:
         rejected = int(np.count_nonzero(reject))
         self.predictions.labels(model, version, "rejected").inc(rejected)
         self.predictions.labels(model, version, "accepted").inc(int(reject.size) - rejected)
-        score_histogram = self.anomaly_score.labels(model)
-        confidence_histogram = self.confidence.labels(model)
+        score_histogram = self.anomaly_score.labels(model, version)
+        confidence_histogram = self.confidence.labels(model, version)
         for score, conf in zip(anomaly_score.tolist(), confidence.tolist(), strict=True):
             score_histogram.observe(score)
             confidence_histogram.observe(conf)
 
-    def model_loaded(self, model: str, version: str, provider: str, replaced: Sequence[tuple[str, str]]) -> None:
-        """A version went live: set its info gauge, drop the replaced ones, start its counters at zero."""
+    def model_loaded(
+        self,
+        model: str,
+        version: str,
+        provider: str,
+        replaced: Sequence[tuple[str, str]],
+        threshold: float,
+        acceptance_target: float | None,
+    ) -> None:
+        """A version went live: set its info and card gauges, drop the replaced ones, start its counters at zero."""
         for old_version, old_provider in replaced:
             self.model_info.remove(model, old_version, old_provider)
+            for gauge in (self.model_threshold, self.model_acceptance_target):
+                with contextlib.suppress(KeyError):  # a card without an acceptance target never set it
+                    gauge.remove(model, old_version)
         self.model_info.labels(model, version, provider).set(1)
+        self.model_threshold.labels(model, version).set(threshold)
+        if acceptance_target is not None:
+            self.model_acceptance_target.labels(model, version).set(acceptance_target)
         for outcome in ("accepted", "rejected"):
             self.predictions.labels(model, version, outcome)
         self.queue_depth.labels(model).set(0)

@@ -163,7 +163,10 @@ class Registry:
                 if model is old:
                     continue
                 replaced = [] if old is None else [(old.version, old.provider)]
-                self._metrics.model_loaded(name, model.version, model.provider, replaced)
+                threshold = model.card.threshold
+                self._metrics.model_loaded(
+                    name, model.version, model.provider, replaced, threshold.value, threshold.acceptance_target
+                )
                 if old is not None:
                     self._retire(old)
             return report

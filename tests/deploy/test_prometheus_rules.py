@@ -11,10 +11,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.errors import ServiceError
 from tests.deploy.conftest import PROMETHEUS_DIR, PROMTOOL, load_yaml, run
 from tests.service.conftest import clone_artifact, make_settings, running
 
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
+SERVICE_ERROR_REASONS = {cls.reason for cls in (ServiceError, *ServiceError.__subclasses__())} | {"internal"}
 SELECTOR = re.compile(r"\b(oegate_[a-z0-9_]+)(\{[^}]*\})?")
 MATCHER = re.compile(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"')
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
@@ -24,12 +26,13 @@ GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 def test_promtool_accepts_the_rules() -> None:
     result = run([PROMTOOL, "check", "rules", str(ALERTS)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 @pytest.mark.needs_apt("prometheus")
 def test_the_rules_unit_tests_pass() -> None:
-    # Reject rate: 30% for 10 minutes fires (only for that model), 5% never; load failures and p99 latency too.
+    # Reject rate against the card's expected rate, both directions, with a traffic guard; load failures, p99
+    # latency, 500s, 503s and a target that stops answering.
     result = run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=PROMETHEUS_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -44,7 +47,7 @@ def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     result = run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def rule_expressions() -> list[str]:
@@ -56,8 +59,11 @@ def test_the_rules_select_metrics_by_name() -> None:
     names = {name for expr in rule_expressions() for name, _ in SELECTOR.findall(expr)}
     assert names == {
         "oegate_predictions_total",
+        "oegate_model_acceptance_target",
         "oegate_model_load_failures_total",
         "oegate_request_duration_seconds_bucket",
+        "oegate_request_duration_seconds_count",
+        "oegate_request_errors_total",
     }
 
 
@@ -70,6 +76,7 @@ async def test_every_metric_and_label_the_rules_use_is_exported(
     body = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
     async with running(make_settings(model_dir)) as (_, client):
         assert (await client.post("/v1/models/tiny/predict", json=body)).status_code == 200
+        assert (await client.post("/v1/models/nosuch/predict", json=body)).status_code == 404  # an error counted
         exposition = (await client.get("/metrics")).text
     exported: dict[str, list[dict[str, str]]] = {}
     for family in text_string_to_metric_families(exposition):
@@ -83,6 +90,8 @@ async def test_every_metric_and_label_the_rules_use_is_exported(
             for label, operator, value in MATCHER.findall(matchers):
                 assert operator in ("=", "=~"), f"{name}: only = and =~ matchers are checked here"
                 values = {labels.get(label) for labels in exported[name]}
+                if label == "reason":  # error reasons the service can count; this test does not provoke each
+                    values |= SERVICE_ERROR_REASONS
                 matches = [
                     v for v in values if v is not None and (v == value if operator == "=" else re.fullmatch(value, v))
                 ]

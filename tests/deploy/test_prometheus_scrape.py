@@ -115,17 +115,18 @@ def test_prometheus_sees_exactly_the_predictions_the_service_answered(tmp_path: 
                 deadline,
                 "zero-valued prediction counters of 2 models x 2 outcomes",
             )
+            # Enough predictions (180 per model, 60 per request) to pass the alerts' traffic guard of 0.3/s over 5m.
             outcomes: Counter[str] = Counter()
-            for model in ["lenient"] * 4 + ["strict"] * 3:
-                body = {"instances": [{"array": rng.random((1, 28, 28)).tolist()}]}
+            for model in ["lenient"] * 3 + ["strict"] * 3:
+                body = {"instances": [{"array": rng.random((1, 28, 28)).tolist()} for _ in range(60)]}
                 response = service.post(f"/v1/models/{model}/predict", json=body)
                 assert response.status_code == 200, response.text
                 outcomes.update("rejected" if p["reject"] else "accepted" for p in response.json()["predictions"])
-            assert outcomes == {"accepted": 4, "rejected": 3}
+            assert outcomes == {"accepted": 180, "rejected": 180}
 
             total = wait_for(
                 lambda: query(prometheus, "sum(oegate_predictions_total)"),
-                lambda vector: vector == {frozenset(): 7.0},
+                lambda vector: vector == {frozenset(): 360.0},
                 deadline,
                 "sum(oegate_predictions_total)",
             )
@@ -139,23 +140,34 @@ def test_prometheus_sees_exactly_the_predictions_the_service_answered(tmp_path: 
             # Evaluated right after the recording rule, in the same group.
             alerts = wait_for(
                 lambda: prometheus.get("/api/v1/alerts").json()["data"]["alerts"],
-                bool,
+                lambda found: len(found) == 2,
                 deadline,
                 "alerts",
             )
             rules = prometheus.get("/api/v1/rules").json()["data"]["groups"]
 
-    assert total == {frozenset(): 7.0}
+    assert total == {frozenset(): 360.0}
     assert by_outcome == {frozenset({("outcome", k)}): float(v) for k, v in outcomes.items()}
     name = ("__name__", "oegate:reject_ratio:rate5m")
-    assert ratio == {frozenset({name, ("model", "lenient")}): 0.0, frozenset({name, ("model", "strict")}): 1.0}
-    # 100% rejected: the alert is pending (it fires only after 10 minutes).
-    assert [(a["labels"]["alertname"], a["labels"]["model"], a["state"]) for a in alerts] == [
-        ("OegateRejectRateHigh", "strict", "pending")
+    version = ("version", "1")
+    assert ratio == {
+        frozenset({name, ("model", "lenient"), version}): 0.0,
+        frozenset({name, ("model", "strict"), version}): 1.0,
+    }
+    # Both cards expect 5% rejects: 100% is too many, 0% too few; both alerts pend (they fire after 10 / 30 min).
+    assert sorted((a["labels"]["alertname"], a["labels"]["model"], a["state"]) for a in alerts) == [
+        ("OegateRejectRateHigh", "strict", "pending"),
+        ("OegateRejectRateLow", "lenient", "pending"),
     ]
     assert [(rule["name"], rule["health"]) for group in rules for rule in group["rules"]] == [
+        ("oegate:predictions:rate5m", "ok"),
         ("oegate:reject_ratio:rate5m", "ok"),
+        ("oegate:expected_reject_ratio", "ok"),
         ("OegateRejectRateHigh", "ok"),
+        ("OegateRejectRateLow", "ok"),
         ("OegateModelLoadFailures", "ok"),
         ("OegateLatencyHigh", "ok"),
+        ("OegateServerErrors", "ok"),
+        ("OegateOverloaded", "ok"),
+        ("OegateTargetDown", "ok"),
     ]

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.conftest import clone_artifact
@@ -51,9 +53,20 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
 
     assert (predictions("lenient", "accepted"), predictions("lenient", "rejected")) == (6.0, 0.0)
     assert (predictions("strict", "accepted"), predictions("strict", "rejected")) == (0.0, 3.0)
-    assert value(metrics, "oegate_anomaly_score_count", model="lenient") == 6.0
-    assert value(metrics, "oegate_anomaly_score_bucket", model="lenient", le="1.0") == 6.0
-    assert value(metrics, "oegate_confidence_count", model="strict") == 3.0
+    assert value(metrics, "oegate_anomaly_score_count", model="lenient", version="1") == 6.0
+    assert value(metrics, "oegate_anomaly_score_bucket", model="lenient", version="1", le="1.0") == 6.0
+    assert value(metrics, "oegate_confidence_count", model="strict", version="1") == 3.0
+    # Each served version's card figures, for alerts that compare the observed reject rate with the expected one.
+    target = json.loads((tiny_artifact / "card.json").read_text())["threshold"]["acceptance_target"]
+    assert value(metrics, "oegate_model_threshold", model="lenient", version="1") == 1.0
+    assert value(metrics, "oegate_model_threshold", model="strict", version="1") == 0.0
+    assert value(metrics, "oegate_model_acceptance_target", model="strict", version="1") == target
+    assert value(metrics, "oegate_model_threshold", model="broken", version="1") is None
+    # The process collectors live on the app's registry too.
+    assert value(metrics, "process_resident_memory_bytes") > 10e6
+    assert value(metrics, "process_open_fds") > 0
+    assert any(name == "python_gc_collections_total" for name, _ in metrics)
+    assert any(name == "python_info" for name, _ in metrics)
     assert value(metrics, "oegate_inference_batch_size_count", model="lenient") == 2.0
     assert value(metrics, "oegate_inference_batch_size_sum", model="lenient") == 6.0
     assert value(metrics, "oegate_inference_batch_size_sum", model="strict") == 3.0
@@ -101,3 +114,19 @@ async def test_each_app_has_its_own_registry(serve) -> None:
     rejected = value(metrics, "oegate_predictions_total", model="tiny", version="1", outcome="rejected")
     accepted = value(metrics, "oegate_predictions_total", model="tiny", version="1", outcome="accepted")
     assert (accepted, rejected) == (0.0, 0.0)
+
+
+def test_a_replaced_version_drops_its_card_gauges() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.model_loaded("m", "1", "CPU", [], threshold=0.2, acceptance_target=0.95)
+    metrics.model_loaded("m", "2", "CPU", [("1", "CPU")], threshold=0.3, acceptance_target=None)
+    exposed = samples(generate_latest(metrics.registry).decode())
+    assert value(exposed, "oegate_model_threshold", model="m", version="1") is None
+    assert value(exposed, "oegate_model_acceptance_target", model="m", version="1") is None
+    assert value(exposed, "oegate_model_threshold", model="m", version="2") == 0.3
+    assert value(exposed, "oegate_model_acceptance_target", model="m", version="2") is None  # card had none
+    assert value(exposed, "oegate_model_info", model="m", version="2", provider="CPU") == 1.0
