@@ -142,3 +142,54 @@ def test_text_is_checked_for_length_then_refused_by_image_models() -> None:
         check_text("x" * 11, 10, "tiny")
     with pytest.raises(CodecError, match=r"^model 'tiny' takes images; text instances need a text model$"):
         check_text("short", 10, "tiny")
+
+
+def test_smaller_images_are_resized_up_to_the_card_size() -> None:
+    small = np.zeros((7, 14), np.uint8)  # height 7, width 14: both smaller than 28
+    small[:, 7:] = 255
+    decoded = decode_image(png_bytes(small), GRAY, LIMIT)
+    expected = Image.fromarray(small).resize((28, 28), Image.Resampling.BILINEAR)
+    assert decoded.shape == (1, 28, 28)
+    np.testing.assert_array_equal(decoded[0], np.asarray(expected, np.float32) / np.float32(255))
+    assert decoded[0, :, :13].max() == 0.0 and decoded[0, :, 15:].min() == 1.0
+    flat = decode_image(png_bytes(np.full((3, 3), 51, np.uint8)), RGB, LIMIT)
+    np.testing.assert_array_equal(flat, np.full((3, 28, 28), np.float32(51) / np.float32(255)))
+
+
+def test_an_image_of_exactly_the_pixel_limit_passes_and_one_more_pixel_does_not() -> None:
+    data = png_bytes(np.zeros((28, 28), np.uint8))
+    assert decode_image(data, GRAY, 28 * 28).shape == (1, 28, 28)
+    with pytest.raises(CodecError, match=r"^image is 28x28 = 784 pixels, more than the limit of 783$"):
+        decode_image(data, GRAY, 28 * 28 - 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 27), (1, 27, 28), (2, 28, 28), (3, 28, 28), (1, 28, 28, 1), (28, 28, 1)])
+def test_arrays_off_the_input_shape_by_one_in_any_axis_are_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode_array(np.full(shape, 0.5).tolist(), GRAY)
+    assert str(caught.value) == f"array has shape {list(shape)}, expected [1, 28, 28]"
+
+
+def test_values_exactly_at_the_range_ends_pass_and_one_ulp_outside_do_not() -> None:
+    values = np.full((1, 28, 28), 0.5)
+    values[0, 0, 0], values[0, 0, 1] = 0.0, 1.0
+    np.testing.assert_array_equal(decode_array(values.tolist(), GRAY), values.astype(np.float32))
+    for bad in (float(np.nextafter(0.0, -1.0)), float(np.nextafter(1.0, 2.0))):
+        values[0, 5, 5] = bad
+        with pytest.raises(CodecError, match=r"^array values must be in \[0, 1\], found min "):
+            decode_array(values.tolist(), GRAY)
+        values[0, 5, 5] = 0.5
+
+
+def test_a_custom_value_range_is_applied() -> None:
+    spec = InputSpec(
+        name="input", dtype="float32", layout="NCHW", channels=1, height=2, width=2, value_range=(-1.0, 2.0)
+    )
+    np.testing.assert_array_equal(decode_array([[[-1.0, 2.0], [0.0, 1.5]]], spec), [[[-1.0, 2.0], [0.0, 1.5]]])
+    with pytest.raises(CodecError, match=r"^array values must be in \[-1, 2\], found min -1\.5 and max 0$"):
+        decode_array([[[-1.5, 0.0], [0.0, 0.0]]], spec)
+
+
+def test_text_of_exactly_the_limit_is_checked_for_the_model_next() -> None:
+    with pytest.raises(CodecError, match=r"^model 'tiny' takes images"):
+        check_text("x" * 10, 10, "tiny")
