@@ -295,13 +295,13 @@ async def test_body_over_the_limit_is_refused_from_its_content_length(serve) -> 
 
 
 async def test_streamed_body_over_the_limit_is_refused_while_reading(serve) -> None:
-    chunks_sent = 0
+    chunks_sent: list[int] = []  # per request: how many 512-byte chunks the server pulled
 
     async def chunks(prefix: bytes = b"") -> AsyncIterator[bytes]:
-        nonlocal chunks_sent
+        chunks_sent.append(0)
         yield prefix
         for _ in range(100):
-            chunks_sent += 1
+            chunks_sent[-1] += 1
             yield b"x" * 512
 
     async with serve(max_body_bytes=1024) as (_, client):
@@ -317,7 +317,9 @@ async def test_streamed_body_over_the_limit_is_refused_while_reading(serve) -> N
         {"error": "request body is larger than the limit of 1024 bytes"},
     )
     assert multipart.status_code == 413
-    assert chunks_sent < 200  # the reader stopped early both times
+    # Each reader stopped at the chunk that crossed 1024 bytes, not at the end: the third 512-byte chunk for the
+    # JSON body (exactly 1024 after two is still allowed), the second after the multipart body's 73-byte prefix.
+    assert chunks_sent == [3, 2]
 
 
 async def test_a_known_model_without_a_loadable_version_is_503(serve, tmp_path: Path, tiny_artifact: Path) -> None:
