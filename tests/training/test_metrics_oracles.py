@@ -325,3 +325,65 @@ def test_selective_risk_validators() -> None:
     for correct, accept in (([], []), ([1, 0], [True])):
         with pytest.raises(ValueError, match=r"^correct and accept must be non-empty and the same length$"):
             selective_risk(np.array(correct), np.array(accept, dtype=bool))
+
+
+# --- input types: the metrics compute in float64 whatever they are given ------------------------------------------
+
+
+def test_boolean_scores_rank_like_zero_one_scores() -> None:
+    # A detector that only says yes/no (e.g. the gate's reject flag) still has an AUROC.
+    is_anomaly = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    flags = np.array([True, False, False, True, True, False])
+    as_numbers = flags.astype(np.float64)
+    assert auroc(is_anomaly, flags) == auroc(is_anomaly, as_numbers) == pytest.approx(auroc_oracle(is_anomaly, flags))
+    assert aupr(is_anomaly, flags) == aupr(is_anomaly, as_numbers)
+    assert fpr_at_recall(is_anomaly, flags, 0.5) == fpr_at_recall(is_anomaly, as_numbers, 0.5)
+    np.testing.assert_array_equal(roc_curve(is_anomaly, flags)[1], roc_curve(is_anomaly, as_numbers)[1])
+    in_flags, out_flags = flags[~is_anomaly], flags[is_anomaly]
+    assert detection_metrics(in_flags, out_flags) == detection_metrics(
+        in_flags.astype(np.float64), out_flags.astype(np.float64)
+    )
+
+
+def test_roc_ends_at_full_recall_when_the_lowest_score_is_an_anomaly() -> None:
+    # Anomalies 0.9 and 0.1, in-distribution 0.5: (FPR, TPR) = (0, 0), (0, 1/2), (1, 1/2), (1, 1).
+    fpr, tpr = roc_curve(np.array([1, 1, 0]), np.array([0.9, 0.1, 0.5]))
+    np.testing.assert_array_equal(fpr, [0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(tpr, [0.0, 0.5, 0.5, 1.0])
+
+
+def test_float32_confidences_are_averaged_in_float64() -> None:
+    rng = np.random.default_rng(11)
+    confidence = rng.random(300).astype(np.float32)  # as the ONNX graph emits them
+    correct = rng.random(300) < 0.7
+    wide = confidence.astype(np.float64)
+    rms, mav = calibration_oracle(wide, correct, 100, True)
+    errors = calibration_errors(confidence, correct)
+    assert errors.rms == pytest.approx(rms, abs=1e-15)
+    assert errors.mav == pytest.approx(mav, abs=1e-15)
+    bins = reliability_bins(confidence, correct)
+    assert bins.confidence.dtype == np.float64
+    np.testing.assert_array_equal(bins.confidence, reliability_bins(wide, correct).confidence)
+
+
+def test_ties_keep_input_order_in_large_bins() -> None:
+    # 150 samples at 0.5 (all wrong), then 150 at 0.2: the first 100 of those right, the last 50 wrong. A stable
+    # sort keeps tied samples in input order, so the first bin holds exactly the 100 right ones; an unstable sort
+    # (numpy's default on large arrays) mixes them.
+    confidence = np.r_[np.full(150, 0.5), np.full(150, 0.2)]
+    correct = np.r_[np.zeros(150), np.ones(100), np.zeros(50)]
+    bins = reliability_bins(confidence, correct)
+    np.testing.assert_array_equal(bins.accuracy, [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(bins.confidence, [0.2, 0.35, 0.5], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(bins.counts, [100, 100, 100])
+
+
+def test_adaptive_bins_default_to_100_samples() -> None:
+    assert adaptive_bins(250) == [(0, 100), (100, 250)]
+    assert adaptive_bins(199) == [(0, 199)]
+
+
+def test_selective_risk_takes_zero_one_accept_flags() -> None:
+    correct = np.array([1, 0, 0, 1])
+    assert selective_risk(correct, np.array([1, 0, 0, 1])) == (0.5, 0.0)  # flags, not indices
+    assert selective_risk(correct, np.array([0, 1, 1, 0])) == (0.5, 1.0)
