@@ -193,3 +193,77 @@ def test_a_custom_value_range_is_applied() -> None:
 def test_text_of_exactly_the_limit_is_checked_for_the_model_next() -> None:
     with pytest.raises(CodecError, match=r"^model 'tiny' takes images"):
         check_text("x" * 10, 10, "tiny")
+
+
+def encoded(image: Image.Image, image_format: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "BMP", "TIFF", "WEBP"])
+def test_other_image_formats_are_refused_even_when_pillow_reads_them(image_format: str) -> None:
+    data = encoded(Image.fromarray(np.full((28, 28), 128, np.uint8)), image_format)
+    with pytest.raises(CodecError, match=r"^image could not be decoded: not a PNG or JPEG image$"):
+        decode_image(data, GRAY, LIMIT)
+
+
+def test_a_data_url_carries_its_payload_after_the_first_comma_only() -> None:
+    assert decode_base64("data:image/png;base64,QUJD") == b"ABC"
+    with pytest.raises(CodecError, match=r"^image_b64 is not valid base64 \("):
+        decode_base64("data:image/png;base64,QUJD,QUJD")  # base64 has no commas
+
+
+def test_semi_transparent_pixels_are_composited_onto_opaque_black() -> None:
+    pixels = np.full((28, 28, 4), 255, np.uint8)
+    pixels[..., 3] = 102  # white at 40% opacity over black: 0.4 * 255 = 102
+    pixels[0, 0] = [255, 0, 0, 0]  # fully transparent red: black, also in colour
+    gray = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    assert gray[0, 5, 5] == np.float32(102) / np.float32(255)
+    rgb = decode_image(png_bytes(pixels), RGB, LIMIT)
+    np.testing.assert_array_equal(rgb[:, 0, 0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(rgb[:, 5, 5], [np.float32(102) / np.float32(255)] * 3)
+
+
+def gray_with_alpha(alpha: np.ndarray) -> Image.Image:
+    return Image.merge("LA", [Image.fromarray(np.full((28, 28), 200, np.uint8)), Image.fromarray(alpha)])
+
+
+@pytest.mark.parametrize("spec", [GRAY, RGB], ids=["gray", "rgb"])
+def test_every_kind_of_png_transparency_becomes_black(spec: InputSpec) -> None:
+    """Alpha channels (RGBA, LA), a palette with a transparent entry (P + tRNS), and a single transparent grey or
+    colour (L + tRNS, RGB + tRNS): each transparent pixel becomes black, each opaque one keeps its value."""
+    alpha = np.full((28, 28), 255, np.uint8)
+    alpha[:, :10] = 0
+    gray = np.full((28, 28), 200, np.uint8)
+    gray[:, :10] = 17  # the colour declared transparent below
+    colour = np.stack([gray, gray, gray], axis=-1)
+    palette = Image.fromarray(gray).convert("P")
+    cases = {
+        "LA": encoded(gray_with_alpha(alpha)),
+        "P + tRNS": encoded(palette, transparency=palette.getpixel((0, 0))),
+        "L + tRNS": encoded(Image.fromarray(gray), transparency=17),
+        "RGB + tRNS": encoded(Image.fromarray(colour), transparency=(17, 17, 17)),
+    }
+    for kind, data in cases.items():
+        decoded = decode_image(data, spec, LIMIT)
+        assert decoded.shape == (spec.channels, 28, 28), kind
+        assert decoded[:, :, :10].max() == 0.0, kind
+        np.testing.assert_array_equal(decoded[:, :, 10:], np.float32(200) / np.float32(255), err_msg=kind)
+
+
+def test_an_opaque_palette_image_keeps_its_colours() -> None:
+    gray = np.full((28, 28), 200, np.uint8)
+    gray[:, :10] = 17
+    decoded = decode_image(encoded(Image.fromarray(gray).convert("P")), GRAY, LIMIT)
+    np.testing.assert_array_equal(decoded[0], gray.astype(np.float32) / np.float32(255))
+
+
+def test_sixteen_bit_values_are_rounded_to_the_nearest_eight_bit_value() -> None:
+    # v / 65535 * 255 = v / 257: 51529 / 257 = 200.502 -> 201 (dividing by 65536 instead would give 200.499 -> 200).
+    pixels = np.zeros((28, 28), np.uint16)
+    pixels[0, :4] = [0, 257, 51529, 65535]
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    np.testing.assert_array_equal(decoded[0, 0, :4], np.array([0, 1, 201, 255], np.float32) / np.float32(255))
+    rgb = decode_image(png_bytes(np.full((28, 28), 51529, np.uint16)), RGB, LIMIT)
+    np.testing.assert_array_equal(rgb, np.full((3, 28, 28), np.float32(201) / np.float32(255)))
