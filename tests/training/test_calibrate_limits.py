@@ -90,3 +90,19 @@ def test_fit_temperature_finds_the_nll_minimum_below_one() -> None:
     best = nll(logits, labels, temperature)
     assert best < nll(logits, labels, temperature * 1.02)
     assert best < nll(logits, labels, temperature / 1.02)
+
+
+def test_the_default_acceptance_target_is_95_percent() -> None:
+    th = conformal_threshold(np.arange(1, 101, dtype=np.float32))
+    assert th.acceptance_target == 0.95
+    assert th.value == float(np.nextafter(np.float32(96.0), np.float32(np.inf)))  # j = ceil(101 * 0.95) = 96
+
+
+def test_calibration_acceptance_counts_a_score_equal_to_the_threshold_as_rejected() -> None:
+    # j = ceil(20 * 0.5) = 10: the threshold is one ULP above the 10th score, which is exactly the 11th score.
+    # reject = score >= threshold rejects it, so 10 of 19 are accepted, not 11.
+    scores = np.arange(1, 20, dtype=np.float32)
+    scores[10] = np.nextafter(scores[9], np.float32(np.inf))
+    th = conformal_threshold(scores, 0.5)
+    assert np.float32(th.value) == scores[10]
+    assert th.calibration_acceptance == 10 / 19
