@@ -41,6 +41,7 @@ MODULES: dict[str, list[str]] = {
     "service/codecs.py": [
         "tests/service/test_codecs.py",
         "tests/service/test_native_api.py",
+        "tests/service/test_errors.py",
         "tests/service/test_v2_errors.py",
     ],
     "service/batching.py": ["tests/service/test_batching.py"],
@@ -48,9 +49,19 @@ MODULES: dict[str, list[str]] = {
         "tests/service/test_native_api.py",
         "tests/service/test_v2_api.py",
         "tests/service/test_gate_boundary.py",
+        "tests/service/test_errors.py",
+        "tests/service/test_metrics.py",
     ],
-    "service/protocol/v2.py": ["tests/service/test_v2_api.py", "tests/service/test_v2_errors.py"],
-    "service/registry.py": ["tests/service/test_registry.py", "tests/service/test_hot_swap.py"],
+    "service/protocol/v2.py": [
+        "tests/service/test_v2_api.py",
+        "tests/service/test_v2_errors.py",
+        "tests/service/test_errors.py",
+    ],
+    "service/registry.py": [
+        "tests/service/test_registry.py",
+        "tests/service/test_hot_swap.py",
+        "tests/service/test_errors.py",
+    ],
 }
 
 # What mutmut's exit codes mean (mutmut/stats.py), folded into the few classes the report counts.

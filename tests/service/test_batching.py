@@ -6,6 +6,7 @@ only turns a hang into a failure)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from service.errors import InferenceFailedError, OverloadedError, ServiceError
 pytestmark = pytest.mark.anyio
 
 HOUR = 3600.0
-HANG = 20.0  # seconds: only a broken batcher gets near this
+HANG = 5.0  # seconds: only a broken batcher gets near this (a correct one needs microseconds)
 
 
 def doubling(batch: np.ndarray) -> Outputs:
@@ -231,7 +232,7 @@ async def test_a_request_that_exactly_fills_the_queue_is_accepted() -> None:
     await batcher.close()
 
 
-async def test_a_failing_run_fails_its_requests_but_not_the_worker() -> None:
+async def test_a_failing_run_fails_its_requests_but_not_the_worker(caplog: pytest.LogCaptureFixture) -> None:
     calls = []
 
     def flaky(batch: np.ndarray) -> Outputs:
@@ -242,8 +243,10 @@ async def test_a_failing_run_fails_its_requests_but_not_the_worker() -> None:
 
     seen = Recorder()
     batcher = make_batcher(flaky, recorder=seen)
-    with pytest.raises(InferenceFailedError) as caught:
+    with pytest.raises(InferenceFailedError) as caught, caplog.at_level(logging.ERROR, logger="service.batching"):
         await asyncio.wait_for(batcher.submit(rows(1, 2)), HANG)
+    (record,) = caplog.records
+    assert (record.getMessage(), record.model, record.batch_size) == ("inference failed", "toy/1", 2)  # type: ignore[attr-defined]
     assert caught.value.message == "model toy/1: inference failed: device lost"
     assert caught.value.status_code == 500
     assert seen.sizes == []  # a failed run is not observed as a batch
@@ -339,3 +342,107 @@ async def test_a_batch_whose_requests_were_all_cancelled_is_not_run() -> None:
     await asyncio.wait_for(first, HANG)
     await batcher.close()
     assert len(gate.batches) == 1 and seen.sizes == [1]
+
+
+async def test_a_job_that_does_not_fit_waits_for_the_next_batch() -> None:
+    gate = Gate(block_first_only=True)
+    seen = Recorder()
+    batcher = make_batcher(gate, recorder=seen, max_batch_size=4)
+    first = asyncio.ensure_future(batcher.submit(rows(0)))
+    await gate.wait_started()
+    queued = [asyncio.ensure_future(batcher.submit(rows(i, i, i))) for i in (1, 2, 3)]  # 3 + 3 > 4
+    await settle()
+    gate.release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *queued), HANG)
+    assert seen.sizes == [1, 3, 3, 3]  # never more than 4, and the job that did not fit ran next, not lost
+    for i, result in enumerate(results[1:], start=1):
+        np.testing.assert_array_equal(result["double"], rows(2 * i, 2 * i, 2 * i))
+    await batcher.close()
+
+
+async def test_close_runs_the_batch_it_was_gathering_when_it_met_the_stop() -> None:
+    gate = Gate(block_first_only=True)
+    seen = Recorder()
+    batcher = make_batcher(gate, recorder=seen, max_batch_size=8)
+    first = asyncio.ensure_future(batcher.submit(rows(0)))
+    await gate.wait_started()
+    queued = [asyncio.ensure_future(batcher.submit(rows(i))) for i in (1, 2, 3)]
+    await settle()
+    closing = asyncio.ensure_future(batcher.close())  # the stop is queued behind the three jobs
+    await settle()
+    gate.release.set()
+    await asyncio.wait_for(closing, HANG)
+    assert seen.sizes == [1, 3]  # the three jobs ran together, then the worker stopped
+    results = await asyncio.wait_for(asyncio.gather(first, *queued), HANG)
+    assert [float(r["double"][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+
+
+async def test_the_worker_task_is_named_for_its_model() -> None:
+    batcher = make_batcher()
+    assert "batcher:toy/1" in {task.get_name() for task in asyncio.all_tasks()}
+    batcher.start()  # a second start keeps the one worker
+    assert [t.get_name() for t in asyncio.all_tasks()].count("batcher:toy/1") == 1
+    await batcher.close()
+
+
+class FrozenClock:
+    """The event loop's clock, moved only by the test: the batcher's delay is measured on it, so a test can hold
+    time still or jump past a deadline without any real time passing."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: self.now)
+
+
+async def test_with_no_delay_queued_jobs_are_taken_even_when_the_clock_has_not_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FrozenClock(monkeypatch)  # the deadline is exactly now: remaining == 0, not < 0
+    gate = Gate(block_first_only=True)
+    seen = Recorder()
+    batcher = make_batcher(gate, recorder=seen, max_delay_s=0.0)
+    first = asyncio.ensure_future(batcher.submit(rows(0)))
+    await gate.wait_started()
+    later = [asyncio.ensure_future(batcher.submit(rows(i))) for i in (1, 2, 3)]
+    await settle()
+    gate.release.set()
+    for _ in range(100):  # no timers can fire on a frozen clock; wait on the results themselves
+        if all(job.done() for job in [first, *later]):
+            break
+        await anyio.to_thread.run_sync(gate.started.wait, 0.01)
+    assert seen.sizes == [1, 3]
+    await batcher.close()
+
+
+async def test_a_short_delay_waits_for_company_until_the_deadline_then_runs_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FrozenClock(monkeypatch)
+    seen = Recorder()
+    batcher = make_batcher(recorder=seen, max_batch_size=3, max_delay_s=0.5)
+    first = asyncio.ensure_future(batcher.submit(rows(1)))
+    await settle()
+    assert not first.done() and seen.sizes == []  # 0.5 s of (frozen) time left: it waits
+    second = asyncio.ensure_future(batcher.submit(rows(2)))
+    await settle()
+    assert not first.done() and seen.sizes == []  # still within the delay, the batch not full
+    clock.now += 0.5  # the deadline passes
+    for _ in range(100):  # the loop fires the expired wait on its next turn; the run itself takes a thread hop
+        if first.done() and second.done():
+            break
+        await anyio.to_thread.run_sync(lambda: None)
+    assert seen.sizes == [2]  # the two that came within the delay, without a third
+    np.testing.assert_array_equal((await first)["double"], rows(2))
+    np.testing.assert_array_equal((await second)["double"], rows(4))
+    third = asyncio.ensure_future(batcher.submit(rows(3)))
+    await settle()
+    clock.now += 0.25
+    await settle()
+    assert not third.done()  # half the delay: still waiting
+    clock.now += 0.25
+    for _ in range(100):
+        if third.done():
+            break
+        await anyio.to_thread.run_sync(lambda: None)
+    assert seen.sizes == [2, 1]
+    await batcher.close()
