@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import anyio.to_thread
@@ -93,9 +94,13 @@ def rows(*values: float) -> np.ndarray:
 
 async def test_concurrent_requests_share_one_run_and_get_their_own_rows_back() -> None:
     seen = Recorder()
+    started = time.perf_counter()
     batcher = make_batcher(recorder=seen, max_delay_s=HOUR)
+    assert batcher.closing is False
     results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(rows(i)) for i in range(8))), HANG)
     assert seen.sizes == [8]  # the batch filled up, so it ran without waiting out the hour
+    (seconds,) = seen.seconds  # the run's duration: within the test's own, whatever the machine's speed
+    assert isinstance(seconds, float) and 0.0 <= seconds <= time.perf_counter() - started
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result["double"], rows(2 * i))
         np.testing.assert_array_equal(result["row_sum"], np.array([2 * i], np.float32))
