@@ -76,6 +76,11 @@ ROWS: list[tuple[str, tuple[bytes, str | None], str | None]] = [
     ),
     ("header exactly the body", binary_body([fp32([1, 1, 28, 28])], b""), OK),
     (
+        "header of one byte",  # fits the body, so the one byte is parsed as the JSON
+        (b'{"inputs": []}', "1"),
+        "body: Invalid JSON: EOF while parsing an object at line 1 column 1",
+    ),
+    (
         "binary size past the body",
         binary_body([fp32([1, 1, 28, 28], None, parameters={"binary_data_size": 4 * PIXELS + 1})], fp32_bytes(PIXELS)),
         f"input 'input': binary_data_size {4 * PIXELS + 1} does not fit the body",
@@ -256,6 +261,11 @@ ROWS: list[tuple[str, tuple[bytes, str | None], str | None]] = [
     (
         "BYTES binary truncated element",
         binary_body([byte_tensor([1], None, parameters={"binary_data_size": 4 + len(PNG) - 1})], prefixed(PNG)[:-1]),
+        "input 'input': truncated binary BYTES element",
+    ),
+    (
+        "BYTES binary length beyond 2**31",  # an unsigned length: 0xFFFFFFFF bytes, not -1
+        binary_body([byte_tensor([1], None, parameters={"binary_data_size": 7})], b"\xff\xff\xff\xffabc"),
         "input 'input': truncated binary BYTES element",
     ),
     (
