@@ -54,7 +54,11 @@ MODULES: dict[str, list[str]] = {
     ],
     "service/protocol/v2.py": ["tests/service/test_v2_api.py", "tests/service/test_v2_errors.py"],
     # Not test_errors.py: every registry mutant would run its 50 app start-ups.
-    "service/registry.py": ["tests/service/test_registry.py", "tests/service/test_hot_swap.py"],
+    "service/registry.py": [
+        "tests/service/test_registry.py",
+        "tests/service/test_registry_contract.py",
+        "tests/service/test_hot_swap.py",
+    ],
 }
 
 # What mutmut's exit codes mean (mutmut/stats.py), folded into the few classes the report counts.
