@@ -133,3 +133,46 @@ async def test_the_poller_logs_a_failed_scan_and_keeps_polling(
     assert str(failed[0].exc_info[1]) == "model directory unreadable"
     assert len(scans) >= 2
     await registry.close()
+
+
+async def test_a_loaded_version_is_logged_with_its_model_version_provider_and_path(
+    tmp_path: Path, tiny_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 2)
+    registry, _ = make_registry(tmp_path)
+    with caplog.at_level(logging.INFO, logger="service.registry"):
+        await registry.start()
+    (loaded,) = [r for r in caplog.records if r.getMessage() == "model version loaded"]
+    assert (loaded.model, loaded.version, loaded.provider, loaded.path) == (  # type: ignore[attr-defined]
+        "tiny",
+        "2",
+        "CPUExecutionProvider",
+        str(tmp_path / "tiny" / "2"),
+    )
+    await registry.close()
+
+
+async def test_the_batching_delay_is_taken_in_milliseconds(
+    tmp_path: Path, tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_delay_ms = 500 is 0.5 s on the loop's clock, here one the test moves: 0.4999 s later the lone request
+    is still waiting for company, at 0.5 s it runs."""
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    registry, _ = make_registry(tmp_path, max_delay_ms=500.0, max_batch_size=2)
+    await registry.start()
+    now = [1000.0]
+    monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: now[0])
+    request = asyncio.ensure_future(registry.get("tiny").batcher.submit(IMAGE))
+    await settle()
+    now[0] += 0.4999
+    await settle()
+    assert not request.done()
+    now[0] += 0.0001
+    for _ in range(200):  # the expired wait fires on the loop's next turn; the run itself is a thread hop
+        if request.done():
+            break
+        await asyncio.sleep(0)
+        await asyncio.to_thread(lambda: None)
+    assert (await request)["probs"].shape == (1, 10)
+    monkeypatch.undo()
+    await registry.close()
