@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import pytest
 
@@ -339,12 +340,14 @@ async def test_overload_is_503_with_retry_after(
 ) -> None:
     started, release = blocked_runtime
     one, two = {"instances": [GOOD]}, {"instances": [GOOD, GOOD]}
-    async with serve(max_batch_size=1, max_queue_size=2, max_instances=2, retry_after_s=3) as (_, client):
+    async with serve(max_batch_size=1, max_queue_size=2, max_instances=2, retry_after_s=3) as (app, client):
+        batcher = app.state.components.registry.get("tiny").batcher
         running = asyncio.ensure_future(client.post(PREDICT, json=one))
-        while not started.is_set():
-            await asyncio.sleep(0.005)
+        assert await anyio.to_thread.run_sync(started.wait, 30)
         queued = asyncio.ensure_future(client.post(PREDICT, json=two))  # fills the queue (2 instances)
-        await asyncio.sleep(0.05)
+        while batcher.depth < 2:  # a counter, not a clock: decoded (in a thread) and queued
+            assert not queued.done()
+            await asyncio.sleep(0.001)
         refused = await client.post(PREDICT, json=one)
         release.set()
         assert [r.status_code for r in await asyncio.gather(running, queued)] == [200, 200]
