@@ -8,10 +8,11 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core
 # Debian packages whose programs the deploy tests run (no Docker engine needed): `docker-compose config` and a real
 # Prometheus server + promtool. prometheus' postinst starts its daemon only under systemd or a SysV runlevel whose
 # rc.d links allow it (never in a container without init, nor with a policy-rc.d that denies it); the tests never
-# rely on that: they start their own Prometheus on a free port.
-APT_TOOLS := docker-compose prometheus
+# rely on that: they start their own Prometheus on a free port. wrk is the load generator `make bench` drives; a test
+# runs it against a local recorder.
+APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest data apt-data models bench clean venv venv-serve
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench clean venv venv-serve
 
 # Serving needs only the base dependencies.
 $(VENV)/.serve-stamp: pyproject.toml
@@ -48,14 +49,16 @@ data: venv apt-data
 	$(PY) -m training data build-pool --recipe mixed   # the pool configs/mnist-oe.toml uses (default-mixed)
 
 lint: venv
-	$(PY) -m ruff check service training tests bench
-	$(PY) -m ruff format --check service training tests bench
+	$(PY) -m ruff check service training tests bench tools
+	$(PY) -m ruff format --check service training tests bench tools
 
 typecheck: venv
 	$(PY) -m mypy
 
+# Prints line and branch coverage of service/ and training/ at the end (pytest-cov); running single test files
+# with `$(PY) -m pytest tests/...` stays free of it.
 pytest: venv apt-data
-	$(PY) -m pytest
+	$(PY) -m pytest --cov=service --cov=training --cov-branch --cov-report=term
 
 test: lint typecheck pytest
 
@@ -64,8 +67,18 @@ test: lint typecheck pytest
 models: data
 	$(PY) -m training pipeline --config configs/mnist-oe.toml --set export.models_dir="'runs/mnist-oe/models'"
 
+# Mutation testing of the gate's logic (tools/mutation.py): one mutmut run per module, each bounded by
+# MUTATION_TIMEOUT_S; writes reports/mutation/report.md and fails if a module kills < 95% of its non-equivalent
+# mutants. Too slow for every CI run (about 20 minutes on two cores, MUTATION_JOBS modules at a time): run it weekly and on changes to the listed
+# modules or their tests, and commit the report. MUTATION_MODULES="--module service/batching.py" narrows it.
+MUTATION_TIMEOUT_S ?= 900
+MUTATION_JOBS ?= 2
+MUTATION_MODULES ?=
+mutation: venv
+	$(PY) -m tools.mutation --timeout-s $(MUTATION_TIMEOUT_S) --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
+
 bench: venv
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -6,7 +6,8 @@ with a reason the caller prefixes with the instance index (`instances[3]: ...`).
 Image policy (what the service does to an uploaded image before the graph sees it):
 1. Only PNG and JPEG are opened; width x height is checked against `max_image_pixels` from the header, before
    any pixel is decoded (Pillow's own decompression-bomb check is turned into the same error).
-2. JPEG EXIF orientation is applied. Transparent pixels are composited onto black (the MNIST background).
+2. JPEG EXIF orientation is applied. Transparent pixels (alpha channel, or a PNG tRNS colour in palette, grey or
+   RGB images) are composited onto black (the MNIST background).
 3. The image is converted to the card's channels with Pillow: RGB -> L uses ITU-R 601-2 luma
    (0.299 R + 0.587 G + 0.114 B), L -> RGB repeats the channel; 16-bit images are reduced to 8 bits.
 4. If its size differs from the card's, it is resized to exactly width x height (the aspect ratio is NOT kept:
@@ -73,7 +74,8 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     if image.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(image, dtype=np.float64) / 65535.0
         image = Image.fromarray(np.round(wide * 255.0).clip(0, 255).astype(np.uint8))  # uint8 2-D: mode L
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    # An alpha channel, or a tRNS transparent colour (palette entry, grey level or RGB colour): all composited.
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return image if image.mode == mode else image.convert(mode)

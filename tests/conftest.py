@@ -21,9 +21,11 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "dataset-fashion-mnist": lambda: real_anomalies.FASHION_MNIST_TEST,
     "fonts-aenigma": lambda: rendered_sets.AENIGMA_DIR,
     "fonts-noto-core": lambda: rendered_sets.NOTO_DIR,
-    # Tools the deploy tests run (tests/deploy); promtool comes with prometheus.
+    # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),
     "prometheus": lambda: Path("/usr/bin/prometheus"),
+    # The HTTP load generator the benchmark drives (tests/bench/test_wrk.py runs it against a local recorder).
+    "wrk": lambda: Path("/usr/bin/wrk"),
 }
 
 

@@ -116,7 +116,9 @@ def conformal_threshold(in_distribution_scores: np.ndarray, acceptance_target: f
     n = scores.size
     j = math.ceil((n + 1) * acceptance_target)
     if j > n:
-        needed = math.ceil(acceptance_target / (1.0 - acceptance_target))
+        needed = n + 1  # the smallest count that passes the same test, computed the same way (no float shortcut)
+        while math.ceil((needed + 1) * acceptance_target) > needed:
+            needed += 1
         raise ValueError(
             f"{n} calibration scores cannot guarantee {acceptance_target:.1%} acceptance; need >= {needed}"
         )
@@ -158,7 +160,9 @@ def pac_threshold(
     while binomial_cdf(k - 1, n, acceptance_target) < 1.0 - delta:
         k += 1
         if k > n:
-            needed = math.ceil(math.log(delta) / math.log(acceptance_target))
+            needed = n + 1  # the smallest count whose largest score keeps the promise, by the same test
+            while binomial_cdf(needed - 1, needed, acceptance_target) < 1.0 - delta:
+                needed += 1
             raise ValueError(
                 f"{n} calibration scores cannot guarantee {acceptance_target:.1%} acceptance with probability "
                 f"{1 - delta:.1%}; need >= {needed}"

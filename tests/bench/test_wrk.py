@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -83,7 +82,7 @@ def recorder() -> Iterator[str]:
         thread.join()
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
+@pytest.mark.needs_apt("wrk")
 def test_the_lua_script_makes_wrk_post_the_body_file(tmp_path: Path, recorder: str) -> None:
     body = b'{"inputs": [{"name": "input", "data": [0.5]}]}'
     (tmp_path / "body.json").write_bytes(body)

@@ -142,3 +142,128 @@ def test_text_is_checked_for_length_then_refused_by_image_models() -> None:
         check_text("x" * 11, 10, "tiny")
     with pytest.raises(CodecError, match=r"^model 'tiny' takes images; text instances need a text model$"):
         check_text("short", 10, "tiny")
+
+
+def test_smaller_images_are_resized_up_to_the_card_size() -> None:
+    small = np.zeros((7, 14), np.uint8)  # height 7, width 14: both smaller than 28
+    small[:, 7:] = 255
+    decoded = decode_image(png_bytes(small), GRAY, LIMIT)
+    expected = Image.fromarray(small).resize((28, 28), Image.Resampling.BILINEAR)
+    assert decoded.shape == (1, 28, 28)
+    np.testing.assert_array_equal(decoded[0], np.asarray(expected, np.float32) / np.float32(255))
+    assert decoded[0, :, :13].max() == 0.0 and decoded[0, :, 15:].min() == 1.0
+    flat = decode_image(png_bytes(np.full((3, 3), 51, np.uint8)), RGB, LIMIT)
+    np.testing.assert_array_equal(flat, np.full((3, 28, 28), np.float32(51) / np.float32(255)))
+
+
+def test_an_image_of_exactly_the_pixel_limit_passes_and_one_more_pixel_does_not() -> None:
+    data = png_bytes(np.zeros((28, 28), np.uint8))
+    assert decode_image(data, GRAY, 28 * 28).shape == (1, 28, 28)
+    with pytest.raises(CodecError, match=r"^image is 28x28 = 784 pixels, more than the limit of 783$"):
+        decode_image(data, GRAY, 28 * 28 - 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 27), (1, 27, 28), (2, 28, 28), (3, 28, 28), (1, 28, 28, 1), (28, 28, 1)])
+def test_arrays_off_the_input_shape_by_one_in_any_axis_are_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode_array(np.full(shape, 0.5).tolist(), GRAY)
+    assert str(caught.value) == f"array has shape {list(shape)}, expected [1, 28, 28]"
+
+
+def test_values_exactly_at_the_range_ends_pass_and_one_ulp_outside_do_not() -> None:
+    values = np.full((1, 28, 28), 0.5)
+    values[0, 0, 0], values[0, 0, 1] = 0.0, 1.0
+    np.testing.assert_array_equal(decode_array(values.tolist(), GRAY), values.astype(np.float32))
+    for bad in (float(np.nextafter(0.0, -1.0)), float(np.nextafter(1.0, 2.0))):
+        values[0, 5, 5] = bad
+        with pytest.raises(CodecError, match=r"^array values must be in \[0, 1\], found min "):
+            decode_array(values.tolist(), GRAY)
+        values[0, 5, 5] = 0.5
+
+
+def test_a_custom_value_range_is_applied() -> None:
+    spec = InputSpec(
+        name="input", dtype="float32", layout="NCHW", channels=1, height=2, width=2, value_range=(-1.0, 2.0)
+    )
+    np.testing.assert_array_equal(decode_array([[[-1.0, 2.0], [0.0, 1.5]]], spec), [[[-1.0, 2.0], [0.0, 1.5]]])
+    with pytest.raises(CodecError, match=r"^array values must be in \[-1, 2\], found min -1\.5 and max 0$"):
+        decode_array([[[-1.5, 0.0], [0.0, 0.0]]], spec)
+
+
+def test_text_of_exactly_the_limit_is_checked_for_the_model_next() -> None:
+    with pytest.raises(CodecError, match=r"^model 'tiny' takes images"):
+        check_text("x" * 10, 10, "tiny")
+
+
+def encoded(image: Image.Image, image_format: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "BMP", "TIFF", "WEBP"])
+def test_other_image_formats_are_refused_even_when_pillow_reads_them(image_format: str) -> None:
+    data = encoded(Image.fromarray(np.full((28, 28), 128, np.uint8)), image_format)
+    with pytest.raises(CodecError, match=r"^image could not be decoded: not a PNG or JPEG image$"):
+        decode_image(data, GRAY, LIMIT)
+
+
+def test_a_data_url_carries_its_payload_after_the_first_comma_only() -> None:
+    assert decode_base64("data:image/png;base64,QUJD") == b"ABC"
+    with pytest.raises(CodecError, match=r"^image_b64 is not valid base64 \("):
+        decode_base64("data:image/png;base64,QUJD,QUJD")  # base64 has no commas
+
+
+def test_semi_transparent_pixels_are_composited_onto_opaque_black() -> None:
+    pixels = np.full((28, 28, 4), 255, np.uint8)
+    pixels[..., 3] = 102  # white at 40% opacity over black: 0.4 * 255 = 102
+    pixels[0, 0] = [255, 0, 0, 0]  # fully transparent red: black, also in colour
+    gray = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    assert gray[0, 5, 5] == np.float32(102) / np.float32(255)
+    rgb = decode_image(png_bytes(pixels), RGB, LIMIT)
+    np.testing.assert_array_equal(rgb[:, 0, 0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(rgb[:, 5, 5], [np.float32(102) / np.float32(255)] * 3)
+
+
+def gray_with_alpha(alpha: np.ndarray) -> Image.Image:
+    return Image.merge("LA", [Image.fromarray(np.full((28, 28), 200, np.uint8)), Image.fromarray(alpha)])
+
+
+@pytest.mark.parametrize("spec", [GRAY, RGB], ids=["gray", "rgb"])
+def test_every_kind_of_png_transparency_becomes_black(spec: InputSpec) -> None:
+    """Alpha channels (RGBA, LA), a palette with a transparent entry (P + tRNS), and a single transparent grey or
+    colour (L + tRNS, RGB + tRNS): each transparent pixel becomes black, each opaque one keeps its value."""
+    alpha = np.full((28, 28), 255, np.uint8)
+    alpha[:, :10] = 0
+    gray = np.full((28, 28), 200, np.uint8)
+    gray[:, :10] = 17  # the colour declared transparent below
+    colour = np.stack([gray, gray, gray], axis=-1)
+    palette = Image.fromarray(gray).convert("P")
+    cases = {
+        "LA": encoded(gray_with_alpha(alpha)),
+        "P + tRNS": encoded(palette, transparency=palette.getpixel((0, 0))),
+        "L + tRNS": encoded(Image.fromarray(gray), transparency=17),
+        "RGB + tRNS": encoded(Image.fromarray(colour), transparency=(17, 17, 17)),
+    }
+    for kind, data in cases.items():
+        decoded = decode_image(data, spec, LIMIT)
+        assert decoded.shape == (spec.channels, 28, 28), kind
+        assert decoded[:, :, :10].max() == 0.0, kind
+        np.testing.assert_array_equal(decoded[:, :, 10:], np.float32(200) / np.float32(255), err_msg=kind)
+
+
+def test_an_opaque_palette_image_keeps_its_colours() -> None:
+    gray = np.full((28, 28), 200, np.uint8)
+    gray[:, :10] = 17
+    decoded = decode_image(encoded(Image.fromarray(gray).convert("P")), GRAY, LIMIT)
+    np.testing.assert_array_equal(decoded[0], gray.astype(np.float32) / np.float32(255))
+
+
+def test_sixteen_bit_values_are_rounded_to_the_nearest_eight_bit_value() -> None:
+    # v / 65535 * 255 = v / 257: 51529 / 257 = 200.502 -> 201 (dividing by 65536 instead would give 200.499 -> 200).
+    pixels = np.zeros((28, 28), np.uint16)
+    pixels[0, :4] = [0, 257, 51529, 65535]
+    decoded = decode_image(png_bytes(pixels), GRAY, LIMIT)
+    np.testing.assert_array_equal(decoded[0, 0, :4], np.array([0, 1, 201, 255], np.float32) / np.float32(255))
+    rgb = decode_image(png_bytes(np.full((28, 28), 51529, np.uint16)), RGB, LIMIT)
+    np.testing.assert_array_equal(rgb, np.full((3, 28, 28), np.float32(201) / np.float32(255)))

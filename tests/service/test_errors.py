@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import pytest
 
@@ -295,13 +296,13 @@ async def test_body_over_the_limit_is_refused_from_its_content_length(serve) -> 
 
 
 async def test_streamed_body_over_the_limit_is_refused_while_reading(serve) -> None:
-    chunks_sent = 0
+    chunks_sent: list[int] = []  # per request: how many 512-byte chunks the server pulled
 
     async def chunks(prefix: bytes = b"") -> AsyncIterator[bytes]:
-        nonlocal chunks_sent
+        chunks_sent.append(0)
         yield prefix
         for _ in range(100):
-            chunks_sent += 1
+            chunks_sent[-1] += 1
             yield b"x" * 512
 
     async with serve(max_body_bytes=1024) as (_, client):
@@ -317,7 +318,9 @@ async def test_streamed_body_over_the_limit_is_refused_while_reading(serve) -> N
         {"error": "request body is larger than the limit of 1024 bytes"},
     )
     assert multipart.status_code == 413
-    assert chunks_sent < 200  # the reader stopped early both times
+    # Each reader stopped at the chunk that crossed 1024 bytes, not at the end: the third 512-byte chunk for the
+    # JSON body (exactly 1024 after two is still allowed), the second after the multipart body's 73-byte prefix.
+    assert chunks_sent == [3, 2]
 
 
 async def test_a_known_model_without_a_loadable_version_is_503(serve, tmp_path: Path, tiny_artifact: Path) -> None:
@@ -337,12 +340,14 @@ async def test_overload_is_503_with_retry_after(
 ) -> None:
     started, release = blocked_runtime
     one, two = {"instances": [GOOD]}, {"instances": [GOOD, GOOD]}
-    async with serve(max_batch_size=1, max_queue_size=2, max_instances=2, retry_after_s=3) as (_, client):
+    async with serve(max_batch_size=1, max_queue_size=2, max_instances=2, retry_after_s=3) as (app, client):
+        batcher = app.state.components.registry.get("tiny").batcher
         running = asyncio.ensure_future(client.post(PREDICT, json=one))
-        while not started.is_set():
-            await asyncio.sleep(0.005)
+        assert await anyio.to_thread.run_sync(started.wait, 30)
         queued = asyncio.ensure_future(client.post(PREDICT, json=two))  # fills the queue (2 instances)
-        await asyncio.sleep(0.05)
+        while batcher.depth < 2:  # a counter, not a clock: decoded (in a thread) and queued
+            assert not queued.done()
+            await asyncio.sleep(0.001)
         refused = await client.post(PREDICT, json=one)
         release.set()
         assert [r.status_code for r in await asyncio.gather(running, queued)] == [200, 200]

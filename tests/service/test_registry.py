@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.errors import ModelNotReadyError, NotFoundError
+from service.errors import ModelNotReadyError, NotFoundError, ServiceError
 from service.metrics import Metrics
 from service.registry import Registry
 from tests.service.conftest import clone_artifact, make_settings
@@ -102,8 +104,14 @@ async def test_reload_swaps_in_a_new_version_and_retires_the_old_one(tmp_path: P
     assert report.loaded == [{"name": "tiny", "version": "2", "provider": "CPUExecutionProvider"}]
     new = registry.get("tiny")
     assert (new.version, new.card.threshold.value) == ("2", 0.5)
+    for _ in range(20):  # let the retirement task run (no lease holds version 1); no wall-clock wait
+        await asyncio.sleep(0)
+    assert old.batcher.closing and not new.batcher.closing  # retired by the swap, before the registry closes
+    with pytest.raises(ServiceError, match=r"^model tiny/1: batcher is not running$"):
+        await old.batcher.submit(np.zeros((1, 1, 28, 28), np.float32))
+    assert (await new.batcher.submit(np.zeros((1, 1, 28, 28), np.float32)))["probs"].shape == (1, 10)
     await registry.close()
-    assert old.batcher.depth == 0
+    assert new.batcher.closing
     old_labels = {"model": "tiny", "version": "1", "provider": "CPUExecutionProvider"}
     assert collector.get_sample_value("oegate_model_info", old_labels) is None
 

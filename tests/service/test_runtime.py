@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from service.card import ArtifactError, read_verified_card
@@ -11,12 +13,38 @@ from service.runtime import Runtime
 from tests.service.conftest import clone_artifact
 
 
-def test_the_provider_in_use_is_read_back_from_the_session(tiny_artifact: Path) -> None:
+def test_the_provider_in_use_is_read_back_not_assumed_from_the_request(
+    tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CUDA is asked for first and the build lists it, but the session comes up on CPU (what onnxruntime does
+    silently when CUDA cannot start): the runtime must report CPU and warn, not report CUDA."""
     card = read_verified_card(tiny_artifact, "tiny", 1)
-    # CUDA first: on a machine without a usable GPU onnxruntime silently falls back to CPU.
-    runtime = Runtime(tiny_artifact / "model.onnx", card, ["CUDAExecutionProvider", "CPUExecutionProvider"], 1, 1)
-    assert runtime.provider == runtime._session.get_providers()[0]
-    assert runtime.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    real_session = ort.InferenceSession
+    requested: list[list[str]] = []
+
+    def cpu_only_session(path: str, sess_options: object = None, providers: list[str] | None = None) -> object:
+        requested.append(list(providers or []))
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", cpu_only_session)
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        runtime = Runtime(tiny_artifact / "model.onnx", card, ["CUDAExecutionProvider", "CPUExecutionProvider"], 1, 1)
+    assert requested == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert runtime.provider == "CPUExecutionProvider"
+    assert [r.getMessage() for r in caplog.records] == [
+        "onnxruntime fell back from CUDAExecutionProvider to CPUExecutionProvider"
+    ]
+
+
+def test_no_fallback_warning_when_the_first_provider_is_used(
+    tiny_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    card = read_verified_card(tiny_artifact, "tiny", 1)
+    with caplog.at_level(logging.INFO, logger="service.runtime"):
+        runtime = Runtime(tiny_artifact / "model.onnx", card, ["CPUExecutionProvider"], 1, 1)
+    assert runtime.provider == "CPUExecutionProvider"
+    assert caplog.records == []
 
 
 def test_providers_missing_from_the_build_are_skipped(tiny_artifact: Path) -> None:

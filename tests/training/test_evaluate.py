@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from training.evaluate import (
     Evaluation,
     EvaluationConfig,
     EvaluationError,
+    Spread,
     evaluate,
 )
 
@@ -97,8 +99,8 @@ def test_draws_follow_the_one_to_five_protocol(evaluation: Evaluation) -> None:
                 for spread in vars(s.detection[score]).values():
                     assert len(spread.values) == DRAWS
                     assert all(0.0 <= v <= 1.0 for v in spread.values)
-                    assert spread.mean == pytest.approx(np.mean(spread.values))
-                    assert spread.std == pytest.approx(np.std(spread.values))
+                    assert spread.mean == pytest.approx(statistics.fmean(spread.values), abs=1e-12)
+                    assert spread.std == pytest.approx(statistics.pstdev(spread.values), abs=1e-12)
 
 
 def test_served_score_ranks_like_kl_and_artifact_confidence_is_t_plus_rescaling(evaluation: Evaluation) -> None:
@@ -215,3 +217,10 @@ def test_incomparable_artifacts_are_refused(tiny_artifact: Path, tmp_path: Path)
     (other / "card.json").write_text(json.dumps(card))
     with pytest.raises(EvaluationError, match="cannot compare"):
         evaluate(tiny_artifact, EvaluationConfig(in_distribution="mnist"), compare=other)
+
+
+def test_spread_is_the_mean_and_population_std_of_its_values() -> None:
+    # 2, 4, 4, 4, 5, 5, 7, 9: mean 5, squared deviations sum to 32, population variance 32 / 8 = 4.
+    spread = Spread.of([2, 4, 4, 4, 5, 5, 7, 9])
+    assert (spread.mean, spread.std, spread.values) == (5.0, 2.0, (2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0))
+    assert Spread.of([0.25]) == Spread(0.25, 0.0, (0.25,))
