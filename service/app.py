@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.cpus import cpu_budget, onnxruntime_threads
 from service.deps import Components
 from service.errors import install_error_handlers
 from service.inference import Predictor
@@ -44,10 +45,16 @@ def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         report = await registry.start()
+        budget = cpu_budget()
+        intra, inter = onnxruntime_threads(settings.intra_op_threads, settings.inter_op_threads, budget)
         logger.info(
             "service started",
-            extra={"loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir)},
-        )
+            extra={
+                "loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir),
+                "cpus_affinity": budget.affinity, "cpus_quota": budget.quota, "cpus_usable": budget.usable,
+                "onnxruntime_intra_op_threads": intra, "onnxruntime_inter_op_threads": inter,
+            },
+        )  # fmt: skip
         poller = (
             asyncio.get_running_loop().create_task(registry.poll(settings.poll_interval_s), name="model-poller")
             if settings.poll_interval_s > 0

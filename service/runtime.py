@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.card import OUTPUT_NAMES, ArtifactError, Card
+from service.cpus import cpu_budget, onnxruntime_threads
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,11 @@ class Runtime:
         if not usable:
             raise ArtifactError(f"none of the configured providers {providers} is available (have {available})")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
+        # 0 = sized from the CPUs this process may use (service/cpus.py), not onnxruntime's one per host core.
+        intra, inter = onnxruntime_threads(intra_op_threads, inter_op_threads, cpu_budget())
+        options.intra_op_num_threads = intra
+        options.inter_op_num_threads = inter
+        self.threads = (intra, inter)
         options.log_severity_level = 3  # errors only; the provider fallback is reported by us, below
         try:
             self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=usable)

@@ -33,9 +33,10 @@ class Settings(BaseSettings):
     )
     """onnxruntime execution providers in order of preference; the one actually used is reported."""
     intra_op_threads: int = Field(default=0, ge=0)
-    """onnxruntime threads inside one operator (0 = onnxruntime's default, one per core)."""
+    """onnxruntime threads inside one operator (0 = one per CPU this process may use: its affinity and its
+    cgroup's CPU quota, not the host's core count; logged at start-up)."""
     inter_op_threads: int = Field(default=0, ge=0)
-    """onnxruntime threads across independent operators (0 = onnxruntime's default)."""
+    """onnxruntime threads across independent operators (0 = 1: the gate graph runs its operators in order)."""
     max_batch_size: int = Field(default=64, ge=1, le=4096)
     """Most instances the micro-batcher puts into one session run."""
     max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
