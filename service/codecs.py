@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ from service.card import InputSpec
 
 _IMAGE_FORMATS = ("PNG", "JPEG")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+# What Pillow's PNG and JPEG plugins raise on hostile or damaged bytes (found by truncating and flipping bytes of
+# valid files: tests/service/test_hostile_images.py).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError)
 
 
 class CodecError(ValueError):
@@ -54,6 +58,8 @@ def decode_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
         raise CodecError(f"image has more than the limit of {max_pixels} pixels ({e})") from e
     except UnidentifiedImageError as e:
         raise CodecError("image could not be decoded: not a PNG or JPEG image") from e
+    except _DECODE_ERRORS as e:  # a header cut short or corrupt: the client's bad input, never a 500
+        raise CodecError(f"image could not be decoded: {type(e).__name__}: {e}") from e
     with image:
         width, height = image.size
         if width * height > max_pixels:
@@ -62,7 +68,7 @@ def decode_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
         try:
             image.load()
             converted = _to_mode(ImageOps.exif_transpose(image), "L" if spec.channels == 1 else "RGB")
-        except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for truncated or corrupt data
+        except _DECODE_ERRORS as e:  # truncated or corrupt data, malformed EXIF or chunks
             raise CodecError(f"image could not be decoded: {e}") from e
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
@@ -83,13 +89,29 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
 
 def decode_array(value: Any, spec: InputSpec) -> np.ndarray:
     """A nested list in the model's input shape [C, H, W], finite, within the card's value range."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError) as e:
-        raise CodecError("array must be a rectangular nested list of numbers") from e
+    array = numeric_array(value, "array must be a rectangular nested list of numbers")
     if array.shape != spec.shape:
         raise CodecError(f"array has shape {list(array.shape)}, expected {list(spec.shape)}")
     return check_values(array, spec)
+
+
+def numeric_array(value: Any, message: str) -> np.ndarray:
+    """A nested list of JSON numbers as float64; strings, booleans, nulls, ragged lists and integers too large for
+    a float (a 400-digit literal) are refused with `message`, never converted or left to overflow."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise CodecError(message) from e
+    if raw.dtype.kind not in "iuf":  # 'b' booleans, 'U' strings, 'O' None / huge integers / mixed
+        raise CodecError(f"{message} (found {_kind_name(raw)})")
+    try:
+        return raw.astype(np.float64)
+    except OverflowError as e:  # pragma: no cover - numpy keeps such integers as objects, refused above
+        raise CodecError(message) from e
+
+
+def _kind_name(raw: np.ndarray) -> str:
+    return {"b": "booleans", "U": "strings", "S": "bytes"}.get(raw.dtype.kind, "non-numbers or integers too large")
 
 
 def check_values(array: np.ndarray, spec: InputSpec) -> np.ndarray:

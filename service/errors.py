@@ -92,6 +92,9 @@ class ModelNotReadyError(ServiceError):
     reason = "model_not_ready"
 
 
+THRESHOLD_OVERRIDE_DISABLED = "per-request threshold override is disabled on this server"
+
+
 class OverloadedError(ServiceError):
     """The model's queue is full; the client should retry after `Retry-After` seconds."""
 

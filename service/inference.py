@@ -14,7 +14,7 @@ import anyio.to_thread
 import numpy as np
 
 from service.card import Card
-from service.errors import ForbiddenError
+from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError
 from service.metrics import Metrics
 from service.registry import Registry
 
@@ -50,7 +50,7 @@ class Predictor:
         self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
     ) -> GateResult:
         if threshold_override is not None and not self._allow_threshold_override:
-            raise ForbiddenError("per-request threshold override is disabled on this server")
+            raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
             images = await anyio.to_thread.run_sync(decode, model.card)
             outputs = await model.batcher.submit(images)

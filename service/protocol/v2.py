@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from service.card import Card
-from service.codecs import CodecError, check_values, decode_base64, decode_image
+from service.codecs import CodecError, check_values, decode_base64, decode_image, numeric_array
 from service.errors import InvalidInputError
 from service.inference import Decoder, GateResult
 from service.protocol.body import parse_json
@@ -94,8 +94,10 @@ def threshold_parameter(request: InferenceRequest) -> float | None:
     value = (request.parameters or {}).get("threshold")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise InvalidInputError(f"parameters.threshold must be a number in [0, 1], got {value!r}")
+    valid = not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= 1  # no float(huge int)
+    if not valid or not math.isfinite(value):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise InvalidInputError(f"parameters.threshold must be a number in [0, 1], got {shown}")
     return float(value)
 
 
@@ -143,9 +145,9 @@ def _decode_fp32(
         if data is None:
             raise InvalidInputError(f"input '{name}': no data")
         try:
-            values = np.asarray(data, dtype=np.float64)
-        except (ValueError, TypeError) as e:
-            raise InvalidInputError(f"input '{name}': data must be a flat or rectangular nested list of numbers") from e
+            values = numeric_array(data, "data must be a flat or rectangular nested list of numbers")
+        except CodecError as e:
+            raise InvalidInputError(f"input '{name}': {e}") from e
         if values.size != count:
             raise InvalidInputError(f"input '{name}': shape {shape} needs {count} values, data has {values.size}")
     batch = values.reshape(shape)

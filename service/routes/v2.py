@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.deps import PredictorDep, RegistryDep, SettingsDep, require_inference_token
-from service.errors import ModelNotReadyError
+from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.v2 import (
     BINARY_HEADER,
     infer_response,
@@ -97,6 +97,8 @@ async def _infer(
 ) -> InferenceResponse:
     parsed, binaries = parse_infer_request(await request.body(), request.headers.get(BINARY_HEADER))
     outputs = requested_outputs(parsed)
+    if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
+        raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
     result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
     return infer_response(result, parsed, outputs)

@@ -124,7 +124,18 @@ def test_arrays_in_the_input_shape_pass_through_as_float32() -> None:
     [
         (np.zeros((28, 28)).tolist(), "array has shape [28, 28], expected [1, 28, 28]"),
         ([[[0.5] * 28] * 27 + [[0.5] * 27]], "array must be a rectangular nested list of numbers"),
-        ([[["a"] * 28] * 28], "array must be a rectangular nested list of numbers"),
+        ([[["a"] * 28] * 28], "array must be a rectangular nested list of numbers (found strings)"),
+        ([[["0.5"] * 28] * 28], "array must be a rectangular nested list of numbers (found strings)"),
+        ([[[True] * 28] * 28], "array must be a rectangular nested list of numbers (found booleans)"),
+        (
+            [[[None] * 28] * 28],
+            "array must be a rectangular nested list of numbers (found non-numbers or integers too large)",
+        ),
+        (
+            [[[10**400] * 28] * 28],
+            "array must be a rectangular nested list of numbers (found non-numbers or integers too large)",
+        ),
+        ([[[10**19] * 28] * 28], "array values must be in [0, 1], found min 1e+19 and max 1e+19"),
         (np.full((1, 28, 28), np.nan).tolist(), "array contains NaN or infinite values"),
         (np.full((1, 28, 28), np.inf).tolist(), "array contains NaN or infinite values"),
         ([[[-0.5] + [1.0] * 27] * 28], "array values must be in [0, 1], found min -0.5 and max 1"),

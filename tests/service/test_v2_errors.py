@@ -168,7 +168,7 @@ ROWS: list[tuple[str, tuple[bytes, str | None], str | None]] = [
     (
         "FP32 strings",
         json_body(fp32([1, 1, 28, 28], ["a"] * PIXELS)),
-        "input 'input': data must be a flat or rectangular nested list of numbers",
+        "input 'input': data must be a flat or rectangular nested list of numbers (found strings)",
     ),
     (
         "FP32 above the range in instance 2",
@@ -387,6 +387,41 @@ async def test_the_route_renders_them_as_422(serve, row: tuple[str, tuple[bytes,
     headers = {"content-type": "application/json"}
     if header is not None:
         headers["inference-header-content-length"] = header
-    async with serve(max_instances=4) as (_, client):
+    async with serve(max_instances=4, allow_threshold_override=True) as (_, client):
         response = await client.post("/v2/models/tiny/infer", content=body, headers=headers)
     assert (response.status_code, response.json()) == (422, {"error": message})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("threshold", [True, 10**400, "0.5", 0.5, -1])
+async def test_a_forbidden_threshold_override_is_403_whatever_its_value(serve, threshold: object) -> None:
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                                   "data": [0.0] * PIXELS}], "parameters": {"threshold": threshold}})  # fmt: skip
+    async with serve() as (_, client):  # overrides are off by default
+        response = await client.post("/v2/models/tiny/infer", content=body)
+    assert (response.status_code, response.json()) == (
+        403,
+        {"error": "per-request threshold override is disabled on this server"},
+    )
+
+
+@pytest.mark.anyio
+async def test_huge_integers_are_422_never_500(serve) -> None:
+    huge = 10**400
+    rows = [
+        ({"data": [huge] * PIXELS}, "input 'input': data must be a flat or rectangular nested list of numbers "
+         "(found non-numbers or integers too large)"),
+        ({"parameters": {"threshold": huge}},
+         f"parameters.threshold must be a number in [0, 1], got {str(huge)[:40]}..."),
+    ]  # fmt: skip
+    async with serve(allow_threshold_override=True) as (_, client):
+        for change, message in rows:
+            tensor = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * PIXELS}
+            request = {"inputs": [{**tensor, **{k: v for k, v in change.items() if k == "data"}}]}
+            request |= {k: v for k, v in change.items() if k == "parameters"}
+            response = await client.post("/v2/models/tiny/infer", content=json.dumps(request))
+            assert (response.status_code, response.json()) == (422, {"error": message})
+        native = {"instances": [{"array": [[[huge] * 28] * 28]}]}
+        headers = {"content-type": "application/json"}
+        response = await client.post("/v1/models/tiny/predict", content=json.dumps(native), headers=headers)
+        assert response.status_code == 422 and "integers too large" in response.json()["error"]
