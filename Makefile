@@ -72,7 +72,7 @@ models: data
 # mutants. Too slow for every CI run (about 20 minutes on two cores, MUTATION_JOBS modules at a time): run it weekly
 # and on changes to the listed modules or their tests, and commit the report. MUTATION_MODULES="--module
 # service/batching.py" narrows it.
-MUTATION_TIMEOUT_S ?= 900
+MUTATION_TIMEOUT_S ?= 1200
 MUTATION_JOBS ?= 2
 MUTATION_MODULES ?=
 mutation: venv
