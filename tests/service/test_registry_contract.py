@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
+import anyio.to_thread
 import numpy as np
 import pytest
 
@@ -164,9 +166,10 @@ async def test_the_batching_delay_is_taken_in_milliseconds(
     monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: now[0])
     request = asyncio.ensure_future(registry.get("tiny").batcher.submit(IMAGE))
     await settle()
+    batcher = registry.get("tiny").batcher
     now[0] += 0.4999
     await settle()
-    assert not request.done()
+    assert not request.done() and batcher.depth == 1  # still gathering: the batch has not been taken
     now[0] += 0.0001
     for _ in range(200):  # the expired wait fires on the loop's next turn; the run itself is a thread hop
         if request.done():
@@ -176,3 +179,76 @@ async def test_the_batching_delay_is_taken_in_milliseconds(
     assert (await request)["probs"].shape == (1, 10)
     monkeypatch.undo()
     await registry.close()
+
+
+async def test_version_zero_is_not_a_version(tmp_path: Path, tiny_artifact: Path) -> None:
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    (tmp_path / "tiny" / "1").rename(tmp_path / "tiny" / "0")
+    registry, _ = make_registry(tmp_path)
+    report = await registry.start()
+    assert (report.loaded, report.failed, dict(registry.models)) == ([], [], {})
+    await registry.close()
+
+
+async def test_missing_required_models_are_logged_at_start(
+    tmp_path: Path, tiny_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    registry, _ = make_registry(tmp_path, required_models=["tiny", "zeta", "ghost"])
+    with caplog.at_level(logging.ERROR, logger="service.registry"):
+        await registry.start()
+    assert [r.getMessage() for r in caplog.records] == ["required models not loaded: ['ghost', 'zeta']"]
+    await registry.close()
+
+
+async def test_a_reload_swaps_every_changed_model_even_after_an_unchanged_one(
+    tmp_path: Path, tiny_artifact: Path
+) -> None:
+    clone_artifact(tiny_artifact, tmp_path, "alpha", 1)
+    clone_artifact(tiny_artifact, tmp_path, "beta", 1)
+    registry, collector = make_registry(tmp_path)
+    await registry.start()
+    old_beta = registry.get("beta")
+    clone_artifact(tiny_artifact, tmp_path, "beta", 2)  # alpha (first) is unchanged
+    await registry.reload()
+    await settle()
+    assert registry.get("beta").version == "2"
+    assert old_beta.batcher.closing
+    info = {"model": "beta", "provider": "CPUExecutionProvider"}
+    assert collector.get_sample_value("oegate_model_info", {**info, "version": "2"}) == 1.0
+    assert collector.get_sample_value("oegate_model_info", {**info, "version": "1"}) is None
+    await registry.close()
+
+
+async def test_queue_depth_is_reported_per_model(
+    tmp_path: Path, tiny_artifact: Path, blocked_runtime: tuple[threading.Event, threading.Event]
+) -> None:
+    started, release = blocked_runtime
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    registry, collector = make_registry(tmp_path, max_batch_size=1)
+    await registry.start()
+    batcher = registry.get("tiny").batcher
+    first = asyncio.ensure_future(batcher.submit(IMAGE))
+    assert await anyio.to_thread.run_sync(started.wait, 30)
+    queued = [asyncio.ensure_future(batcher.submit(IMAGE)) for _ in range(2)]
+    await settle()
+    assert collector.get_sample_value("oegate_queue_depth", {"model": "tiny"}) == 2.0
+    release.set()
+    await asyncio.gather(first, *queued)
+    assert collector.get_sample_value("oegate_queue_depth", {"model": "tiny"}) == 0.0
+    await registry.close()
+
+
+async def test_close_waits_for_versions_still_being_retired(tmp_path: Path, tiny_artifact: Path) -> None:
+    clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    registry, _ = make_registry(tmp_path)
+    await registry.start()
+    async with registry.lease("tiny") as old:
+        clone_artifact(tiny_artifact, tmp_path, "tiny", 2)
+        await registry.reload()
+        closing = asyncio.ensure_future(registry.close())
+        await settle()
+        assert not closing.done()  # version 1 is retiring, held by this lease
+        assert not old.batcher.closing
+    await asyncio.wait_for(closing, 30)
+    assert old.batcher.closing

@@ -106,6 +106,14 @@ ROWS: list[tuple[str, tuple[bytes, str | None], str | None]] = [
         OK,
     ),
     (
+        "JSON-only input, then a binary one",  # each tensor's payload is found, so the error is the input count
+        binary_body(
+            [fp32([1, 1, 28, 28]), fp32([1, 1, 28, 28], None, parameters={"binary_data_size": 4 * PIXELS})],
+            fp32_bytes(PIXELS),
+        ),
+        "model 'tiny' takes one input named 'input' (FP32 [N, 1, 28, 28] or BYTES [N]), got inputs ['input', 'input']",
+    ),
+    (
         "binary and JSON data for one tensor",  # the binary payload wins, as in Triton
         binary_body(
             [fp32([1, 1, 28, 28], [7.0] * PIXELS, parameters={"binary_data_size": 4 * PIXELS})], fp32_bytes(PIXELS)
@@ -266,6 +274,14 @@ ROWS: list[tuple[str, tuple[bytes, str | None], str | None]] = [
     (
         "BYTES binary length beyond 2**31",  # an unsigned length: 0xFFFFFFFF bytes, not -1
         binary_body([byte_tensor([1], None, parameters={"binary_data_size": 7})], b"\xff\xff\xff\xffabc"),
+        "input 'input': truncated binary BYTES element",
+    ),
+    (
+        # Read as a signed -1, the length would step back one byte and find a second, 255-byte element.
+        "BYTES binary length 0xFFFFFFFF before more data",
+        binary_body(
+            [byte_tensor([2], None, parameters={"binary_data_size": 262})], b"\xff\xff\xff\xff\0\0\0" + b"x" * 255
+        ),
         "input 'input': truncated binary BYTES element",
     ),
     (
