@@ -41,6 +41,7 @@ MODULES: dict[str, list[str]] = {
     "training/calibrate.py": ["tests/training/test_calibrate.py", "tests/training/test_calibrate_limits.py"],
     "service/codecs.py": [
         "tests/service/test_codecs.py",
+        "tests/service/test_hostile_images.py",
         "tests/service/test_native_api.py",
         "tests/service/test_errors.py",
         "tests/service/test_v2_errors.py",
