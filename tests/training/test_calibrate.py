@@ -131,3 +131,34 @@ def test_fit_temperature_reaches_the_optimum() -> None:
     # LBFGS stops where the gradient is about 5e-7: T agrees to ~6e-7 relative, far finer than calibration needs.
     assert fit_temperature(logits, labels) == pytest.approx(exact, rel=1e-5)
     assert exact == pytest.approx(1.7, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("n", "target", "delta"),
+    [(200, 0.9, 0.05), (200, 0.9, 0.9), (200, 0.9, 0.5), (60, 0.95, 0.05), (1000, 0.99, 0.01), (37, 0.5, 0.3)],
+)
+def test_pac_order_statistic_matches_brute_force(n: int, target: float, delta: float) -> None:
+    scores = np.random.default_rng(n).random(n).astype(np.float32)
+    th = pac_threshold(scores, target, delta)
+    k = next(k for k in range(1, n + 1) if _binomial_cdf_exact(k - 1, n, target) >= 1 - delta)
+    assert th.order_statistic == k  # the smallest order statistic that keeps the promise, from either side
+    assert np.float32(th.value) == np.nextafter(np.sort(scores)[k - 1], np.float32(np.inf))
+    assert th.calibration_acceptance == pytest.approx(k / n)
+    assert th.calibration_samples == n and th.delta == delta and th.acceptance_target == target
+
+
+@pytest.mark.parametrize(
+    ("n", "target", "delta", "needed"), [(5, 0.9, 0.5, 7), (4, 0.5, 0.01, 7), (100, 0.99, 0.1, 230)]
+)
+def test_pac_needed_count_is_the_smallest_that_works(n: int, target: float, delta: float, needed: int) -> None:
+    with pytest.raises(ValueError, match=rf"need >= {needed}$"):
+        pac_threshold(np.linspace(0, 1, n), target, delta)
+    assert pac_threshold(np.linspace(0, 1, needed), target, delta).order_statistic == needed
+    with pytest.raises(ValueError):
+        pac_threshold(np.linspace(0, 1, needed - 1), target, delta)
+
+
+def test_threshold_promises_name_their_rule() -> None:
+    scores = np.linspace(0, 1, 100).astype(np.float32)
+    assert conformal_threshold(scores, 0.9).promise.startswith("expected acceptance")
+    assert "with probability >= 1 - delta" in pac_threshold(scores, 0.9, 0.1).promise
