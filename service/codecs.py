@@ -102,16 +102,10 @@ def numeric_array(value: Any, message: str) -> np.ndarray:
         raw = np.asarray(value)
     except (ValueError, TypeError, OverflowError) as e:
         raise CodecError(message) from e
-    if raw.dtype.kind not in "iuf":  # 'b' booleans, 'U' strings, 'O' None / huge integers / mixed
-        raise CodecError(f"{message} (found {_kind_name(raw)})")
-    try:
-        return raw.astype(np.float64)
-    except OverflowError as e:  # pragma: no cover - numpy keeps such integers as objects, refused above
-        raise CodecError(message) from e
-
-
-def _kind_name(raw: np.ndarray) -> str:
-    return {"b": "booleans", "U": "strings", "S": "bytes"}.get(raw.dtype.kind, "non-numbers or integers too large")
+    if raw.dtype.kind not in ("i", "u", "f"):  # 'b' booleans, 'U' strings, 'O' None / huge integers / mixed
+        found = {"b": "booleans", "U": "strings"}.get(raw.dtype.kind, "non-numbers or integers too large")
+        raise CodecError(f"{message} (found {found})")
+    return raw.astype(np.float64)  # integers beyond int64/uint64 never get here: numpy keeps them as objects
 
 
 def check_values(array: np.ndarray, spec: InputSpec) -> np.ndarray:

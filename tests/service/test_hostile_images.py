@@ -94,3 +94,8 @@ async def test_over_http_they_are_422_with_a_json_reason(serve) -> None:
             assert response.status_code in (200, 422), (name, response.status_code, response.text)
             if response.status_code == 422:
                 assert response.json()["error"].startswith("instances[0]: image could not be decoded"), name
+
+
+def test_an_error_while_opening_names_its_kind() -> None:
+    with pytest.raises(CodecError, match=r"^image could not be decoded: OSError: "):
+        decode_image(_encoded("JPEG")[:6], GRAY, LIMIT)  # Pillow's JPEG plugin fails in Image.open here

@@ -441,3 +441,15 @@ async def test_huge_integers_are_422_never_500(serve) -> None:
         headers = {"content-type": "application/json"}
         response = await client.post("/v1/models/tiny/predict", content=json.dumps(native), headers=headers)
         assert response.status_code == 422 and "integers too large" in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_a_long_threshold_value_is_echoed_up_to_40_characters(serve) -> None:
+    cases = [(10**39, str(10**39)), (10**40, f"{str(10**40)[:40]}...")]  # 40 digits in full; 41 cut to 40 + "..."
+    async with serve(allow_threshold_override=True) as (_, client):
+        for value, shown in cases:
+            tensor = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * PIXELS}
+            request = {"inputs": [tensor], "parameters": {"threshold": value}}
+            response = await client.post("/v2/models/tiny/infer", content=json.dumps(request))
+            expected = f"parameters.threshold must be a number in [0, 1], got {shown}"
+            assert (response.status_code, response.json()) == (422, {"error": expected})
