@@ -117,7 +117,7 @@ def _exact_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return float(t.grad)
 
     low, high = -5.0, 5.0
-    for _ in range(200):
+    for _ in range(60):  # 10 / 2**60: far below the precision asked for
         middle = (low + high) / 2
         low, high = (middle, high) if slope(middle) < 0 else (low, middle)
     return math.exp((low + high) / 2)
@@ -125,7 +125,7 @@ def _exact_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def test_fit_temperature_reaches_the_optimum() -> None:
     g = torch.Generator().manual_seed(3)
-    logits = 4.0 * torch.randn(5000, 10, generator=g)
+    logits = 4.0 * torch.randn(1000, 10, generator=g)
     labels = torch.multinomial(torch.softmax(logits / 1.7, dim=1), 1, generator=g).squeeze(1)
     exact = _exact_temperature(logits, labels)
     # LBFGS stops where the gradient is about 5e-7: T agrees to ~6e-7 relative, far finer than calibration needs.
@@ -135,7 +135,7 @@ def test_fit_temperature_reaches_the_optimum() -> None:
 
 @pytest.mark.parametrize(
     ("n", "target", "delta"),
-    [(200, 0.9, 0.05), (200, 0.9, 0.9), (200, 0.9, 0.5), (60, 0.95, 0.05), (1000, 0.99, 0.01), (37, 0.5, 0.3)],
+    [(200, 0.9, 0.05), (200, 0.9, 0.9), (200, 0.9, 0.5), (60, 0.95, 0.05), (300, 0.98, 0.05), (37, 0.5, 0.3)],
 )
 def test_pac_order_statistic_matches_brute_force(n: int, target: float, delta: float) -> None:
     scores = np.random.default_rng(n).random(n).astype(np.float32)
