@@ -112,6 +112,11 @@ def test_base64_with_and_without_data_url_prefix() -> None:
         decode_base64("@@not base64@@")
 
 
+def test_integer_arrays_are_numbers_too() -> None:
+    decoded = decode_array([[[0] * 27 + [1]] * 28], GRAY)  # JSON integers: numpy int64
+    assert decoded.dtype == np.float32 and decoded.sum() == 28.0
+
+
 def test_arrays_in_the_input_shape_pass_through_as_float32() -> None:
     values = np.linspace(0, 1, 28 * 28).reshape(1, 28, 28)
     decoded = decode_array(values.tolist(), GRAY)
