@@ -102,8 +102,9 @@ def test_pac_threshold_refuses_what_it_cannot_promise() -> None:
 
 def test_choose_threshold_dispatches_on_the_method() -> None:
     scores = np.random.default_rng(2).random(500).astype(np.float32)
-    assert choose_threshold(scores, 0.95, "pac", 0.05) == pac_threshold(scores, 0.95, 0.05)
-    assert choose_threshold(scores, 0.95, "conformal", 0.05) == conformal_threshold(scores, 0.95)
+    assert choose_threshold(scores, 0.9, "pac", 0.2) == pac_threshold(scores, 0.9, 0.2)
+    assert choose_threshold(scores, 0.9, "pac", 0.2) != pac_threshold(scores, 0.9, 0.05)
+    assert choose_threshold(scores, 0.9, "conformal", 0.2) == conformal_threshold(scores, 0.9)
 
 
 def _exact_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -162,3 +163,44 @@ def test_threshold_promises_name_their_rule() -> None:
     scores = np.linspace(0, 1, 100).astype(np.float32)
     assert conformal_threshold(scores, 0.9).promise.startswith("expected acceptance")
     assert "with probability >= 1 - delta" in pac_threshold(scores, 0.9, 0.1).promise
+
+
+@pytest.mark.parametrize(
+    ("n", "target", "delta"), [(201, 0.9, 0.9), (200, 0.9, 0.8), (100, 0.8, 0.7), (150, 0.85, 0.95)]
+)
+def test_pac_search_down_lands_on_the_exact_order_statistic(n: int, target: float, delta: float) -> None:
+    scores = np.random.default_rng(n).random(n).astype(np.float32)
+    k = next(k for k in range(1, n + 1) if _binomial_cdf_exact(k - 1, n, target) >= 1 - delta)
+    assert k < math.ceil((n + 1) * target)  # the search starts above the answer and walks down to it
+    assert pac_threshold(scores, target, delta).order_statistic == k
+
+
+def test_pac_edges_of_the_search() -> None:
+    # n = 1: the only order statistic, kept when P(Bin(1, t) <= 0) = 1 - t reaches 1 - delta; exactly equal counts.
+    assert pac_threshold(np.array([0.3]), 0.05, 0.5).order_statistic == 1
+    assert pac_threshold(np.array([0.3]), 0.5, 0.5).order_statistic == 1  # binomial_cdf(0, 1, 0.5) == 0.5 exactly
+    # Walking down to the first order statistic.
+    assert pac_threshold(np.array([0.2, 0.7]), 0.5, 0.8).order_statistic == 1
+    # Defaults: 95% with probability 95%.
+    th = pac_threshold(np.linspace(0, 1, 200))
+    assert (th.acceptance_target, th.delta) == (0.95, 0.05)
+    with pytest.raises(
+        ValueError,
+        match=r"^58 calibration scores cannot guarantee 95\.0% acceptance with probability 95\.0%; need >= 59$",
+    ):
+        pac_threshold(np.linspace(0, 1, 58))
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.5, 0.0, -0.1])
+def test_pac_validators(bad: float) -> None:
+    with pytest.raises(ValueError, match="acceptance_target must be in"):
+        pac_threshold(np.linspace(0, 1, 100), bad, 0.1)
+    with pytest.raises(ValueError, match="delta must be in"):
+        pac_threshold(np.linspace(0, 1, 100), 0.5, bad)
+
+
+def test_conformal_needed_count_far_below_the_need() -> None:
+    with pytest.raises(ValueError, match=r"need >= 19$"):
+        conformal_threshold(np.linspace(0, 1, 3), 0.95)
+    with pytest.raises(ValueError, match=r"need >= 9$"):
+        conformal_threshold(np.linspace(0, 1, 2), 0.9)
