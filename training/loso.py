@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,10 @@ import numpy as np
 from training.calibrate import choose_threshold
 from training.checkpoint import load_checkpoint
 from training.data.base import DataError
-from training.data.pool import _full_view, load_default_pool_groups
+from training.data.pool import full_view, load_default_pool_groups
 from training.data.pool_sources import default_sources
 from training.data.splits import draw
-from training.metrics import detection_metrics
-from training.pipeline import Context, anomaly_scores, run_baseline
+from training.pipeline import Context, anomaly_scores, detection_figures, run_baseline
 from training.report_sections import loso_table
 from training.train import predict_logits, train_stage
 
@@ -47,30 +47,42 @@ def _recipe(pool_spec: str) -> str:
     return "mixed" if pool_spec == "default-mixed" else "crops"
 
 
-def _gate_figures(ctx: Context, net: Any, held_out: np.ndarray) -> dict[str, float]:
-    cal = ctx.cfg.calibration
-    val_scores = anomaly_scores(predict_logits(net, ctx.normalize, ctx.data.val.images))
-    threshold = choose_threshold(val_scores, cal.acceptance_target, cal.threshold_method, cal.delta)
-    scores = anomaly_scores(predict_logits(net, ctx.normalize, held_out))
-    metrics = detection_metrics(val_scores, scores, recall=0.95)
-    return {
-        "auroc": metrics.auroc,
-        "fpr95": metrics.fpr,
-        "accepted_fraction": float(np.mean(scores < np.float32(threshold.value))),
-        "threshold": threshold.value,
-    }
+@dataclass(frozen=True)
+class _Gate:
+    """A net with its validation scores and the threshold fitted on them, computed once per net."""
+
+    net: Any
+    val_scores: np.ndarray
+    threshold: float
+
+    @classmethod
+    def fit(cls, ctx: Context, net: Any) -> _Gate:
+        cal = ctx.cfg.calibration
+        val_scores = anomaly_scores(predict_logits(net, ctx.normalize, ctx.data.val.images))
+        threshold = choose_threshold(val_scores, cal.acceptance_target, cal.threshold_method, cal.delta)
+        return cls(net, val_scores, threshold.value)
+
+    def figures(self, ctx: Context, held_out: np.ndarray) -> dict[str, float]:
+        scores = anomaly_scores(predict_logits(self.net, ctx.normalize, held_out))
+        figures = detection_figures(self.val_scores, scores, self.threshold)
+        return {key: figures[key] for key in ("auroc", "fpr95", "accepted_fraction")} | {"threshold": self.threshold}
 
 
-def whole_pictures(group: str, shape: tuple[int, int, int], limit: int, seed: int) -> np.ndarray | None:
-    """The group's source files, each whole on white and inverted (uint8), at most `limit` (seeded); None when the
-    group is not a default source group (e.g. a user-built pool)."""
+def _source_files() -> dict[str, tuple[Path, ...]]:
+    """Each default source group's files; empty when the source packages are absent (e.g. a user-built pool)."""
     try:
-        files = {source.name: source.files for source in default_sources()}.get(group)
+        return {source.name: source.files for source in default_sources()}
     except DataError:
-        return None
+        return {}
+
+
+def whole_pictures(
+    files: tuple[Path, ...], shape: tuple[int, int, int], limit: int, seed: int, group: str
+) -> np.ndarray | None:
+    """The files' pictures, each whole on white and inverted (uint8), at most `limit` (seeded); None without files."""
     if not files:
         return None
-    views = [view for view in (_full_view(path, shape) for path in files) if view is not None]
+    views = [view for view in (full_view(path, shape) for path in files) if view is not None]
     both = np.concatenate([np.stack(views), 255 - np.stack(views)])
     if len(both) > limit:
         both = both[np.sort(draw(limit, len(both), seed, f"whole {group}"))]
@@ -86,10 +98,12 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
     if unknown:
         raise ValueError(f"unknown pool group(s) {', '.join(unknown)}; groups: {', '.join(names)}")
     if baseline_checkpoint is not None:
-        baseline = ctx.new_net()
-        baseline.load_state_dict(load_checkpoint(baseline_checkpoint)["net_state"])
+        baseline_net = ctx.new_net()
+        baseline_net.load_state_dict(load_checkpoint(baseline_checkpoint)["net_state"])
     else:
-        baseline = run_baseline(ctx)
+        baseline_net = run_baseline(ctx)
+    baseline = _Gate.fit(ctx, baseline_net)
+    sources = _source_files()
     out_dir = ctx.run_dir / "loso"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Any] = {}
@@ -102,23 +116,24 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
         pool = images[group_of != g]
         if cfg.data.outlier_pool_limit is not None and cfg.data.outlier_pool_limit < len(pool):
             pool = pool[np.sort(draw(cfg.data.outlier_pool_limit, len(pool), cfg.run.seed, "LOSO pool"))]
-        net = copy.deepcopy(baseline)
+        net = copy.deepcopy(baseline_net)
         train_stage(
             stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,
             run_dir=out_dir / name, seed=cfg.run.seed, extra_state=ctx.extra_state(), outliers=pool,
             resume=ctx.resume,
         )  # fmt: skip
+        oe = _Gate.fit(ctx, net)
         rows[name] = {
             "group_images": int(in_group.size),
             "pool_without_group": len(pool),
-            "oe": _gate_figures(ctx, net, held_out),
-            "baseline": _gate_figures(ctx, baseline, held_out),
+            "oe": oe.figures(ctx, held_out),
+            "baseline": baseline.figures(ctx, held_out),
         }
-        whole = whole_pictures(name, ctx.data.shape, HELD_OUT_SAMPLES, cfg.run.seed)
+        whole = whole_pictures(sources.get(name, ()), ctx.data.shape, HELD_OUT_SAMPLES, cfg.run.seed, name)
         if whole is not None:
             rows[name]["whole_images"] = len(whole)
-            rows[name]["whole_oe"] = _gate_figures(ctx, net, whole)
-            rows[name]["whole_baseline"] = _gate_figures(ctx, baseline, whole)
+            rows[name]["whole_oe"] = oe.figures(ctx, whole)
+            rows[name]["whole_baseline"] = baseline.figures(ctx, whole)
         rows[name]["seconds"] = round(time.monotonic() - started, 1)
         log.info("LOSO %s: %s", name, json.dumps(rows[name]))
     summary = _summary(rows)

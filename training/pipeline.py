@@ -185,18 +185,24 @@ class Calibration:
     evaluation: dict[str, Any]
 
 
+def detection_figures(in_scores: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUROC, AUPR and FPR at 95% recall of anomalies `scores` against in-distribution `in_scores`, and the share of
+    the anomalies the gate accepts at `threshold` (anomaly_score < threshold)."""
+    m = detection_metrics(in_scores, scores, recall=0.95)
+    accepted = float(np.mean(scores < np.float32(threshold)))
+    return {"auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr, "accepted_fraction": accepted}
+
+
 def validation_detection(
-    ctx: Context, net: nn.Module, in_scores: np.ndarray, threshold: float | None
+    ctx: Context, net: nn.Module, in_scores: np.ndarray, threshold: float
 ) -> dict[str, dict[str, float]]:
     """Detection on each validation anomaly set against the validation split's scores (no test data)."""
     results: dict[str, dict[str, float]] = {}
     for name in ctx.cfg.data.val_anomalies:
         images = load_anomalies(name, ctx.data, n=ctx.cfg.data.val_anomaly_samples, seed=ctx.cfg.run.seed)
-        scores = anomaly_scores(predict_logits(net, ctx.normalize, images))
-        m = detection_metrics(in_scores, scores, recall=0.95)
-        results[name] = {"auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr}
-        if threshold is not None:
-            results[name]["accepted_fraction"] = float(np.mean(scores < np.float32(threshold)))
+        results[name] = detection_figures(
+            in_scores, anomaly_scores(predict_logits(net, ctx.normalize, images)), threshold
+        )
     return results
 
 

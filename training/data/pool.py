@@ -64,7 +64,7 @@ def pool_path(shape: Shape, recipe: str = DEFAULT_RECIPE) -> Path:
     return data_cache_dir() / f"oe-pool-{channels}x{height}x{width}{suffix}.npz"
 
 
-def _open_rgba(path: Path, work_side: int) -> Image.Image | None:
+def open_rgba(path: Path, work_side: int) -> Image.Image | None:
     """The image as RGBA, cropped to its visible content and shrunk so its longer side is at most `work_side`;
     None if it cannot be decoded or is fully transparent."""
     previous = Image.MAX_IMAGE_PIXELS
@@ -122,7 +122,7 @@ def samples_from_image(
     """Up to `per_image` uint8 [k, C, H, W] samples from one source image (steps in the module doc); None if
     the file cannot be read."""
     channels, height, width = shape
-    rgba = _open_rgba(path, max(128, 4 * max(height, width)))
+    rgba = open_rgba(path, max(128, 4 * max(height, width)))
     if rgba is None:
         return None
     rng = np.random.default_rng([seed, index])
@@ -269,8 +269,9 @@ def build_default_pool(
     return target
 
 
-def _full_view(path: Path, shape: Shape) -> np.ndarray | None:
-    rgba = _open_rgba(path, 4 * max(shape[1:]))
+def full_view(path: Path, shape: Shape) -> np.ndarray | None:
+    """The whole picture composited on white and resized to `shape` (uint8 CHW); None if unreadable."""
+    rgba = open_rgba(path, 4 * max(shape[1:]))
     if rgba is None:
         return None
     flat = flatten_alpha(rgba, 255).convert("L" if shape[0] == 1 else "RGB")
@@ -298,7 +299,7 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
             raise DataError(f"{what}: no image files found")
         if limit is not None and limit < len(files):
             files = [files[i] for i in np.sort(draw(limit, len(files), seed, what))]
-        views = [view for view in (_full_view(file, shape) for file in files) if view is not None]
+        views = [view for view in (full_view(file, shape) for file in files) if view is not None]
         if not views:
             raise DataError(f"{what}: none of {len(files)} image files could be read")
         return np.stack(views)

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from training.data.convert import flatten_alpha
 from training.data.glyphs import mnist_box
-from training.data.pool import _open_rgba
+from training.data.pool import open_rgba
 from training.data.pool_sources import ARCADE_IMAGES, OPENCLIPART_DIR, default_sources
 from training.data.wheels import wheel_file
 
@@ -41,7 +41,7 @@ class Flagged:
 
 def mnist_views(path: Path) -> list[np.ndarray]:
     """The file's two MNIST-style views (uint8 28 x 28): dark-on-light art inverted, and light-on-dark art as is."""
-    rgba = _open_rgba(path, 256)
+    rgba = open_rgba(path, 256)
     if rgba is None:
         return []
     views = []

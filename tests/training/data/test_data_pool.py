@@ -66,7 +66,7 @@ def test_transparency_is_cropped_and_composited(tmp_path: Path, write_png: Write
     page[20:60, 10:70] = (20, 20, 20, 255)
     page[30:50, 20:40] = (230, 230, 230, 255)
     path = write_png(tmp_path / "page.png", page)
-    rgba = pool_module._open_rgba(path, 512)
+    rgba = pool_module.open_rgba(path, 512)
     assert rgba is not None and rgba.size == (60, 40)  # the empty margin is cropped away
     pool, _ = build_outlier_pool((3, 16, 16), per_image=12, seed=0, sources=[write_png(tmp_path / "d.png", _disc())])
     channels_equal = (pool[:, 0] == pool[:, 1]) & (pool[:, 1] == pool[:, 2])
