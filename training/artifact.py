@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from training.card import OUTPUT_NAMES, Card
+from training.card import OUTPUT_NAMES, Card, ImageInputSpec
 
 
 class ArtifactError(ValueError):
@@ -60,9 +60,16 @@ class Artifact:
     card: Card
     session: Any
 
+    @property
+    def image_input(self) -> ImageInputSpec:
+        """The card's input spec, for an image artifact (ArtifactError for a text one)."""
+        if not isinstance(self.card.input, ImageInputSpec):
+            raise ArtifactError(f"{self.path}: a {self.card.task} artifact, not an image one")
+        return self.card.input
+
     def run(self, images: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """Run the gate graph on float32 NCHW images in [0, 1]; returns every output, concatenated over batches."""
-        expected = self.card.input.shape
+        expected = self.image_input.shape
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ArtifactError(
                 f"{self.path}: expects images of shape (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
@@ -70,7 +77,7 @@ class Artifact:
         images = np.ascontiguousarray(images, dtype=np.float32)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
         for start in range(0, images.shape[0], batch_size):
-            outputs = self.session.run(list(OUTPUT_NAMES), {self.card.input.name: images[start : start + batch_size]})
+            outputs = self.session.run(list(OUTPUT_NAMES), {self.image_input.name: images[start : start + batch_size]})
             for name, value in zip(OUTPUT_NAMES, outputs, strict=True):
                 parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}

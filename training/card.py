@@ -38,6 +38,24 @@ class ImageInputSpec(_Strict):
         return (self.channels, self.height, self.width)
 
 
+class TextInputSpec(_Strict):
+    """What the graph's two inputs expect: token ids and attention mask made by the artifact's `tokenizer.json`.
+
+    Both inputs are int64 [batch, length] with dynamic batch and length; a batch is padded to its longest text with
+    `pad_token_id` and mask 0. Texts longer than `max_length` tokens (special tokens included) are truncated to it,
+    which is how the model was trained and evaluated.
+    """
+
+    kind: Literal["text"] = "text"
+    names: tuple[str, str] = ("input_ids", "attention_mask")
+    dtype: Literal["int64"] = "int64"
+    tokenizer: Literal["tokenizer.json"] = "tokenizer.json"
+    """The `tokenizers` library file in the version directory (listed in `sha256`)."""
+    max_length: int = Field(gt=2, le=4096)
+    truncation: Literal["truncate"] = "truncate"
+    pad_token_id: int = Field(ge=0)
+
+
 class AnomalyScoreSpec(_Strict):
     """How `anomaly_score` is derived from `kl_uniform`; higher means more anomalous."""
 
@@ -73,7 +91,7 @@ class Card(_Strict):
     task: Literal["image", "text"]
     labels: list[str] = Field(min_length=2)
     num_classes: int = Field(ge=2)
-    input: ImageInputSpec
+    input: ImageInputSpec | TextInputSpec = Field(discriminator="kind")
     outputs: list[str] = Field(default_factory=lambda: list(OUTPUT_NAMES))
     temperature: float = Field(gt=0.0)
     anomaly_score: AnomalyScoreSpec = Field(default_factory=AnomalyScoreSpec)
@@ -93,4 +111,8 @@ class Card(_Strict):
             raise ValueError("sha256 must list model.onnx")
         if tuple(self.outputs) != OUTPUT_NAMES:
             raise ValueError(f"outputs must be {list(OUTPUT_NAMES)}")
+        if self.input.kind != self.task:
+            raise ValueError(f"task '{self.task}' with a '{self.input.kind}' input spec")
+        if isinstance(self.input, TextInputSpec) and self.input.tokenizer not in self.sha256:
+            raise ValueError(f"sha256 must list {self.input.tokenizer}")
         return self

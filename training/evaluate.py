@@ -258,7 +258,7 @@ def _load_artifacts(artifact_dir: Path, compare: Path | None) -> list[Artifact]:
     artifacts = [load_artifact(artifact_dir)] + ([load_artifact(compare)] if compare is not None else [])
     first = artifacts[0]
     for other in artifacts[1:]:
-        if other.card.input.shape != first.card.input.shape or other.card.labels != first.card.labels:
+        if other.image_input.shape != first.image_input.shape or other.card.labels != first.card.labels:
             raise EvaluationError(f"cannot compare {other.path} with {first.path}: different inputs or labels")
     return artifacts
 
@@ -272,7 +272,7 @@ def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDi
     data_seed = config.data_seed if config.data_seed is not None else int(card.training.get("seed", 0))
     val_fraction = data_summary.get("val_fraction", 0.1) if isinstance(data_summary, dict) else 0.1
     data = load_in_distribution(spec, seed=data_seed, val_fraction=float(val_fraction))
-    _check_shape(data.test.images, card.input.shape, f"in-distribution {spec} test split")
+    _check_shape(data.test.images, artifact.image_input.shape, f"in-distribution {spec} test split")
     labels = data.test.labels
     if labels is None or len(labels) < config.ratio or int(labels.max()) >= card.num_classes:
         raise EvaluationError(
@@ -293,7 +293,7 @@ def evaluate(artifact_dir: Path, config: EvaluationConfig, compare: Path | None 
     draws: dict[str, tuple[list[np.ndarray], bool]] = {}
     for name in dict.fromkeys(config.anomalies):
         images = _anomaly_pool(name, data, size * config.draws, config.seed)
-        _check_shape(images, artifacts[0].card.input.shape, f"anomaly set {name}")
+        _check_shape(images, artifacts[0].image_input.shape, f"anomaly set {name}")
         log.info("anomaly set %s: %d images", name, len(images))
         pools[name] = [artifact_outputs(a, as_float(images)) for a in artifacts]
         draws[name] = _draw_indices(
