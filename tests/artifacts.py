@@ -10,7 +10,7 @@ import torch
 from training.calibrate import conformal_threshold
 from training.card import ImageInputSpec
 from training.export import Gate, publish_artifact
-from training.nets import NetConfig, build_net
+from training.image.nets import NetConfig, build_net
 
 LABELS = [str(i) for i in range(10)]
 

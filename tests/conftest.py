@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.artifacts import publish_tiny
-from training.data import pool_sources, real_anomalies, rendered_sets
+from training.image.anomalies import real_anomalies, rendered_sets
+from training.image.pool import sources as pool_sources
 
 APT_PATHS: dict[str, Callable[[], Path]] = {
     "openclipart-png": lambda: pool_sources.OPENCLIPART_DIR,

@@ -37,7 +37,10 @@ TRAINING_CORE = ["tests/training/test_losses_scores.py", "tests/training/test_sc
 MODULES: dict[str, list[str]] = {
     "training/losses.py": TRAINING_CORE,
     "training/scores.py": TRAINING_CORE,
-    "training/metrics.py": ["tests/training/test_metrics.py", "tests/training/test_metrics_oracles.py"],
+    "training/evaluation/metrics.py": [
+        "tests/training/evaluation/test_metrics.py",
+        "tests/training/evaluation/test_metrics_oracles.py",
+    ],
     "training/calibrate.py": ["tests/training/test_calibrate.py", "tests/training/test_calibrate_limits.py"],
     "service/codecs.py": [
         "tests/service/test_codecs.py",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from training.config import PipelineConfig, load_config
-from training.data.pool import DEFAULT_PER_IMAGE, DEFAULT_RECIPE, RECIPES
+from training.image.pool.build import DEFAULT_PER_IMAGE, DEFAULT_RECIPE, RECIPES
 
 log = logging.getLogger("training")
 
@@ -126,7 +126,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_pool(args: argparse.Namespace) -> int:
-    from training.data.pool import build_default_pool
+    from training.image.pool.build import build_default_pool
 
     shape = tuple(int(v) for v in args.shape.split(","))
     if len(shape) != 3:
@@ -137,8 +137,8 @@ def _cmd_build_pool(args: argparse.Namespace) -> int:
 
 def _cmd_screen_pool(args: argparse.Namespace) -> int:
     from training.checkpoint import load_checkpoint
-    from training.data.pool_screen import contact_sheet, screen
-    from training.nets import NetConfig, build_net
+    from training.image.nets import NetConfig, build_net
+    from training.image.pool.screen import contact_sheet, screen
 
     state = load_checkpoint(args.checkpoint)
     c, h, w = state["input_shape"]
@@ -154,7 +154,7 @@ def _cmd_screen_pool(args: argparse.Namespace) -> int:
     (args.out / "flagged.txt").write_text("".join(f"{i}\t{line}\n" for i, line in enumerate(lines)))
     print(
         f"{len(flagged)} flagged: {args.out / 'flagged.png'} and {args.out / 'flagged.txt'} (review, then copy the "
-        "lines that show in-distribution content into training/data/pool_excluded.txt)"
+        "lines that show in-distribution content into training/image/pool/excluded.txt)"
     )
     return 0
 
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list_data)
 
     try:
-        from training.evaluate import add_evaluate_arguments, run_evaluate
+        from training.evaluation.command import add_evaluate_arguments, run_evaluate
     except ImportError:  # evaluation extras missing
         pass
     else:

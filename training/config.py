@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from training.data.validation_sets import VALIDATION_SET_NAMES
-from training.nets import NetConfig
+from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.nets import NetConfig
 
 
 class _Section(BaseModel):

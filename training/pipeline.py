@@ -29,9 +29,9 @@ from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
+from training.evaluation.metrics import detection_metrics
 from training.export import Gate, publish_artifact
-from training.metrics import detection_metrics
-from training.nets import NetConfig, build_net
+from training.image.nets import NetConfig, build_net
 from training.scores import anomaly_score_from_kl, kl_uniform
 from training.train import Normalizer, checkpoint_path, predict_logits, train_stage
 

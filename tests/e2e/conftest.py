@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.e2e.server import REPO
-from training.data import rendered_sets
 from training.data.base import InDistribution
 from training.data.registry import load_anomalies, load_in_distribution
+from training.image.anomalies import rendered_sets
 
 
 @pytest.fixture

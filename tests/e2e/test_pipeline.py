@@ -14,12 +14,12 @@ from training.card import OUTPUT_NAMES
 from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.data.base import as_float
-from training.data.pool import build_outlier_pool
-from training.data.pool_sources import default_sources
 from training.data.registry import load_anomalies, load_in_distribution
-from training.data.validation_sets import VALIDATION_SET_NAMES
 from training.export import Gate
-from training.nets import NetConfig, build_net
+from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.nets import NetConfig, build_net
+from training.image.pool.build import build_outlier_pool
+from training.image.pool.sources import default_sources
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_apt("openclipart-png")]
 

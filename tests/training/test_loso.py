@@ -11,8 +11,8 @@ import pytest
 from tests.training.test_pipeline_validation_only import _tiny_digits
 from training.cli import main
 from training.data.cache import CACHE_ENV_VAR, save_npz_atomic
-from training.data.pool import POOL_FORMAT, pool_path
-from training.report_sections import loso_table
+from training.evaluation.report_sections import loso_table
+from training.image.pool.build import POOL_FORMAT, pool_path
 
 
 def _grouped_pool(cache: Path, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:

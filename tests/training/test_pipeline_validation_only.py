@@ -14,7 +14,7 @@ from training.cli import main
 from training.config import load_config
 from training.data import registry
 from training.data.base import SealedImageSet
-from training.data.validation_sets import VALIDATION_SET_NAMES
+from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
 from training.pipeline import prepare
 
 

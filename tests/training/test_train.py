@@ -7,7 +7,7 @@ import torch
 from training import train as train_module
 from training.config import OEConfig, OptimConfig
 from training.data.base import ImageSet
-from training.nets import NetConfig, build_net
+from training.image.nets import NetConfig, build_net
 from training.train import Normalizer, train_stage
 
 

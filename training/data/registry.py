@@ -22,21 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.array_file import load_array_file
 from training.data.base import DataError, InDistribution
-from training.data.image_folder import load_image_folder
-from training.data.mnist import load_mnist, load_mnist5k
-from training.data.pool import load_default_pool, load_pool_file
-from training.data.real_anomalies import (
+from training.image.anomalies.real_anomalies import (
     REAL_SET_NAMES,
     load_real_anomalies,
     load_user_anomalies,
     real_set_images,
     user_set_size,
 )
-from training.data.synthetic import NOISE_GENERATORS, negative_images
-from training.data.torchvision_sets import TORCHVISION_NAMES, load_torchvision
-from training.data.validation_sets import VALIDATION_SET_NAMES, load_validation_anomalies
+from training.image.anomalies.synthetic import NOISE_GENERATORS, negative_images
+from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES, load_validation_anomalies
+from training.image.array_file import load_array_file
+from training.image.image_folder import load_image_folder
+from training.image.mnist import load_mnist, load_mnist5k
+from training.image.pool.build import load_default_pool, load_pool_file
+from training.image.torchvision_sets import TORCHVISION_NAMES, load_torchvision
 
 IN_DISTRIBUTION_NAMES = ("mnist", "mnist5k")
 IN_DISTRIBUTION_FORMS = ("npz:PATH", "npy:PATH", "imagefolder:PATH", "torchvision:NAME:ROOT")
