@@ -93,10 +93,18 @@ def debates_texts() -> tuple[str, ...]:
 
 @functools.cache
 def non_english_texts() -> dict[str, tuple[str, ...]]:
-    """language -> its unique chatterbot-corpus utterances, for every language folder but English."""
+    """language -> its chatterbot-corpus utterances, for every language folder but English.
+
+    A text found in several languages (chinese and traditionalchinese share some) stays with the first, by name;
+    one that also occurs in the English files (names, code, loan phrases) is left out."""
     root = wheel_file("chatterbot_corpus", "data", "chatterbot-corpus")
-    languages = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "english")
-    return {lang: _unique([t for texts in chatterbot_utterances(lang).values() for t in texts]) for lang in languages}
+    seen = {t for texts in chatterbot_utterances("english").values() for t in texts}
+    by_language: dict[str, tuple[str, ...]] = {}
+    for language in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "english"):
+        texts = _unique([t for texts in chatterbot_utterances(language).values() for t in texts])
+        by_language[language] = tuple(t for t in texts if t not in seen)
+        seen.update(texts)
+    return by_language
 
 
 def _drawn(texts: tuple[str, ...], size: int, seed: int, what: str) -> tuple[str, ...]:
