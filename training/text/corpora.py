@@ -11,7 +11,7 @@ trained:
   `history` are too small to split (< `MIN_CATEGORY_SIZE`) and so serve as out-of-scope text too.
 - Each remaining category is capped at `CATEGORY_CAP` utterances (a seeded subset). The raw files are dominated by
   `tech_support` (2,100 utterances) and `coding` (368), but these are repeats: after de-duplication `tech_support`
-  has 20 and `coding` 194, and the largest categories are `trivia` (301) and `emotion` (227), which the cap trims.
+  has 20 and `coding` 194, and the largest categories are `trivia` (302) and `emotion` (227), which the cap trims.
 - A category with fewer than `MIN_CATEGORY_SIZE` utterances would be dropped (none of the in-distribution ones is).
 The rest is split stratified and seeded, `val_fraction` / `test_fraction` per class.
 
