@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from training.data.base import DataError
+from training.data.wheels import wheel_file
 from training.text import anomalies, corpora
 from training.text.anomalies import (
     TEXT_ANOMALY_SET_NAMES,
@@ -37,9 +38,8 @@ def chatterbot() -> TextInDistribution:
 
 
 def test_chatterbot_labels_are_file_stems_and_near_ood_is_held_out(chatterbot: TextInDistribution) -> None:
-    stems = {
-        path.stem for path in (Path(corpora.wheel_file(*corpora.CHATTERBOT[:1], "data/english", "x"))).glob("*.yml")
-    }
+    english = wheel_file("chatterbot_corpus", "data/english", "chatterbot-corpus")
+    stems = {path.stem for path in english.glob("*.yml")}
     assert set(chatterbot.class_names) <= stems
     assert "tech_support" in chatterbot.class_names and "coding" in chatterbot.class_names
     assert not set(NEAR_OOD_CATEGORIES) & set(chatterbot.class_names)
