@@ -1,0 +1,171 @@
+"""The packaged corpora: chatterbot-en, the default OE corpus, the test and validation anomaly sets, the specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data.base import DataError
+from training.data.wheels import wheel_file
+from training.text import anomalies, corpora
+from training.text.anomalies import (
+    TEXT_ANOMALY_SET_NAMES,
+    TEXT_VALIDATION_SETS,
+    healthtweets_texts,
+    load_text_anomalies,
+    load_text_validation_anomalies,
+    text_anomaly_set_size,
+)
+from training.text.corpora import (
+    CATEGORY_CAP,
+    NEAR_OOD_CATEGORIES,
+    load_text_in_distribution,
+    load_text_oe_corpus,
+    strip_wikitext,
+)
+from training.text.data import TextInDistribution
+
+needs_fortunes = pytest.mark.skipif(
+    not anomalies.FORTUNES_DIR.is_dir(), reason="needs the Debian package fortunes (`make apt-data` as root)"
+)
+
+
+@pytest.fixture(scope="module")
+def chatterbot() -> TextInDistribution:
+    return load_text_in_distribution("chatterbot-en", seed=0)
+
+
+def test_chatterbot_labels_are_file_stems_and_near_ood_is_held_out(chatterbot: TextInDistribution) -> None:
+    english = wheel_file("chatterbot_corpus", "data/english", "chatterbot-corpus")
+    stems = {path.stem for path in english.glob("*.yml")}
+    assert set(chatterbot.class_names) <= stems
+    assert "tech_support" in chatterbot.class_names and "coding" in chatterbot.class_names
+    assert not set(NEAR_OOD_CATEGORIES) & set(chatterbot.class_names)
+    near = set(corpora.near_ood_texts())
+    assert len(near) > 100
+    splits = (chatterbot.train, chatterbot.val, chatterbot.test)
+    for split in splits:
+        assert split.labels is not None
+        assert np.unique(split.labels).tolist() == list(range(chatterbot.num_classes))  # every class in every split
+        assert not near & set(split.texts)
+        assert all(len(text.split()) >= corpora.MIN_UTTERANCE_WORDS for text in split.texts)
+    texts = [text.casefold() for split in splits for text in split.texts]
+    assert len(texts) == len(set(texts))  # no duplicates, so no overlap between splits
+
+
+def test_chatterbot_categories_are_capped(chatterbot: TextInDistribution) -> None:
+    labels = np.concatenate(
+        [s.labels for s in (chatterbot.train, chatterbot.val, chatterbot.test) if s.labels is not None]
+    )
+    counts = dict(zip(chatterbot.class_names, np.bincount(labels).tolist(), strict=True))
+    assert max(counts.values()) == CATEGORY_CAP  # trivia is trimmed to the cap
+    assert counts["tech_support"] <= CATEGORY_CAP and counts["coding"] <= CATEGORY_CAP
+    assert min(counts.values()) >= corpora.MIN_CATEGORY_SIZE
+
+
+def test_chatterbot_is_deterministic_under_a_seed(chatterbot: TextInDistribution) -> None:
+    again, other = (
+        load_text_in_distribution("chatterbot-en", seed=0),
+        load_text_in_distribution("chatterbot-en", seed=1),
+    )
+    assert again.train.texts == chatterbot.train.texts and again.test.texts == chatterbot.test.texts
+    assert other.val.texts != chatterbot.val.texts
+
+
+def test_strip_wikitext() -> None:
+    wikitext = (
+        "{{Infobox|name={{nested|x}}}}\n== Heading ==\n'''Alpha''' is a [[Greek alphabet|letter]] of the "
+        "[[alphabet]].<ref name=a>{{cite|b}}</ref> It has [http://example.org a site] &amp; more.<ref name=b/>\n"
+        "{| class=wikitable\n|-\n| cell || cell\n|}\n* a list item\n[[File:A.png|thumb|A [[caption]] here]]\n"
+        "<!-- hidden -->Final <small>prose</small> line.[[Category:Letters]]"
+    )
+    assert strip_wikitext(wikitext) == ("Alpha is a letter of the alphabet. It has a site & more.\nFinal prose line.")
+
+
+def test_default_oe_corpus_is_clean_and_leaves_test_sets_out() -> None:
+    sources = corpora.default_oe_sources()
+    assert len(sources["wikipedia"]) > 10_000 and len(sources["news"]) > 50_000
+    corpus = load_text_oe_corpus("default")
+    heldout = corpora.oe_heldout_sentences()
+    assert len(corpus) + len(heldout) == sum(len(s) for s in sources.values())
+    assert not set(corpus) & set(heldout)
+    for sentence in corpus:
+        assert "{{" not in sentence and "[[" not in sentence and "<ref" not in sentence and "|" not in sentence
+        assert 4 <= len(sentence.split()) <= 60
+    assert len({s.casefold() for s in corpus}) == len(corpus)
+    assert not set(corpus) & set(healthtweets_texts())
+    tweet_sentences = {s for t in healthtweets_texts() for s in corpora.split_sentences(t)}
+    assert len(set(corpus) & tweet_sentences) < 10  # stock phrases only; no tweet was read
+    subset = load_text_oe_corpus("default", seed=1, limit=50)
+    assert len(subset) == 50 and set(subset) <= set(corpus)
+    assert subset == load_text_oe_corpus("default", seed=1, limit=50)
+
+
+@pytest.mark.parametrize("name", [n for n in TEXT_ANOMALY_SET_NAMES if n != "fortunes"])
+def test_test_anomaly_sets(name: str) -> None:
+    size = text_anomaly_set_size(name)
+    assert size > 100
+    drawn = load_text_anomalies(name, size=50, seed=4)
+    assert len(drawn) == len(set(drawn)) == 50 and all(text.strip() == text and text for text in drawn)
+    assert drawn == load_text_anomalies(name, size=50, seed=4)
+    with pytest.raises(DataError, match="only"):
+        load_text_anomalies(name, size=size + 1, seed=0)
+
+
+@needs_fortunes
+def test_fortunes() -> None:
+    fortunes = anomalies.fortunes_texts()
+    assert len(fortunes) > 10_000
+    assert all(len(text) <= anomalies.FORTUNE_MAX_CHARS and "\n" not in text and text != "%" for text in fortunes)
+
+
+def test_non_english_is_sampled_evenly() -> None:
+    by_language = anomalies.non_english_texts()
+    assert "english" not in by_language and len(by_language) > 20
+    drawn = load_text_anomalies("non-english", size=len(by_language) * 5, seed=0)
+    language_of = {text: lang for lang, texts in by_language.items() for text in texts}
+    counts = np.unique([language_of[text] for text in drawn], return_counts=True)[1]
+    assert counts.min() == counts.max() == 5
+
+
+def test_near_ood_is_the_held_out_categories() -> None:
+    categories = corpora.chatterbot_categories()
+    assert set(corpora.near_ood_texts()) == {t for name in NEAR_OOD_CATEGORIES for t in categories[name]}
+
+
+def test_validation_sets(chatterbot: TextInDistribution) -> None:
+    vocabulary = {word.lower() for text in chatterbot.train.texts for word in text.split()}
+    val_words = {word for text in chatterbot.val.texts for word in text.split()}
+    for name in TEXT_VALIDATION_SETS:
+        texts = load_text_validation_anomalies(name, chatterbot.sealed(), size=40, seed=2)
+        assert len(texts) == 40 and all(texts)
+        assert texts == load_text_validation_anomalies(name, chatterbot, size=40, seed=2)
+        assert texts != load_text_validation_anomalies(name, chatterbot, size=40, seed=3)
+        if name == "val-random-words":
+            assert {w for t in texts for w in t.split()} <= vocabulary
+        if name == "val-shuffled":
+            assert {w for t in texts for w in t.split()} <= val_words
+        if name == "val-chars":
+            assert set("".join(texts)) <= set(anomalies.RANDOM_CHARACTERS + " ")
+        if name == "val-oe-heldout":
+            assert set(texts) <= set(corpora.oe_heldout_sentences())
+    with pytest.raises(DataError, match="unknown text validation set"):
+        load_text_validation_anomalies("val-nothing", chatterbot, size=1, seed=0)
+
+
+def test_spec_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown text in-distribution spec 'mnist'"):
+        load_text_in_distribution("mnist")
+    with pytest.raises(DataError, match="nothing after 'csv:'"):
+        load_text_in_distribution("csv:")
+    with pytest.raises(DataError, match="own test split"):
+        load_text_in_distribution("chatterbot-en", test_path=tmp_path / "t.csv")
+    with pytest.raises(DataError, match="unknown text OE corpus 'npy:x'"):
+        load_text_oe_corpus("npy:x")
+    with pytest.raises(DataError, match="unknown text anomaly set"):
+        load_text_anomalies("gaussian", size=1, seed=0)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One user sentence of words. Another user sentence of words.\n")
+    assert load_text_oe_corpus(f"text:{corpus}") == ("One user sentence of words.", "Another user sentence of words.")

