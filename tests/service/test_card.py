@@ -52,7 +52,7 @@ def test_unknown_card_fields_are_ignored(tmp_path: Path, tiny_artifact: Path) ->
         ({"num_classes": 9}, "num_classes=9 but 10 labels"),
         ({"schema_version": 2}, "card schema 2 is newer than this service understands (1)"),
         ({"task": "audio"}, "invalid card: task: Input should be 'image' or 'text'"),
-        ({"task": "text"}, "task 'text' is not servable (this service serves image models)"),
+        ({"task": "text"}, "task 'text' with a 'image' input spec"),
         ({"threshold": {"value": "NaN"}}, "invalid card: threshold.value: Input should be a finite number"),
         ({"outputs": ["probs"]}, "outputs must be ['logits', 'probs', 'kl_uniform', 'anomaly_score', 'confidence']"),
         ({"sha256": {"../model.onnx": "0" * 64}}, "'../model.onnx': must be a plain file name"),
