@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """Anomaly-gating classifier server (Outlier Exposure, Hendrycks et al., ICLR 2019).
 
 Each prediction carries `anomaly_score` = 1 / (1 + KL[U||p]) (higher is more anomalous) and
-`reject` = anomaly_score >= threshold. Native JSON API under `/v1`, Open Inference Protocol (KServe V2) under
-`/v2`, Prometheus metrics at `/metrics`. Every error body is `{"error": "..."}`."""
+`reject` = anomaly_score >= threshold. Image models take images or arrays; text models take texts, tokenized by the
+model's own tokenizer, and a text longer than the model's `max_length` tokens (see `/v1/models`) is truncated to it,
+not refused. Native JSON API under `/v1`, Open Inference Protocol (KServe V2) under `/v2`, Prometheus metrics at
+`/metrics`. Every error body is `{"error": "..."}`."""
 
 
 def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> FastAPI:

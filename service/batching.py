@@ -6,6 +6,10 @@ and runs the batch in a worker thread so the event loop keeps serving; while it 
 next batch. Requests larger than `max_batch_size` are split into chunks and their results put back
 together in order. The queue is bounded in instances: a request that does not fit is refused at once
 (`OverloadedError`, HTTP 503 with Retry-After) rather than waiting without limit.
+
+Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
+images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
+ids, joined as they are; the runtime pads the joined batch to its longest text).
 """
 
 from __future__ import annotations
@@ -19,16 +23,28 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 import numpy as np
 
+from service.codecs.text import TokenBatch
 from service.errors import InferenceFailedError, OverloadedError, ServiceError
 
 logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+ModelInputs = np.ndarray | TokenBatch
+"""A model version's instances: images [n, C, H, W] (image models) or token ids (text models)."""
+
+
+def join_inputs(parts: list[ModelInputs]) -> ModelInputs:
+    """Several jobs' instances as one batch, in order (all parts are of one kind: one batcher, one model)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], TokenBatch):
+        return TokenBatch.join([part for part in parts if isinstance(part, TokenBatch)])
+    return np.concatenate([part for part in parts if isinstance(part, np.ndarray)])
 
 
 @dataclass
 class _Job:
-    inputs: np.ndarray
+    inputs: ModelInputs
     future: asyncio.Future[Outputs] = field(repr=False)
 
 
@@ -37,11 +53,11 @@ class _Stop:
 
 
 class MicroBatcher:
-    """Gathers submitted instance arrays into batches for `run` (a blocking function, e.g. `Runtime.run`)."""
+    """Gathers submitted instances into batches for `run` (a blocking function, e.g. `Runtime.run`)."""
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], Outputs],
+        run: Callable[[ModelInputs], Outputs],
         *,
         name: str,
         max_batch_size: int,
@@ -87,11 +103,11 @@ class MicroBatcher:
         """True once `close()` was called (the worker may still be finishing queued jobs)."""
         return self._closing
 
-    async def submit(self, inputs: np.ndarray) -> Outputs:
+    async def submit(self, inputs: ModelInputs) -> Outputs:
         """Queue `inputs` [n, ...] and wait for their outputs, in order; raises OverloadedError if the queue is full."""
         if self._closing or self._worker is None:
             raise ServiceError(f"model {self._name}: batcher is not running")
-        n = int(inputs.shape[0])
+        n = len(inputs)
         if self._depth + n > self._max_queue_size:
             raise OverloadedError(
                 f"model {self._name} is overloaded ({self._depth} instances queued, limit {self._max_queue_size}); "
@@ -148,7 +164,7 @@ class MicroBatcher:
         live = [job for job in batch if not job.future.done()]  # a cancelled request needs no run
         if not live:
             return
-        inputs = live[0].inputs if len(live) == 1 else np.concatenate([job.inputs for job in live])
+        inputs = join_inputs([job.inputs for job in live])
         started = time.perf_counter()
         try:
             outputs = await anyio.to_thread.run_sync(self._run, inputs)
@@ -158,7 +174,7 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_exception(InferenceFailedError(f"model {self._name}: inference failed: {e}"))
             return
-        self._on_batch(int(inputs.shape[0]), time.perf_counter() - started)
+        self._on_batch(len(inputs), time.perf_counter() - started)
         start = 0
         for job in live:
             stop = start + len(job.inputs)

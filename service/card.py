@@ -12,9 +12,9 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from service.errors import format_validation_errors
 
@@ -31,8 +31,8 @@ class _CardPart(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class InputSpec(_CardPart):
-    """The graph's single input: float32 NCHW images in [0, 1] at the model's size."""
+class ImageInputSpec(_CardPart):
+    """An image model's graph input: one float32 NCHW tensor, images in [0, 1] at the model's size."""
 
     kind: Literal["image"] = "image"
     name: str = Field(min_length=1)
@@ -46,6 +46,34 @@ class InputSpec(_CardPart):
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+
+class TextInputSpec(_CardPart):
+    """A text model's graph inputs: token ids and attention mask, int64 [batch, length], made by the version's
+    `tokenizer.json`. Texts longer than `max_length` tokens (special tokens included) are truncated to it; a batch
+    is padded to its longest text with `pad_token_id` and mask 0."""
+
+    kind: Literal["text"]
+    names: tuple[Literal["input_ids"], Literal["attention_mask"]]
+    dtype: Literal["int64"]
+    tokenizer: Literal["tokenizer.json"]
+    max_length: int = Field(gt=2, le=4096)
+    truncation: Literal["truncate"]
+    pad_token_id: int = Field(ge=0)
+
+
+def _input_kind(value: Any) -> str:
+    """Cards written before text models existed may lack `kind`: they are image cards."""
+    if isinstance(value, dict):
+        return str(value.get("kind", "image"))
+    return str(getattr(value, "kind", "image"))
+
+
+InputSpec = Annotated[
+    Annotated[ImageInputSpec, Tag("image")] | Annotated[TextInputSpec, Tag("text")],
+    Discriminator(_input_kind),
+]
+"""The card's `input`, by `kind`: image or text."""
 
 
 class ThresholdSpec(_CardPart):
@@ -108,6 +136,10 @@ class Card(_CardPart):
             raise ValueError("sha256 must list model.onnx")
         if not math.isfinite(self.temperature):
             raise ValueError("temperature must be finite")
+        if self.input.kind != self.task:
+            raise ValueError(f"task '{self.task}' with a '{self.input.kind}' input spec")
+        if isinstance(self.input, TextInputSpec) and self.input.tokenizer not in self.sha256:
+            raise ValueError(f"sha256 must list {self.input.tokenizer}")
         return self
 
     def summary(self) -> dict[str, Any]:
@@ -118,10 +150,21 @@ class Card(_CardPart):
             "threshold": self.threshold.value,
             "acceptance_target": self.threshold.acceptance_target,
             "temperature": self.temperature,
-            "input": {"name": self.input.name, "shape": list(self.input.shape), "value_range": self.input.value_range},
+            "input": self._input_summary(),
             "evaluation": self.evaluation,
             "created_at": self.created_at.isoformat(),
         }
+
+    def _input_summary(self) -> dict[str, Any]:
+        spec = self.input
+        if isinstance(spec, TextInputSpec):
+            return {
+                "kind": "text",
+                "max_length": spec.max_length,
+                "truncation": spec.truncation,
+                "tokenizer": spec.tokenizer,
+            }
+        return {"name": spec.name, "shape": list(spec.shape), "value_range": spec.value_range}
 
 
 def sha256_file(path: Path) -> str:
@@ -148,8 +191,6 @@ def read_verified_card(directory: Path, name: str, version: int) -> Card:
         raise ArtifactError(f"{card_path}: invalid card: {format_validation_errors(e.errors(), ())}") from e
     if card.name != name or card.version != version:
         raise ArtifactError(f"{card_path}: card is for {card.name}/{card.version}, found in {name}/{version}")
-    if card.task != "image":
-        raise ArtifactError(f"{card_path}: task '{card.task}' is not servable (this service serves image models)")
     for file_name, expected in card.sha256.items():
         file = directory / file_name
         if not file.is_file():

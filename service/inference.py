@@ -1,4 +1,4 @@
-"""The one inference call behind both APIs: lease a model version, decode, micro-batch, apply the threshold.
+"""The one inference call behind both APIs: lease a model version, decode or tokenize, micro-batch, threshold.
 
 The graph computes the probabilities, KL[U||p], the anomaly score and the confidence; the service adds only the
 reject decision, `reject = anomaly_score >= threshold`, with the threshold in anomaly-score units (float32, as
@@ -13,13 +13,16 @@ from dataclasses import dataclass
 import anyio.to_thread
 import numpy as np
 
+from service.batching import ModelInputs
 from service.card import Card
+from service.codecs.text import TextEncoder
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError
 from service.metrics import Metrics
 from service.registry import Registry
 
-Decoder = Callable[[Card], np.ndarray]
-"""Turns a request's instances into float32 [N, C, H, W] for the card's input spec (runs in a worker thread)."""
+Decoder = Callable[[Card, TextEncoder | None], ModelInputs]
+"""Turns a request's instances into the model's inputs, in a worker thread: float32 [N, C, H, W] for an image card,
+token ids (with the version's text encoder, None for image models) for a text card."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,8 @@ class Predictor:
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
-            images = await anyio.to_thread.run_sync(decode, model.card)
-            outputs = await model.batcher.submit(images)
+            inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder)
+            outputs = await model.batcher.submit(inputs)
         threshold = model.card.threshold.value if threshold_override is None else threshold_override
         anomaly_score = outputs["anomaly_score"]
         reject = anomaly_score >= np.float32(threshold)

@@ -1,10 +1,11 @@
 """The model registry: finds, verifies, loads and hot-swaps artifact versions under `model_dir`.
 
-Layout: `model_dir/<name>/<version>/{model.onnx,card.json}` with positive integer versions; the newest version
-that passes verification is served. Hidden entries (`.tmp-2-abcd1234`, a publish in progress) are ignored. A
-version that fails (no card, invalid card, checksum mismatch, unloadable graph) is skipped with a logged reason
-and counted once in `oegate_model_load_failures_total`; the registry then tries the next older version, and never
-replaces a loaded version with a failing one.
+Layout: `model_dir/<name>/<version>/{model.onnx,card.json}` (plus `tokenizer.json` for text models) with
+positive integer versions; the newest version that passes verification is served. Hidden entries
+(`.tmp-2-abcd1234`, a publish in progress) are ignored. A version that fails (no card, invalid card, checksum
+mismatch, unloadable graph or tokenizer) is skipped with a logged reason and counted once in
+`oegate_model_load_failures_total`; the registry then tries the next older version, and never replaces a loaded
+version with a failing one.
 
 Swaps are atomic: the name -> version mapping is immutable and replaced in one assignment. A request holds a
 lease on the version it started with (`Registry.lease`), so it finishes on that version's session; the replaced
@@ -24,7 +25,8 @@ from types import MappingProxyType
 import anyio.to_thread
 
 from service.batching import MicroBatcher
-from service.card import Card, read_verified_card
+from service.card import Card, TextInputSpec, read_verified_card
+from service.codecs.text import TextEncoder
 from service.errors import ModelNotReadyError, NotFoundError
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -34,13 +36,21 @@ logger = logging.getLogger(__name__)
 
 
 class ModelVersion:
-    """One loaded artifact version: its card, its session and its micro-batcher."""
+    """One loaded artifact version: its card, its session, its micro-batcher and (text models) its tokenizer."""
 
-    def __init__(self, path: Path, card: Card, runtime: Runtime, batcher: MicroBatcher) -> None:
+    def __init__(
+        self,
+        path: Path,
+        card: Card,
+        runtime: Runtime,
+        batcher: MicroBatcher,
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
         self.path = path
         self.card = card
         self.runtime = runtime
         self.batcher = batcher
+        self.text_encoder = text_encoder
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -177,15 +187,16 @@ class Registry:
             return None  # failed before and unchanged: already logged and counted
         settings = self._settings
 
-        def load() -> tuple[Card, Runtime]:
+        def load() -> tuple[Card, Runtime, TextEncoder | None]:
             card = read_verified_card(path, name, version)
+            encoder = TextEncoder.load(path, card.input) if isinstance(card.input, TextInputSpec) else None
             runtime = Runtime(
                 path / "model.onnx", card, settings.providers, settings.intra_op_threads, settings.inter_op_threads
             )
-            return card, runtime
+            return card, runtime, encoder
 
         try:
-            card, runtime = await anyio.to_thread.run_sync(load)
+            card, runtime, encoder = await anyio.to_thread.run_sync(load)
         except Exception as e:  # a bad artifact of any kind must never take the service down
             self._failures[path] = fingerprint
             self._metrics.model_load_failures.labels(name).inc()
@@ -209,7 +220,7 @@ class Registry:
             "model version loaded",
             extra={"model": name, "version": str(version), "provider": runtime.provider, "path": str(path)},
         )
-        return ModelVersion(path, card, runtime, batcher)
+        return ModelVersion(path, card, runtime, batcher, encoder)
 
     def _retire(self, old: ModelVersion) -> None:
         task = asyncio.get_running_loop().create_task(old.retire(), name=f"retire:{old.name}/{old.version}")

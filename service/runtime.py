@@ -2,6 +2,9 @@
 
 onnxruntime falls back to CPU silently when CUDA cannot be initialised (no GPU, missing CUDA libraries), so the
 provider in use is read back with `session.get_providers()` and reported, never assumed from the request.
+
+Image graphs take one float32 input [N, C, H, W]; text graphs take `input_ids` and `attention_mask`, int64
+[N, length], which `run` makes by padding the batch's token ids to its longest text (`TokenBatch.padded`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.card import OUTPUT_NAMES, ArtifactError, Card
+from service.batching import ModelInputs
+from service.card import OUTPUT_NAMES, ArtifactError, Card, ImageInputSpec, TextInputSpec
+from service.codecs.text import TokenBatch
 from service.cpus import cpu_budget, onnxruntime_threads
 
 logger = logging.getLogger(__name__)
 
 
 class Runtime:
-    """A verified ONNX graph ready to run: `run(images) -> {output name: array}` for float32 NCHW images."""
+    """A verified ONNX graph ready to run: `run(inputs) -> {output name: array}` for images or token ids."""
 
     def __init__(
         self, model_path: Path, card: Card, providers: list[str], intra_op_threads: int, inter_op_threads: int
@@ -45,22 +50,48 @@ class Runtime:
         self.provider: str = self._session.get_providers()[0]
         if self.provider != usable[0]:
             logger.warning("onnxruntime fell back from %s to %s", usable[0], self.provider, extra={"model": card.name})
-        self._input_name = card.input.name
+        self._input = card.input
         self._check_signature(card)
 
     def _check_signature(self, card: Card) -> None:
-        inputs = self._session.get_inputs()
+        if isinstance(card.input, TextInputSpec):
+            self._check_text_inputs(card.input)
+        else:
+            self._check_image_input(card.input)
         outputs = [o.name for o in self._session.get_outputs()]
-        if len(inputs) != 1 or inputs[0].name != card.input.name:
-            names = [i.name for i in inputs]
-            raise ArtifactError(f"graph inputs {names}, card promises one input named {card.input.name!r}")
         if outputs != list(OUTPUT_NAMES):
             raise ArtifactError(f"graph outputs {outputs}, card promises {list(OUTPUT_NAMES)}")
-        declared = inputs[0].shape  # e.g. ['batch', 1, 28, 28]; symbolic dimensions are strings
-        if len(declared) != 4 or [d for d in declared[1:] if isinstance(d, int)] != list(card.input.shape):
-            raise ArtifactError(f"graph input shape {declared} does not match the card's {list(card.input.shape)}")
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the gate graph on a float32 batch [N, C, H, W]; blocking (call it off the event loop)."""
-        outputs = self._session.run(list(OUTPUT_NAMES), {self._input_name: images})
+    def _check_image_input(self, spec: ImageInputSpec) -> None:
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != spec.name:
+            raise ArtifactError(f"graph inputs {[i.name for i in inputs]}, card promises one input named {spec.name!r}")
+        declared = inputs[0].shape  # e.g. ['batch', 1, 28, 28]; symbolic dimensions are strings
+        if len(declared) != 4 or [d for d in declared[1:] if isinstance(d, int)] != list(spec.shape):
+            raise ArtifactError(f"graph input shape {declared} does not match the card's {list(spec.shape)}")
+
+    def _check_text_inputs(self, spec: TextInputSpec) -> None:
+        inputs = self._session.get_inputs()
+        if [i.name for i in inputs] != list(spec.names):
+            raise ArtifactError(f"graph inputs {[i.name for i in inputs]}, card promises {list(spec.names)}")
+        for graph_input in inputs:
+            if graph_input.type != "tensor(int64)" or len(graph_input.shape) != 2:
+                raise ArtifactError(
+                    f"graph input {graph_input.name} is {graph_input.type} {graph_input.shape}, "
+                    "card promises int64 [batch, length]"
+                )
+
+    def run(self, inputs: ModelInputs) -> dict[str, np.ndarray]:
+        """Run the gate graph on a batch: float32 images [N, C, H, W], or token ids padded here to the longest
+        text; blocking (call it off the event loop)."""
+        if isinstance(self._input, TextInputSpec):
+            if not isinstance(inputs, TokenBatch):
+                raise TypeError(f"a text model runs on a TokenBatch, got {type(inputs).__name__}")
+            input_ids, attention_mask = inputs.padded(self._input.pad_token_id)
+            feed = dict(zip(self._input.names, (input_ids, attention_mask), strict=True))
+        else:
+            if not isinstance(inputs, np.ndarray):
+                raise TypeError(f"an image model runs on an array, got {type(inputs).__name__}")
+            feed = {self._input.name: inputs}
+        outputs = self._session.run(list(OUTPUT_NAMES), feed)
         return dict(zip(OUTPUT_NAMES, outputs, strict=True))

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=1, le=PILLOW_BOMB_PIXELS)
     """Largest width x height of an uploaded image, checked from its header before decoding (bomb guard)."""
     max_text_chars: int = Field(default=4096, ge=1)
-    """Longest text instance, in characters (422 beyond it)."""
+    """Longest text instance, in characters (422 beyond it). Tokens beyond a text model's `max_length` are
+    truncated, not refused; this limit bounds the tokenizing work per text."""
     allow_threshold_override: bool = False
     """Whether a request may set its own `threshold` (otherwise such requests get 403)."""
     admin_token: SecretStr | None = None

@@ -1,4 +1,9 @@
-"""The native API's request parsing (JSON or multipart/form-data) and response shaping."""
+"""The native API's request parsing (JSON or multipart/form-data) and response shaping.
+
+Image models take `image_b64` and `array` instances (and multipart image files); text models take `text`
+instances. One request holds one kind: texts mixed with images are refused before the model is asked, and a kind
+the model does not take is a 422 naming the instance.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from service.card import Card
-from service.codecs import CodecError, check_text, decode_array, decode_base64, decode_image
+from service.batching import ModelInputs
+from service.card import Card, TextInputSpec
+from service.codecs import CodecError, TextEncoder, decode_array, decode_base64, decode_image
+from service.codecs.text import IndexedCodecError
 from service.errors import (
     BadRequestError,
     InvalidInputError,
+    ServiceError,
     UnsupportedMediaTypeError,
     format_validation_errors,
     instance_error,
@@ -30,6 +38,7 @@ from service.schemas.native import (
     Prediction,
     PredictRequest,
     PredictResponse,
+    TextInstance,
     TopClass,
 )
 from service.settings import Settings
@@ -88,7 +97,13 @@ async def _parse_multipart(request: Request, settings: Settings) -> NativeReques
     )
 
 
-def decode_instances(instances: list[Instance], card: Card, *, settings: Settings) -> np.ndarray:
+def decode_instances(
+    instances: list[Instance], card: Card, text_encoder: TextEncoder | None, *, settings: Settings
+) -> ModelInputs:
+    """Images and arrays -> float32 [N, C, H, W] for an image model; texts -> token ids for a text model."""
+    _check_one_kind(instances)
+    if isinstance(card.input, TextInputSpec):
+        return _tokenize_instances(instances, card, text_encoder, settings)
     arrays = []
     for index, instance in enumerate(instances):
         try:
@@ -98,13 +113,46 @@ def decode_instances(instances: list[Instance], card: Card, *, settings: Setting
             elif isinstance(instance, ArrayInstance):
                 arrays.append(decode_array(instance.array, card.input))
             else:
-                check_text(instance.text, settings.max_text_chars, card.name)
+                raise CodecError(f"model '{card.name}' takes images; text instances need a text model")
         except CodecError as e:
             raise instance_error(index, str(e)) from e
     return np.stack(arrays)
 
 
-def decode_files(files: list[bytes], card: Card, *, settings: Settings) -> np.ndarray:
+def _check_one_kind(instances: list[Instance]) -> None:
+    texts = [index for index, instance in enumerate(instances) if isinstance(instance, TextInstance)]
+    if texts and len(texts) != len(instances):
+        image = next(index for index, instance in enumerate(instances) if not isinstance(instance, TextInstance))
+        raise InvalidInputError(
+            f"instances mix text (instances[{texts[0]}]) and images (instances[{image}]); "
+            "a request holds one kind of instance"
+        )
+
+
+def _tokenize_instances(
+    instances: list[Instance], card: Card, text_encoder: TextEncoder | None, settings: Settings
+) -> ModelInputs:
+    texts = []
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, TextInstance):
+            kind = "image_b64" if isinstance(instance, ImageInstance) else "array"
+            raise instance_error(index, f"model '{card.name}' takes text; {kind} instances need an image model")
+        texts.append(instance.text)
+    if text_encoder is None:
+        raise ServiceError(f"model '{card.name}' is a text model without a loaded tokenizer")
+    try:
+        return text_encoder.encode(texts, settings.max_text_chars)
+    except IndexedCodecError as e:
+        raise instance_error(e.index, str(e)) from e
+
+
+def decode_files(files: list[bytes], card: Card, text_encoder: TextEncoder | None, *, settings: Settings) -> np.ndarray:
+    """Multipart image files -> float32 [N, C, H, W]; a text model gets a 422 saying what to send instead."""
+    if isinstance(card.input, TextInputSpec):
+        raise InvalidInputError(
+            f"model '{card.name}' takes text; multipart/form-data uploads are images: send JSON "
+            '{"instances": [{"text": "..."}]}'
+        )
     arrays = []
     for index, data in enumerate(files):
         try:

@@ -1,14 +1,18 @@
 """The Open Inference Protocol (KServe V2) face: tensor decoding, output encoding, metadata.
 
-Inputs: one tensor named as the card's input (`input`), either FP32 with shape [N, C, H, W] (data flat in
-row-major order, or nested), or BYTES with shape [N] (or [N, 1]) holding encoded PNG/JPEG images: base64
+Image models take one tensor named as the card's input (`input`), either FP32 with shape [N, C, H, W] (data flat
+in row-major order, or nested), or BYTES with shape [N] (or [N, 1]) holding encoded PNG/JPEG images: base64
 strings in JSON (JSON strings cannot carry raw bytes), raw bytes with Triton's binary tensor extension
 (`Inference-Header-Content-Length` header, `parameters.binary_data_size` per input), which tritonclient uses by
-default. Responses are always JSON (tritonclient reads JSON outputs whether or not it asked for binary ones).
+default. Text models take one BYTES tensor named `text`, shape [N] (or [N, 1]), of UTF-8 texts: JSON strings, or
+raw UTF-8 bytes with the binary extension; texts longer than the card's `max_length` tokens are truncated
+(service/codecs/text.py). A request body or text that is not valid UTF-8 is a 400. Responses are always JSON
+(tritonclient reads JSON outputs whether or not it asked for binary ones).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from functools import partial
@@ -16,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from service.card import Card
-from service.codecs import CodecError, check_values, decode_base64, decode_image, numeric_array
-from service.errors import InvalidInputError
+from service.batching import ModelInputs
+from service.card import Card, ImageInputSpec, TextInputSpec
+from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
+from service.codecs.text import IndexedCodecError
+from service.errors import BadRequestError, InvalidInputError, ServiceError
 from service.inference import Decoder, GateResult
 from service.protocol.body import parse_json
 from service.registry import ModelVersion
@@ -35,15 +41,33 @@ OUTPUT_DATATYPES = {
     "probs": "FP32",
 }
 BINARY_HEADER = "inference-header-content-length"
+TEXT_INPUT = "text"
+"""The V2 input of a text model (the graph's own inputs are the token ids and mask the service makes)."""
+
+
+def _input_metadata(card: Card) -> TensorMetadata:
+    if isinstance(card.input, TextInputSpec):
+        return TensorMetadata(
+            name=TEXT_INPUT,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={
+                "content_type": "str",
+                "description": "UTF-8 texts, one per instance; longer than max_length tokens is truncated",
+                "max_length": card.input.max_length,
+                "truncation": card.input.truncation,
+            },
+        )
+    c, h, w = card.input.shape
+    return TensorMetadata(name=card.input.name, datatype="FP32", shape=[-1, c, h, w])
 
 
 def model_metadata(model: ModelVersion) -> ModelMetadata:
-    c, h, w = model.card.input.shape
     return ModelMetadata(
         name=model.name,
         versions=[model.version],
         platform=PLATFORM,
-        inputs=[TensorMetadata(name=model.card.input.name, datatype="FP32", shape=[-1, c, h, w])],
+        inputs=[_input_metadata(model.card)],
         outputs=[
             TensorMetadata(
                 name=name, datatype=datatype, shape=[-1, model.card.num_classes] if name == "probs" else [-1]
@@ -56,14 +80,14 @@ def model_metadata(model: ModelVersion) -> ModelMetadata:
 def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[bytes | None]]:
     """The JSON request, and each input's binary payload (None for inputs whose data are in the JSON)."""
     if header_length is None:
-        return parse_json(InferenceRequest, body), []
+        return _parse_json_part(body), []
     try:
         json_length = int(header_length)
     except ValueError as e:
         raise InvalidInputError(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from e
     if not 0 < json_length <= len(body):
         raise InvalidInputError(f"Inference-Header-Content-Length {json_length} does not fit a {len(body)}-byte body")
-    request = parse_json(InferenceRequest, body[:json_length])
+    request = _parse_json_part(body[:json_length])
     binaries: list[bytes | None] = []
     offset = json_length
     for tensor in request.inputs:
@@ -78,6 +102,45 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
     if offset != len(body):
         raise InvalidInputError(f"{len(body) - offset} bytes of binary data belong to no input")
     return request, binaries
+
+
+def _parse_json_part(body: bytes) -> InferenceRequest:
+    """The JSON request; a body that is not UTF-8, or holds a string that is not (a lone surrogate escape such as
+    \\ud800, which the JSON parser refuses), is a 400 rather than the 422 of other invalid JSON."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequestError(f"request body is not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    try:
+        return parse_json(InferenceRequest, body)
+    except InvalidInputError:
+        if _has_unencodable_string(text):
+            raise BadRequestError(
+                "request body holds a string that is not valid UTF-8 (a lone surrogate escape)"
+            ) from None
+        raise
+
+
+def _has_unencodable_string(text: str) -> bool:
+    """Whether Python's JSON parser (which, unlike pydantic's, keeps lone surrogates) finds one (error path only)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
 
 
 def requested_outputs(request: InferenceRequest) -> list[str]:
@@ -106,19 +169,28 @@ def make_decoder(request: InferenceRequest, binaries: list[bytes | None], settin
 
 
 def _decode_inputs(
-    request: InferenceRequest, binaries: list[bytes | None], settings: Settings, card: Card
-) -> np.ndarray:
-    name = card.input.name
-    expected = f"one input named '{name}' (FP32 [N, {', '.join(map(str, card.input.shape))}] or BYTES [N])"
+    request: InferenceRequest,
+    binaries: list[bytes | None],
+    settings: Settings,
+    card: Card,
+    text_encoder: TextEncoder | None,
+) -> ModelInputs:
+    if isinstance(card.input, TextInputSpec):
+        if text_encoder is None:
+            raise ServiceError(f"model '{card.name}' is a text model without a loaded tokenizer")
+        return _decode_texts(request, binaries, settings, card, text_encoder)
+    spec = card.input
+    name = spec.name
+    expected = f"one input named '{name}' (FP32 [N, {', '.join(map(str, spec.shape))}] or BYTES [N])"
     if len(request.inputs) != 1 or request.inputs[0].name != name:
         given = [tensor.name for tensor in request.inputs]
         raise InvalidInputError(f"model '{card.name}' takes {expected}, got inputs {given}")
     tensor = request.inputs[0]
     binary = binaries[0] if binaries else None
     if tensor.datatype == "FP32":
-        return _decode_fp32(tensor.shape, tensor.data, binary, card, settings)
+        return _decode_fp32(tensor.shape, tensor.data, binary, spec, settings)
     if tensor.datatype == "BYTES":
-        return _decode_bytes(tensor.shape, tensor.data, binary, card, settings)
+        return _decode_bytes(tensor.shape, tensor.data, binary, spec, settings)
     raise InvalidInputError(f"input '{name}': datatype {tensor.datatype} is not supported; use FP32 or BYTES")
 
 
@@ -130,11 +202,11 @@ def _check_batch(name: str, count: int, settings: Settings) -> None:
 
 
 def _decode_fp32(
-    shape: list[int], data: list[Any] | None, binary: bytes | None, card: Card, settings: Settings
+    shape: list[int], data: list[Any] | None, binary: bytes | None, spec: ImageInputSpec, settings: Settings
 ) -> np.ndarray:
-    name = card.input.name
-    if len(shape) != 4 or tuple(shape[1:]) != card.input.shape:
-        raise InvalidInputError(f"input '{name}': shape {shape} must be [N, {', '.join(map(str, card.input.shape))}]")
+    name = spec.name
+    if len(shape) != 4 or tuple(shape[1:]) != spec.shape:
+        raise InvalidInputError(f"input '{name}': shape {shape} must be [N, {', '.join(map(str, spec.shape))}]")
     _check_batch(name, shape[0], settings)
     count = math.prod(shape)
     if binary is not None:
@@ -154,16 +226,16 @@ def _decode_fp32(
     checked = []
     for index in range(shape[0]):
         try:
-            checked.append(check_values(batch[index], card.input))
+            checked.append(check_values(batch[index], spec))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
     return np.stack(checked)
 
 
 def _decode_bytes(
-    shape: list[int], data: list[Any] | None, binary: bytes | None, card: Card, settings: Settings
+    shape: list[int], data: list[Any] | None, binary: bytes | None, spec: ImageInputSpec, settings: Settings
 ) -> np.ndarray:
-    name = card.input.name
+    name = spec.name
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InvalidInputError(f"input '{name}': BYTES shape {shape} must be [N] or [N, 1]")
     _check_batch(name, shape[0], settings)
@@ -182,10 +254,52 @@ def _decode_bytes(
     for index, item in enumerate(images):
         try:
             encoded = decode_base64(item) if isinstance(item, str) else item
-            arrays.append(decode_image(encoded, card.input, settings.max_image_pixels))
+            arrays.append(decode_image(encoded, spec, settings.max_image_pixels))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
     return np.stack(arrays)
+
+
+def _decode_texts(
+    request: InferenceRequest, binaries: list[bytes | None], settings: Settings, card: Card, encoder: TextEncoder
+) -> ModelInputs:
+    if len(request.inputs) != 1 or request.inputs[0].name != TEXT_INPUT:
+        given = [tensor.name for tensor in request.inputs]
+        raise InvalidInputError(
+            f"model '{card.name}' takes one input named '{TEXT_INPUT}' (BYTES [N] of UTF-8 texts), got inputs {given}"
+        )
+    tensor = request.inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidInputError(
+            f"input '{TEXT_INPUT}': datatype {tensor.datatype} is not supported by text model '{card.name}'; "
+            "use BYTES (UTF-8 texts)"
+        )
+    shape = tensor.shape
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInputError(f"input '{TEXT_INPUT}': BYTES shape {shape} must be [N] or [N, 1]")
+    _check_batch(TEXT_INPUT, shape[0], settings)
+    binary = binaries[0] if binaries else None
+    texts: list[str] = []
+    if binary is not None:
+        for index, element in enumerate(_split_length_prefixed(TEXT_INPUT, binary)):
+            try:
+                texts.append(element.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                message = f"input '{TEXT_INPUT}' instance {index}: not valid UTF-8 ({e.reason} at byte {e.start})"
+                raise BadRequestError(message) from e
+    else:
+        if tensor.data is None:
+            raise InvalidInputError(f"input '{TEXT_INPUT}': no data")
+        flat = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in tensor.data]
+        if not all(isinstance(item, str) for item in flat):
+            raise InvalidInputError(f"input '{TEXT_INPUT}': BYTES data in JSON must be strings (the texts)")
+        texts = flat
+    if len(texts) != shape[0]:
+        raise InvalidInputError(f"input '{TEXT_INPUT}': shape {shape} needs {shape[0]} elements, data has {len(texts)}")
+    try:
+        return encoder.encode(texts, settings.max_text_chars)
+    except IndexedCodecError as e:
+        raise InvalidInputError(f"input '{TEXT_INPUT}' instance {e.index}: {e}") from e
 
 
 def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:

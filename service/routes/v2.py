@@ -31,7 +31,7 @@ INFER_DOC: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 422, 503)}
 
 
 @public.get("/v2", response_model=ServerMetadata)
@@ -39,12 +39,17 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="oegate", version=__version__, extensions=[])
 
 
-@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=ERRORS)
+@router.get("/v2/models/{name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=ERRORS)
 async def get_model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     return model_metadata(registry.get(name))
 
 
-@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+)
 async def get_model_version_metadata(name: str, version: str, registry: RegistryDep) -> ModelMetadata:
     return model_metadata(registry.get(name, version))
 

@@ -30,7 +30,10 @@ class ArrayInstance(_Body):
 class TextInstance(_Body):
     """A text, for text models."""
 
-    text: str
+    text: str = Field(
+        description="The text to classify (not empty, at most `max_text_chars` characters). Tokenized with the "
+        "model's tokenizer; tokens beyond the model's `max_length` (see `/v1/models`) are truncated, not refused."
+    )
 
 
 def _instance_kind(value: Any) -> str | None:

@@ -14,9 +14,12 @@ class ServerMetadata(BaseModel):
 
 
 class TensorMetadata(BaseModel):
+    """A tensor in model metadata; `parameters` (omitted when empty) says what a text model's BYTES input holds."""
+
     name: str
     datatype: str
     shape: list[int]
+    parameters: dict[str, Any] | None = None
 
 
 class ModelMetadata(BaseModel):
@@ -28,8 +31,9 @@ class ModelMetadata(BaseModel):
 
 
 class RequestInput(BaseModel):
-    """One input tensor: FP32 [N, C, H, W] (flat or nested data) or BYTES [N] (base64 PNG/JPEG strings in JSON,
-    raw bytes with the binary tensor extension)."""
+    """One input tensor. Image models: FP32 [N, C, H, W] (flat or nested data) or BYTES [N] (base64 PNG/JPEG
+    strings in JSON, raw bytes with the binary tensor extension). Text models: BYTES [N] named `text`, UTF-8 texts
+    (JSON strings, or raw UTF-8 with the binary extension), truncated to the model's `max_length` tokens."""
 
     name: str
     shape: list[int]

@@ -24,6 +24,7 @@ from PIL import Image
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.text_artifacts import publish_tiny_text
 
 
 @pytest.fixture
@@ -46,6 +47,12 @@ def clone_artifact(source: Path, models_dir: Path, name: str, version: int, **ca
     target = models_dir / name / str(version)
     os.rename(staging, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def text_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny text artifact per session (tests/text_artifacts.py); copy it before modifying."""
+    return publish_tiny_text(tmp_path_factory.mktemp("text-models"))
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from service.card import ArtifactError, read_verified_card
+from service.card import ArtifactError, TextInputSpec, read_verified_card
 from tests.service.conftest import clone_artifact
 from training.artifact import read_card as training_read_card
+from training.card import Card as TrainingCard
 
 
 def test_service_and_training_cards_agree_on_a_real_exported_artifact(tiny_artifact: Path) -> None:
@@ -52,7 +53,7 @@ def test_unknown_card_fields_are_ignored(tmp_path: Path, tiny_artifact: Path) ->
         ({"num_classes": 9}, "num_classes=9 but 10 labels"),
         ({"schema_version": 2}, "card schema 2 is newer than this service understands (1)"),
         ({"task": "audio"}, "invalid card: task: Input should be 'image' or 'text'"),
-        ({"task": "text"}, "task 'text' is not servable (this service serves image models)"),
+        ({"task": "text"}, "task 'text' with a 'image' input spec"),
         ({"threshold": {"value": "NaN"}}, "invalid card: threshold.value: Input should be a finite number"),
         ({"outputs": ["probs"]}, "outputs must be ['logits', 'probs', 'kl_uniform', 'anomaly_score', 'confidence']"),
         ({"sha256": {"../model.onnx": "0" * 64}}, "'../model.onnx': must be a plain file name"),
@@ -93,3 +94,57 @@ def test_a_listed_file_that_is_missing_is_refused(tmp_path: Path, tiny_artifact:
     (directory / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match=r"card lists model\.onnx but the file is missing"):
         read_verified_card(directory, "tiny", 1)
+
+
+def test_service_and_training_cards_agree_on_the_text_artifact(text_artifact: Path) -> None:
+    service_card = read_verified_card(text_artifact, "words", 1)
+    training_card = TrainingCard.model_validate_json((text_artifact / "card.json").read_text())
+    assert service_card.task == training_card.task == "text"
+    assert isinstance(service_card.input, TextInputSpec)
+    assert (
+        service_card.input.model_dump()
+        == training_card.input.model_dump()
+        == {
+            "kind": "text",
+            "names": ("input_ids", "attention_mask"),
+            "dtype": "int64",
+            "tokenizer": "tokenizer.json",
+            "max_length": 16,
+            "truncation": "truncate",
+            "pad_token_id": 0,
+        }
+    )
+    assert service_card.sha256 == training_card.sha256
+    assert sorted(service_card.sha256) == ["model.onnx", "tokenizer.json"]
+
+
+def test_an_image_card_written_before_input_kinds_is_still_an_image_card(tmp_path: Path, tiny_artifact: Path) -> None:
+    directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
+    card = json.loads((directory / "card.json").read_text())
+    del card["input"]["kind"]
+    (directory / "card.json").write_text(json.dumps(card))
+    assert read_verified_card(directory, "tiny", 1).input.kind == "image"
+
+
+@pytest.mark.parametrize(
+    ("input_changes", "card_changes", "message"),
+    [
+        ({}, {"task": "image"}, "task 'image' with a 'text' input spec"),
+        ({"max_length": 2}, {}, "invalid card: input.text.max_length: Input should be greater than 2"),
+        ({"truncation": "refuse"}, {}, "invalid card: input.text.truncation: Input should be 'truncate'"),
+        ({"names": ["ids", "mask"]}, {}, "invalid card: input.text.names[0]: Input should be 'input_ids'"),
+        ({"pad_token_id": -1}, {}, "invalid card: input.text.pad_token_id: Input should be greater than or equal to 0"),
+        ({"kind": "audio"}, {}, "invalid card: input: Input tag 'audio' found using _input_kind() does not match"),
+    ],
+)
+def test_invalid_text_cards_are_refused_with_the_reason(
+    tmp_path: Path, text_artifact: Path, input_changes: dict[str, object], card_changes: dict[str, object], message: str
+) -> None:
+    directory = clone_artifact(text_artifact, tmp_path, "words", 1)
+    card = json.loads((directory / "card.json").read_text())
+    card["input"].update(input_changes)
+    card.update(card_changes)
+    (directory / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ArtifactError) as caught:
+        read_verified_card(directory, "words", 1)
+    assert message in str(caught.value)

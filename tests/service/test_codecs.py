@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.card import InputSpec
-from service.codecs import CodecError, check_text, decode_array, decode_base64, decode_image
+from service.card import ImageInputSpec
+from service.codecs import CodecError, decode_array, decode_base64, decode_image
 from tests.service.conftest import b64, png_bytes
 
-GRAY = InputSpec(name="input", dtype="float32", layout="NCHW", channels=1, height=28, width=28)
-RGB = InputSpec(name="input", dtype="float32", layout="NCHW", channels=3, height=28, width=28)
+GRAY = ImageInputSpec(name="input", dtype="float32", layout="NCHW", channels=1, height=28, width=28)
+RGB = ImageInputSpec(name="input", dtype="float32", layout="NCHW", channels=3, height=28, width=28)
 LIMIT = 4096 * 4096
 
 
@@ -153,13 +153,6 @@ def test_bad_arrays_are_refused_with_the_reason(value: object, message: str) -> 
     assert str(caught.value) == message
 
 
-def test_text_is_checked_for_length_then_refused_by_image_models() -> None:
-    with pytest.raises(CodecError, match=r"^text is too long \(11 characters, limit 10\)$"):
-        check_text("x" * 11, 10, "tiny")
-    with pytest.raises(CodecError, match=r"^model 'tiny' takes images; text instances need a text model$"):
-        check_text("short", 10, "tiny")
-
-
 def test_smaller_images_are_resized_up_to_the_card_size() -> None:
     small = np.zeros((7, 14), np.uint8)  # height 7, width 14: both smaller than 28
     small[:, 7:] = 255
@@ -198,17 +191,12 @@ def test_values_exactly_at_the_range_ends_pass_and_one_ulp_outside_do_not() -> N
 
 
 def test_a_custom_value_range_is_applied() -> None:
-    spec = InputSpec(
+    spec = ImageInputSpec(
         name="input", dtype="float32", layout="NCHW", channels=1, height=2, width=2, value_range=(-1.0, 2.0)
     )
     np.testing.assert_array_equal(decode_array([[[-1.0, 2.0], [0.0, 1.5]]], spec), [[[-1.0, 2.0], [0.0, 1.5]]])
     with pytest.raises(CodecError, match=r"^array values must be in \[-1, 2\], found min -1\.5 and max 0$"):
         decode_array([[[-1.5, 0.0], [0.0, 0.0]]], spec)
-
-
-def test_text_of_exactly_the_limit_is_checked_for_the_model_next() -> None:
-    with pytest.raises(CodecError, match=r"^model 'tiny' takes images"):
-        check_text("x" * 10, 10, "tiny")
 
 
 def encoded(image: Image.Image, image_format: str = "PNG", **options: object) -> bytes:
@@ -246,7 +234,7 @@ def gray_with_alpha(alpha: np.ndarray) -> Image.Image:
 
 
 @pytest.mark.parametrize("spec", [GRAY, RGB], ids=["gray", "rgb"])
-def test_every_kind_of_png_transparency_becomes_black(spec: InputSpec) -> None:
+def test_every_kind_of_png_transparency_becomes_black(spec: ImageInputSpec) -> None:
     """Alpha channels (RGBA, LA), a palette with a transparent entry (P + tRNS), and a single transparent grey or
     colour (L + tRNS, RGB + tRNS): each transparent pixel becomes black, each opaque one keeps its value."""
     alpha = np.full((28, 28), 255, np.uint8)

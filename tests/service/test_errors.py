@@ -82,9 +82,9 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "POST",
         PREDICT,
-        {"json": {"instances": [{"text": "x" * 101}]}},
+        {"json": {"instances": [GOOD, {"text": "hello"}]}},
         422,
-        "instances[0]: text is too long (101 characters, limit 100)",
+        "instances mix text (instances[1]) and images (instances[0]); a request holds one kind of instance",
     ),
     (
         "POST",

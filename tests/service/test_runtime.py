@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from service.card import ArtifactError, read_verified_card
+from service.codecs.text import TokenBatch
 from service.runtime import Runtime
 from tests.service.conftest import clone_artifact
 
@@ -82,3 +84,20 @@ def test_an_unreadable_graph_is_refused(tmp_path: Path, tiny_artifact: Path) -> 
     (tmp_path / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ArtifactError, match="onnxruntime cannot load the graph"):
         Runtime(tmp_path / "model.onnx", card, ["CPUExecutionProvider"], 1, 1)
+
+
+def test_a_text_card_on_an_image_graph_is_refused(tmp_path: Path, tiny_artifact: Path, text_artifact: Path) -> None:
+    shutil.copyfile(tiny_artifact / "model.onnx", tmp_path / "model.onnx")
+    card = read_verified_card(text_artifact, "words", 1)
+    with pytest.raises(ArtifactError) as caught:
+        Runtime(tmp_path / "model.onnx", card, ["CPUExecutionProvider"], 1, 1)
+    assert str(caught.value) == "graph inputs ['input'], card promises ['input_ids', 'attention_mask']"
+
+
+def test_a_text_runtime_pads_the_batch_and_refuses_arrays(text_artifact: Path) -> None:
+    card = read_verified_card(text_artifact, "words", 1)
+    runtime = Runtime(text_artifact / "model.onnx", card, ["CPUExecutionProvider"], 1, 1)
+    outputs = runtime.run(TokenBatch((np.array([101, 2154, 102]), np.array([101, 2154, 2154, 2154, 102]))))
+    assert [outputs[name].shape for name in ("probs", "anomaly_score")] == [(2, 3), (2,)]
+    with pytest.raises(TypeError, match=r"^a text model runs on a TokenBatch, got ndarray$"):
+        runtime.run(np.zeros((1, 3), np.int64))

@@ -350,7 +350,7 @@ def parse(body: bytes, header: str | None, card: Card) -> tuple[np.ndarray, list
     outputs = requested_outputs(request)
     threshold = threshold_parameter(request)
     decode = make_decoder(request, binaries, make_settings(Path("/nonexistent"), max_instances=4))
-    return decode(card), outputs, threshold
+    return decode(card, None), outputs, threshold
 
 
 @pytest.mark.parametrize(("request_parts", "message"), [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])

@@ -1,4 +1,4 @@
-"""Decoding and validation of instances: encoded images (PNG/JPEG), raw arrays, text.
+"""Image decoding for image models: encoded images (PNG/JPEG) and raw arrays.
 
 Every function returns a float32 array [C, H, W] in [0, 1] for the model's input spec, or raises `CodecError`
 with a reason the caller prefixes with the instance index (`instances[3]: ...`).
@@ -27,17 +27,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.card import InputSpec
+from service.card import ImageInputSpec
+from service.codecs.errors import CodecError
 
 _IMAGE_FORMATS = ("PNG", "JPEG")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 # What Pillow's PNG and JPEG plugins raise on hostile or damaged bytes (found by truncating and flipping bytes of
 # valid files: tests/service/test_hostile_images.py).
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError)
-
-
-class CodecError(ValueError):
-    """An instance that cannot be used; the message is the client-facing reason."""
 
 
 def decode_base64(text: str) -> bytes:
@@ -50,7 +47,7 @@ def decode_base64(text: str) -> bytes:
         raise CodecError(f"image_b64 is not valid base64 ({e})") from e
 
 
-def decode_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
+def decode_image(data: bytes, spec: ImageInputSpec, max_pixels: int) -> np.ndarray:
     """PNG/JPEG bytes -> float32 [C, H, W] in [0, 1] at the card's size (see the module docstring)."""
     try:
         image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
@@ -87,7 +84,7 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
-def decode_array(value: Any, spec: InputSpec) -> np.ndarray:
+def decode_array(value: Any, spec: ImageInputSpec) -> np.ndarray:
     """A nested list in the model's input shape [C, H, W], finite, within the card's value range."""
     array = numeric_array(value, "array must be a rectangular nested list of numbers")
     if array.shape != spec.shape:
@@ -108,7 +105,7 @@ def numeric_array(value: Any, message: str) -> np.ndarray:
     return raw.astype(np.float64)  # integers beyond int64/uint64 never get here: numpy keeps them as objects
 
 
-def check_values(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+def check_values(array: np.ndarray, spec: ImageInputSpec) -> np.ndarray:
     """Refuse NaN, infinities and values outside the card's range; returns float32."""
     if not np.all(np.isfinite(array)):
         raise CodecError("array contains NaN or infinite values")
@@ -117,10 +114,3 @@ def check_values(array: np.ndarray, spec: InputSpec) -> np.ndarray:
     if found_low < low or found_high > high:
         raise CodecError(f"array values must be in [{low:g}, {high:g}], found min {found_low:g} and max {found_high:g}")
     return array.astype(np.float32)
-
-
-def check_text(text: str, max_chars: int, model_name: str) -> None:
-    """Text instances are validated for length, then refused: every model served so far takes images."""
-    if len(text) > max_chars:
-        raise CodecError(f"text is too long ({len(text)} characters, limit {max_chars})")
-    raise CodecError(f"model '{model_name}' takes images; text instances need a text model")
