@@ -42,7 +42,11 @@ MODULES: dict[str, list[str]] = {
         "tests/training/evaluation/test_metrics_oracles.py",
     ],
     "training/calibrate.py": ["tests/training/test_calibrate.py", "tests/training/test_calibrate_limits.py"],
-    "service/codecs.py": [
+    "service/codecs/text.py": [
+        "tests/service/test_text_codecs.py",
+        "tests/service/test_text_api.py",
+    ],
+    "service/codecs/image.py": [
         "tests/service/test_codecs.py",
         "tests/service/test_hostile_images.py",
         "tests/service/test_native_api.py",
