@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from training.card import OUTPUT_NAMES, Card, ImageInputSpec
+from training.card import OUTPUT_NAMES, Card, ImageInputSpec, TextInputSpec
+from training.text.tokenize import TextTokenizer
 
 
 class ArtifactError(ValueError):
@@ -59,6 +61,7 @@ class Artifact:
     path: Path
     card: Card
     session: Any
+    _tokenizer: TextTokenizer | None = field(default=None, repr=False)
 
     @property
     def image_input(self) -> ImageInputSpec:
@@ -81,6 +84,47 @@ class Artifact:
             for name, value in zip(OUTPUT_NAMES, outputs, strict=True):
                 parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}
+
+    @property
+    def text_input(self) -> TextInputSpec:
+        """The card's input spec, for a text artifact (ArtifactError for an image one)."""
+        if not isinstance(self.card.input, TextInputSpec):
+            raise ArtifactError(f"{self.path}: a {self.card.task} artifact, not a text one")
+        return self.card.input
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        """The artifact's tokenizer.json with the card's truncation and padding rules (what the service applies)."""
+        if self._tokenizer is None:
+            spec = self.text_input
+            self._tokenizer = TextTokenizer(self.path / spec.tokenizer, spec.max_length)
+        return self._tokenizer
+
+    def run_texts(self, texts: Sequence[str], batch_size: int = 128) -> dict[str, np.ndarray]:
+        """Run the gate graph on texts, tokenized as the service does; every output, in input order."""
+        return run_text_session(self.session, self.tokenizer, texts, batch_size)
+
+
+def run_text_session(
+    session: Any, tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 128
+) -> dict[str, np.ndarray]:
+    """Run a text gate graph (inputs `input_ids`, `attention_mask`) on texts; batches are formed by token length
+    (less padding: the mask makes results independent of it) and results come back in input order."""
+    ids = tokenizer.encode(texts)
+    order = np.argsort([len(row) for row in ids], kind="stable")
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    for start in range(0, len(order), batch_size):
+        input_ids, mask = tokenizer.pad([ids[i] for i in order[start : start + batch_size]])
+        outputs = session.run(list(OUTPUT_NAMES), {"input_ids": input_ids, "attention_mask": mask})
+        for name, value in zip(OUTPUT_NAMES, outputs, strict=True):
+            parts[name].append(value)
+    result = {}
+    for name, values in parts.items():
+        joined = np.concatenate(values) if values else np.empty((0,), dtype=np.float32)
+        restored = np.empty_like(joined)
+        restored[order] = joined
+        result[name] = restored
+    return result
 
 
 def load_artifact(directory: str | Path, providers: list[str] | None = None) -> Artifact:

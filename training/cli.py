@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.config import PipelineConfig, load_config
+from training.config import PipelineConfig, is_text_config, load_config, read_raw_config
 from training.image.pool.build import DEFAULT_PER_IMAGE, DEFAULT_RECIPE, RECIPES
 
 log = logging.getLogger("training")
@@ -37,13 +37,25 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        raise ValueError(
+            f'{args.config} is a text config (task = "text"): run it with `python -m training pipeline --config '
+            f"{args.config}`; the single-stage commands (train, finetune-oe, export, loso) are for image models"
+        )
     return load_config(args.config, args.overrides)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from training.pipeline import run_pipeline
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        from training.text.config import load_text_config
+        from training.text.pipeline import run_text_pipeline
 
-    published = run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force)
+        text_cfg = load_text_config(args.config, args.overrides)
+        published = run_text_pipeline(text_cfg, command=args.command_line, resume=args.resume, force=args.force)
+    else:
+        from training.pipeline import run_pipeline
+
+        published = run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force)
     for path in published:
         print(path)
     for line in results_summary(published):
@@ -162,7 +174,12 @@ def _cmd_screen_pool(args: argparse.Namespace) -> int:
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from training.config import describe_config
 
-    print(describe_config(_config(args)))
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        from training.text.config import load_text_config
+
+        print(describe_config(load_text_config(args.config, args.overrides)))
+    else:
+        print(describe_config(_config(args)))
     return 0
 
 

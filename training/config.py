@@ -174,6 +174,15 @@ def load_config(
     path: Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> PipelineConfig:
     """Validate `base` (e.g. a checkpoint's stored config), else the TOML file at `path`, with overrides applied."""
+    raw = read_raw_config(path, overrides, base)
+    check_names(raw, PipelineConfig)
+    return PipelineConfig.model_validate(raw)
+
+
+def read_raw_config(
+    path: Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`base`, else the TOML file at `path` (else nothing), with `--set` overrides applied; not yet validated."""
     raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None and base is None:
         try:
@@ -191,14 +200,18 @@ def load_config(
                 raise ValueError(f"override {item!r}: {key} is not a section")
             node = child
         node[keys[-1]] = value
-    _check_names(raw, PipelineConfig)
-    return PipelineConfig.model_validate(raw)
+    return raw
+
+
+def is_text_config(raw: dict[str, Any]) -> bool:
+    """A text pipeline's config says `task = "text"` at its top; image configs have no `task`."""
+    return raw.get("task") == "text"
 
 
 RENAMED = frozenset({"data.eval_anomalies", "data.eval_anomaly_samples"})
 
 
-def _check_names(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+def check_names(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
     """Unknown sections and fields fail with the closest valid name (pydantic alone says only 'extra input')."""
     fields = model.model_fields
     for key, value in raw.items():
@@ -210,16 +223,19 @@ def _check_names(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") 
             raise ValueError(f"unknown config field '{prefix}{key}'{hint}; valid here: {', '.join(fields)}")
         annotation = fields[key].annotation
         if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            _check_names(value, annotation, f"{prefix}{key}.")
+            check_names(value, annotation, f"{prefix}{key}.")
         elif isinstance(value, str) and typing.get_origin(annotation) is list:
             raw[key] = [item.strip() for item in value.split(",") if item.strip()]  # --set x=a,b as a list
 
 
-def describe_config(cfg: PipelineConfig) -> str:
+def describe_config(cfg: BaseModel) -> str:
     """The resolved config as TOML, each field followed by its documentation as a comment."""
     lines: list[str] = []
-    for section_name in PipelineConfig.model_fields:
+    for section_name in type(cfg).model_fields:
         section = getattr(cfg, section_name)
+        if not isinstance(section, BaseModel):
+            lines += [f"{section_name} = {_toml_value(section)}", ""]
+            continue
         lines += [f"[{section_name}]"]
         for name, field in type(section).model_fields.items():
             value = getattr(section, name)

@@ -50,12 +50,17 @@ class Gate(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.net((x - self.mean) / self.std)
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        kl = kl_uniform(logits)
-        anomaly = anomaly_score_from_kl(kl)
-        confidence = rescaled_confidence(probs.amax(dim=-1), logits.shape[-1])
-        return logits, probs, kl, anomaly, confidence
+        return gate_outputs(self.net((x - self.mean) / self.std), self.temperature)
+
+
+def gate_outputs(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, ...]:
+    """The graph's outputs from the net's logits, for every modality: (logits, softmax(z / T), KL[U || p] of the
+    T = 1 posterior, anomaly score 1 / (1 + KL), 0-1 rescaled confidence of the temperature-scaled posterior)."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    kl = kl_uniform(logits)
+    anomaly = anomaly_score_from_kl(kl)
+    confidence = rescaled_confidence(probs.amax(dim=-1), logits.shape[-1])
+    return logits, probs, kl, anomaly, confidence
 
 
 @contextlib.contextmanager
@@ -76,17 +81,29 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(gate: Gate, input_shape: tuple[int, int, int], path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Write the gate as a single-file ONNX graph with a dynamic batch dimension."""
-    gate = gate.eval()
-    example = torch.rand(2, *input_shape)
+    """Write the image gate as a single-file ONNX graph with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1)
+    write_onnx(gate, (torch.rand(2, *input_shape),), ["input"], ({0: batch},), path, opset)
+
+
+def write_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    dynamic_shapes: tuple[dict[int, Any], ...],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+) -> None:
+    """Export `module` (in eval mode) with the dynamo exporter, check the graph, write it fsynced to `path`."""
+    module = module.eval()
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
-            gate,
-            (example,),
+            module,
+            example,
             dynamo=True,
-            input_names=["input"],
+            input_names=input_names,
             output_names=list(OUTPUT_NAMES),
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             verbose=False,
         )
@@ -162,38 +179,51 @@ def publish_artifact(
         worst = max(differences.values())
         if not worst < tolerance:
             raise RuntimeError(f"ONNX Runtime disagrees with torch by {worst:.2e} (> {tolerance}): {differences}")
-        card = Card(
-            name=name,
-            version=version,
-            task="image",
-            labels=labels,
-            num_classes=len(labels),
-            input=input_spec,
-            temperature=gate.temperature,
-            threshold=ThresholdSpec(
-                value=threshold.value,
-                method="pac_binomial" if threshold.method == "pac" else "conformal_quantile",
-                acceptance_target=threshold.acceptance_target,
-                delta=threshold.delta,
-                order_statistic=threshold.order_statistic,
-                promise=threshold.promise,
-                calibration_split=calibration_split,
-                calibration_samples=threshold.calibration_samples,
-                calibration_acceptance=threshold.calibration_acceptance,
+        publish_version(
+            staging,
+            target,
+            Card(
+                name=name,
+                version=version,
+                task="image",
+                labels=labels,
+                num_classes=len(labels),
+                input=input_spec,
+                temperature=gate.temperature,
+                threshold=threshold_spec(threshold, calibration_split),
+                evaluation={**evaluation, "onnx_vs_torch_max_abs_diff": differences},
+                training=training,
+                frameworks=framework_versions(),
+                sha256={"model.onnx": sha256_file(onnx_path)},
+                created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
             ),
-            evaluation={**evaluation, "onnx_vs_torch_max_abs_diff": differences},
-            training=training,
-            frameworks=framework_versions(),
-            sha256={"model.onnx": sha256_file(onnx_path)},
-            created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         )
-        card_path = staging / "card.json"
-        with card_path.open("w") as f:
-            f.write(card.model_dump_json(indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        move_into_place(staging, target)
     return target
+
+
+def threshold_spec(threshold: Threshold, calibration_split: str) -> ThresholdSpec:
+    """The card's record of a chosen threshold: value, rule, promise and the calibration it came from."""
+    return ThresholdSpec(
+        value=threshold.value,
+        method="pac_binomial" if threshold.method == "pac" else "conformal_quantile",
+        acceptance_target=threshold.acceptance_target,
+        delta=threshold.delta,
+        order_statistic=threshold.order_statistic,
+        promise=threshold.promise,
+        calibration_split=calibration_split,
+        calibration_samples=threshold.calibration_samples,
+        calibration_acceptance=threshold.calibration_acceptance,
+    )
+
+
+def publish_version(staging: Path, target: Path, card: Card) -> None:
+    """Write `card` (its checksums already taken of the files in `staging`) and move `staging` into place."""
+    card_path = staging / "card.json"
+    with card_path.open("w") as f:
+        f.write(card.model_dump_json(indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    move_into_place(staging, target)
 
 
 @contextlib.contextmanager

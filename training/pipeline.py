@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from training.artifact import read_card
@@ -77,7 +78,7 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def changed_fields(recorded: dict[str, Any], cfg: PipelineConfig) -> list[str]:
+def changed_fields(recorded: dict[str, Any], cfg: BaseModel) -> list[str]:
     """`field: old -> new` for every field (but IGNORED_ON_RESUME) where `cfg` differs from a recorded config."""
     old, new = _flatten(recorded), _flatten(json.loads(cfg.model_dump_json()))
     return [
@@ -115,13 +116,13 @@ def prepare(
     run_dir.mkdir(parents=True, exist_ok=True)
     if record:
         recorded.write_text(cfg.model_dump_json(indent=2) + "\n")
-    _log_to(run_dir / "train.log")
+    log_to(run_dir / "train.log")
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
     return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
 
 
-def _log_to(path: Path) -> None:
+def log_to(path: Path) -> None:
     """Send the `training` loggers' records to the run directory too (replacing an earlier run's file, if any)."""
     logger = logging.getLogger("training")
     for handler in [h for h in logger.handlers if getattr(h, "oegate_run_log", False)]:

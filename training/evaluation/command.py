@@ -8,6 +8,7 @@ from pathlib import Path
 
 from training.evaluation.evaluate import PUBLIC_ANOMALY_SETS, SERVED_SCORE, EvaluationConfig, evaluate
 from training.evaluation.report_sections import ReportExtras
+from training.text.anomalies import TEXT_ANOMALY_SET_NAMES
 
 RECALL_CHOICES = (90, 95, 99)
 
@@ -18,8 +19,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--artifact", type=Path, required=True, metavar="DIR", help="artifact version directory models/NAME/VERSION"
     )
     parser.add_argument(
-        "--anomalies", nargs="+", metavar="SET", default=list(PUBLIC_ANOMALY_SETS),
-        help="anomaly sets (registry names, npy:PATH, imagefolder:PATH); default: all public sets",
+        "--anomalies", nargs="+", metavar="SET", default=[],
+        help="anomaly sets (registry names, npy:PATH, imagefolder:PATH); default: all public sets of the model's task "
+        f"(images: {', '.join(PUBLIC_ANOMALY_SETS)}; text: {', '.join(TEXT_ANOMALY_SET_NAMES)})",
     )  # fmt: skip
     parser.add_argument(
         "--compare", type=Path, metavar="DIR", help="a baseline artifact, shown side by side (paper's Table 1)"
@@ -60,7 +62,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     mean = evaluation.primary.mean_detection(SERVED_SCORE)
     print(
         f"{card.name}/{card.version}: mean FPR{args.recall} {100 * mean['fpr']:.2f}%, AUROC "
-        f"{100 * mean['auroc']:.2f}%, AUPR {100 * mean['aupr']:.2f}% over {len(config.anomalies)} anomaly sets"
+        f"{100 * mean['auroc']:.2f}%, AUPR {100 * mean['aupr']:.2f}% over "
+        f"{len(evaluation.config.anomalies)} anomaly sets"
     )
     print(out / "report.md")
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,9 @@ from training.evaluation.metrics import (
     soft_f1,
 )
 from training.scores import ANOMALY_SCORES, rescaled_confidence
+from training.text.anomalies import TEXT_ANOMALY_SET_NAMES, load_text_anomalies, text_anomaly_set_size
+from training.text.corpora import load_text_in_distribution
+from training.text.data import TextInDistribution
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    anomalies: tuple[str, ...] = PUBLIC_ANOMALY_SETS
+    anomalies: tuple[str, ...] = ()  # default: PUBLIC_ANOMALY_SETS (images) or TEXT_ANOMALY_SET_NAMES (text)
     recall: float = 0.95
     draws: int = 10
     seed: int = 0
@@ -105,9 +108,9 @@ class Outputs:
         )
 
 
-def artifact_outputs(artifact: Artifact, images: np.ndarray) -> Outputs:
-    """Run the graph on float32 [0, 1] images; derive the comparison scores from its logits."""
-    out = artifact.run(images)
+def artifact_outputs(artifact: Artifact, inputs: np.ndarray | Sequence[str]) -> Outputs:
+    """Run the graph on float32 [0, 1] images or on texts; derive the comparison scores from its logits."""
+    out = artifact.run(inputs) if isinstance(inputs, np.ndarray) else artifact.run_texts(inputs)
     logits = torch.from_numpy(out["logits"].astype(np.float64))
     scores = {SERVED_SCORE: out["anomaly_score"]}
     scores.update({name: fn(logits).numpy() for name, fn in ANOMALY_SCORES.items()})
@@ -258,9 +261,36 @@ def _load_artifacts(artifact_dir: Path, compare: Path | None) -> list[Artifact]:
     artifacts = [load_artifact(artifact_dir)] + ([load_artifact(compare)] if compare is not None else [])
     first = artifacts[0]
     for other in artifacts[1:]:
-        if other.image_input.shape != first.image_input.shape or other.card.labels != first.card.labels:
+        if other.card.input != first.card.input or other.card.labels != first.card.labels:
             raise EvaluationError(f"cannot compare {other.path} with {first.path}: different inputs or labels")
     return artifacts
+
+
+def _load_text_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[TextInDistribution, str, int]:
+    card = artifact.card
+    data_summary = card.training.get("data")
+    summary = data_summary if isinstance(data_summary, dict) else {}
+    spec = config.in_distribution or summary.get("in_distribution")
+    if not spec:
+        raise EvaluationError(f"{artifact.path}: the card names no in-distribution data; pass --in-distribution")
+    data_seed = config.data_seed if config.data_seed is not None else int(card.training.get("seed", 0))
+    test_file = summary.get("test_file")
+    data = load_text_in_distribution(
+        spec, seed=data_seed, val_fraction=float(summary.get("val_fraction", 0.15)),
+        test_fraction=float(summary.get("test_fraction", 0.2)), test_path=Path(test_file) if test_file else None,
+    )  # fmt: skip
+    labels = data.test.labels
+    if labels is None or len(labels) < config.ratio or int(labels.max()) >= card.num_classes:
+        raise EvaluationError(
+            f"{spec}: the test split needs >= {config.ratio} texts labelled in [0, {card.num_classes})"
+        )
+    if list(data.class_names) != card.labels:
+        raise EvaluationError(f"{spec}: labels {list(data.class_names)} differ from the card's {card.labels}")
+    return data, spec, data_seed
+
+
+def _text_anomaly_pool(name: str, wanted: int, seed: int) -> list[str]:
+    return list(load_text_anomalies(name, size=min(wanted, text_anomaly_set_size(name)), seed=seed))
 
 
 def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDistribution, str, int]:
@@ -283,27 +313,39 @@ def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDi
 
 def evaluate(artifact_dir: Path, config: EvaluationConfig, compare: Path | None = None) -> Evaluation:
     """Load the artifact(s) and the data, score everything through onnxruntime and compute every table."""
-    if not 0.0 < config.recall < 1.0 or min(config.draws, config.ratio, config.bin_size) < 1 or not config.anomalies:
-        raise EvaluationError("need a recall in (0, 1), draws, ratio and bin size >= 1, and an anomaly set")
+    if not 0.0 < config.recall < 1.0 or min(config.draws, config.ratio, config.bin_size) < 1:
+        raise EvaluationError("need a recall in (0, 1), and draws, ratio and bin size >= 1")
     artifacts = _load_artifacts(artifact_dir, compare)
-    data, spec, data_seed = _load_test_split(artifacts[0], config)
-    test_images = as_float(data.test.images)
-    size = len(test_images) // config.ratio
+    text = artifacts[0].card.task == "text"
+    if not config.anomalies:
+        config = replace(config, anomalies=TEXT_ANOMALY_SET_NAMES if text else PUBLIC_ANOMALY_SETS)
+    test_inputs: np.ndarray | list[str]
+    if text:
+        text_data, spec, data_seed = _load_text_test_split(artifacts[0], config)
+        test_inputs, test_labels = list(text_data.test.texts), text_data.test.labels
+    else:
+        data, spec, data_seed = _load_test_split(artifacts[0], config)
+        test_inputs, test_labels = as_float(data.test.images), data.test.labels
+    size = len(test_inputs) // config.ratio
     pools: dict[str, list[Outputs]] = {}
     draws: dict[str, tuple[list[np.ndarray], bool]] = {}
     for name in dict.fromkeys(config.anomalies):
-        images = _anomaly_pool(name, data, size * config.draws, config.seed)
-        _check_shape(images, artifacts[0].image_input.shape, f"anomaly set {name}")
-        log.info("anomaly set %s: %d images", name, len(images))
-        pools[name] = [artifact_outputs(a, as_float(images)) for a in artifacts]
+        inputs: np.ndarray | list[str]
+        if text:
+            inputs = _text_anomaly_pool(name, size * config.draws, config.seed)
+        else:
+            inputs = as_float(_anomaly_pool(name, data, size * config.draws, config.seed))
+            _check_shape(inputs, artifacts[0].image_input.shape, f"anomaly set {name}")
+        log.info("anomaly set %s: %d inputs", name, len(inputs))
+        pools[name] = [artifact_outputs(a, inputs) for a in artifacts]
         draws[name] = _draw_indices(
-            len(images), size, config.draws, np.random.default_rng([config.seed, zlib.crc32(name.encode())])
+            len(inputs), size, config.draws, np.random.default_rng([config.seed, zlib.crc32(name.encode())])
         )
-    assert data.test.labels is not None  # checked by _load_test_split
+    assert test_labels is not None  # checked when the test split was loaded
     results = [
         _artifact_result(
-            a, artifact_outputs(a, test_images), data.test.labels, {n: p[i] for n, p in pools.items()}, draws, config
+            a, artifact_outputs(a, test_inputs), test_labels, {n: p[i] for n, p in pools.items()}, draws, config
         )
         for i, a in enumerate(artifacts)
     ]
-    return Evaluation(config, spec, data_seed, len(test_images), results[0], results[1] if compare else None)
+    return Evaluation(config, spec, data_seed, len(test_inputs), results[0], results[1] if compare else None)

@@ -25,6 +25,7 @@ from training.evaluation.evaluate import (
 from training.evaluation.report_sections import (
     ReportExtras,
     loso_section,
+    near_far_section,
     reference_section,
     seed_section,
     threshold_section,
@@ -51,22 +52,23 @@ CONFIDENCE_LABELS = {
 
 def conventions(evaluation: Evaluation) -> list[str]:
     cfg, n = evaluation.config, evaluation.test_samples
+    unit = _unit(evaluation)
     recall = round(100 * cfg.recall)
     return [
         "Anomalies are the positive class; every detection score is higher = more anomalous. The served score is "
         "the graph's `anomaly_score` = 1 / (1 + KL[U‖p]), which ranks inputs exactly as KL[U‖p] with "
         "KL[U‖p] = -log k - (1/k) Σ log p_i (large = confident = in-distribution). MSP, KL[U‖p], max-logit and "
         "energy are recomputed from the artifact's logits at T = 1 and negated where needed.",
-        f"Base rate 1:{cfg.ratio}: all {n} in-distribution test images against {n // cfg.ratio} images of one "
+        f"Base rate 1:{cfg.ratio}: all {n} in-distribution test {unit} against {n // cfg.ratio} {unit} of one "
         f"anomaly set, drawn {cfg.draws} times (seed {cfg.seed}; disjoint draws when the set is large enough). "
         "Per-set numbers are mean ± std (population std, np.std) over the draws; the Mean row averages the "
         "per-set means.",
         "AUROC and AUPR as scikit-learn's `roc_auc_score` and `average_precision_score` (ties by average rank / "
         "step-wise precision; AUPR's chance level is the anomaly base rate, 1/6). "
-        f"FPR{recall} = fraction of in-distribution images flagged at the threshold whose recall of anomalies is "
+        f"FPR{recall} = fraction of in-distribution {unit} flagged at the threshold whose recall of anomalies is "
         f"closest to {recall}% (the reference `fpr_and_fdr_at_recall`: among equal recalls the lowest threshold).",
         "Gate: an input is rejected when `anomaly_score >= threshold` (the card's threshold, chosen on held-out "
-        "in-distribution data for its acceptance target). 'Anomalies accepted' is measured on every image of the "
+        "in-distribution data for its acceptance target). 'Anomalies accepted' is measured on every input of the "
         "set, not on draws; 'test acceptance' on the whole test split.",
         f"Calibration (appendix C): the test split plus each draw of anomalies, anomalies counted as wrong; "
         f"adaptive bins of {cfg.bin_size} samples sorted by confidence, the last bin taking the remainder. The last "
@@ -168,6 +170,10 @@ def _selective_table(roles: list[tuple[str, ArtifactResult]]) -> list[str]:
     return _table(["Artifact", "AURC ↓", "coverage at threshold", "risk at threshold", "samples"], rows)
 
 
+def _unit(evaluation: Evaluation) -> str:
+    return "texts" if evaluation.primary.artifact.card.task == "text" else "images"
+
+
 def render_markdown(evaluation: Evaluation, command: str | None = None, extras: ReportExtras | None = None) -> str:
     extras = extras or ReportExtras()
     primary, baseline, cfg = evaluation.primary, evaluation.baseline, evaluation.config
@@ -181,9 +187,9 @@ def render_markdown(evaluation: Evaluation, command: str | None = None, extras: 
     lines += [
         "## Test data, read once",
         "",
-        f"In-distribution: `{evaluation.in_distribution}` test split, {evaluation.test_samples} images "
+        f"In-distribution: `{evaluation.in_distribution}` test split, {evaluation.test_samples} {_unit(evaluation)} "
         f"(data seed {evaluation.data_seed}). Anomaly sets: "
-        + ", ".join(f"{n} ({s.pool_samples} images{'' if s.disjoint_draws else ', draws overlap'})"
+        + ", ".join(f"{n} ({s.pool_samples} {_unit(evaluation)}{'' if s.disjoint_draws else ', draws overlap'})"
                     for n, s in primary.sets.items()) + ".",
         "",
         f"## Detection: served score KL[U‖p], {_name(primary)}",
@@ -201,6 +207,9 @@ def render_markdown(evaluation: Evaluation, command: str | None = None, extras: 
             "",
             *_compare_table(baseline, primary, "msp", fpr_name),
         ]
+    near_far = near_far_section(roles, fpr_name)
+    if near_far:
+        lines += ["## Near-OOD (held-out topics) and far-OOD", "", *near_far]
     seeds = seed_section(evaluation, extras, fpr_name)
     if seeds:
         lines += ["## Spread over training seeds", "", *seeds]

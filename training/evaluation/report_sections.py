@@ -47,6 +47,14 @@ class ReportExtras:
     loso: dict[str, Any] | None = None  # loso.json of `python -m training loso`
 
 
+VALIDATION_SOURCES = {
+    "image": "the validation split and noise (`training/image/anomalies/validation_sets.py`)",
+    "text": "the training data, noise and a held-out slice of the OE corpus (`training/text/anomalies.py`)",
+}
+NEAR_OOD_SETS = frozenset({"near-ood"})
+"""Text anomaly sets of the same kind of text as the in-distribution data (held-out chatterbot categories)."""
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
@@ -59,8 +67,8 @@ def validation_section(roles: list[tuple[str, ArtifactResult]]) -> list[str]:
         return ["The cards hold no validation-set summary (artifacts published before the validation protocol).", ""]
     head = " -> ".join(label for label, _ in cards)
     lines = [
-        "From each card (`evaluation.val_anomalies`): the validation split against anomaly sets built from the "
-        "validation split and noise (`training/image/anomalies/validation_sets.py`), at the card's threshold. "
+        "From each card (`evaluation.val_anomalies`): the validation split against anomaly sets built from "
+        f"{VALIDATION_SOURCES[cards[-1][1].task]}, at the card's threshold. "
         "These, not the test sets below, are what the threshold, temperature and every recipe choice were made on. "
         f"{head}, %:",
         "",
@@ -239,3 +247,30 @@ def loso_table(result: dict[str, Any]) -> str:
             *_loso_rows(result, "whole_oe", "whole_baseline"),
         ]
     return "\n".join(lines)
+
+
+def near_far_section(roles: list[tuple[str, ArtifactResult]], fpr_name: str) -> list[str]:
+    """Text: near-OOD (held-out categories of the same corpus) apart from the mean over the far-OOD sets."""
+    sets = list(roles[-1][1].sets)
+    near = [n for n in sets if n in NEAR_OOD_SETS]
+    far = [n for n in sets if n not in NEAR_OOD_SETS]
+    if not near or not far:
+        return []
+    lines = [
+        f"Near-OOD = held-out topic categories of the in-distribution corpus ({', '.join(near)}); far-OOD = "
+        f"the mean over the other sets ({', '.join(far)}). Served score KL[U‖p], %:",
+        "",
+        f"| | near-OOD AUROC ↑ | near-OOD {fpr_name} ↓ | far-OOD mean AUROC ↑ | far-OOD mean {fpr_name} ↓ |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, result in roles:
+        near_rows = [result.sets[n].detection[SERVED_SCORE] for n in near]
+        far_rows = [result.sets[n].detection[SERVED_SCORE] for n in far]
+        cells = [
+            _pct(sum(r.auroc.mean for r in near_rows) / len(near_rows)),
+            _pct(sum(r.fpr.mean for r in near_rows) / len(near_rows)),
+            _pct(sum(r.auroc.mean for r in far_rows) / len(far_rows)),
+            _pct(sum(r.fpr.mean for r in far_rows) / len(far_rows)),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]

@@ -1,0 +1,179 @@
+"""Text export: the gate graph over token ids, optionally int8-quantized, published with its tokenizer.
+
+The graph takes `input_ids` and `attention_mask` (int64 [batch, length], both dynamic) and computes the classifier
+and the same five outputs as the image graph (`training/export.py: gate_outputs`). Publishing builds the graph in
+the hidden temporary version directory, checks the fp32 graph against torch, quantizes it if asked (onnxruntime's
+dynamic int8: weights of MatMul/Gather in int8, activations quantized per batch at run time), and then lets the
+caller calibrate the threshold and summarize validation **on the graph that will be served**, before the card is
+written and the directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from training.artifact import run_text_session, sha256_file
+from training.calibrate import Threshold
+from training.card import Card, TextInputSpec
+from training.export import (
+    ArtifactExistsError,
+    framework_versions,
+    gate_outputs,
+    next_version,
+    publish_version,
+    temporary_version,
+    threshold_spec,
+    write_onnx,
+)
+from training.text.tokenize import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+GraphRunner = Callable[[Sequence[str]], dict[str, np.ndarray]]
+"""Texts -> the served graph's outputs (as `Artifact.run_texts`)."""
+Summarize = Callable[[GraphRunner], tuple[Threshold, dict[str, Any]]]
+"""Given the served graph, choose the threshold and summarize validation (the card's `evaluation`)."""
+
+
+class TextGate(nn.Module):
+    """classifier + calibration: (input_ids, attention_mask) -> the five outputs of `gate_outputs`."""
+
+    def __init__(self, net: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.net = net
+        self.temperature = float(temperature)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return gate_outputs(self.net(input_ids, attention_mask), self.temperature)
+
+
+def export_text_onnx(gate: TextGate, max_length: int, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    length = torch.export.Dim("length", min=1, max=max_length)
+    example = torch.randint(1000, 2000, (2, 8)), torch.ones(2, 8, dtype=torch.int64)
+    write_onnx(gate, example, ["input_ids", "attention_mask"], ({0: batch, 1: length}, {0: batch, 1: length}), path)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """onnxruntime's dynamic int8 quantization (weights int8, activations quantized per batch at run time)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The dynamo exporter records intermediate shapes traced at the example's size; the quantizer re-runs ONNX shape
+    # inference and refuses those that disagree with it, so they are dropped (inference recomputes them).
+    model = onnx.load(str(source))
+    model.graph.ClearField("value_info")
+    plain = source.with_suffix(".shapeless.onnx")
+    onnx.save(model, str(plain))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs every node it skips at INFO on the root logger
+    try:
+        quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+        plain.unlink(missing_ok=True)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_difference(gate: TextGate, path: Path, tokenizer: TextTokenizer, texts: Sequence[str]) -> dict[str, float]:
+    """Max |ORT - torch| per output on `texts`, one padded batch (so padding is exercised too)."""
+    input_ids, mask = tokenizer(texts)
+    ort_outputs = _session(path).run(None, {"input_ids": input_ids, "attention_mask": mask})
+    with torch.no_grad():
+        torch_outputs = gate.eval()(torch.from_numpy(input_ids), torch.from_numpy(mask))
+    return {
+        name: float(np.max(np.abs(a - b.numpy())))
+        for name, a, b in zip(
+            ("logits", "probs", "kl_uniform", "anomaly_score", "confidence"), ort_outputs, torch_outputs, strict=True
+        )
+    }
+
+
+def publish_text_artifact(
+    gate: TextGate,
+    *,
+    models_dir: Path,
+    name: str,
+    version: int | None,
+    labels: list[str],
+    tokenizer: TextTokenizer,
+    quantize: bool,
+    check_texts: Sequence[str],
+    summarize: Summarize,
+    calibration_split: str,
+    training: dict[str, Any],
+    tolerance: float = 1e-4,
+) -> Path:
+    """Export, verify, calibrate on the served graph and publish `models_dir/name/version/` atomically."""
+    version = next_version(models_dir, name) if version is None else version
+    target = models_dir / name / str(version)
+    if target.exists():
+        raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
+    with temporary_version(models_dir / name, version) as staging:
+        staging.mkdir(parents=True)
+        fp32 = staging / "model.fp32.onnx"
+        export_text_onnx(gate, tokenizer.max_length, fp32)
+        differences = max_abs_difference(gate, fp32, tokenizer, check_texts)
+        worst = max(differences.values())
+        if not worst < tolerance:
+            raise RuntimeError(f"ONNX Runtime disagrees with torch by {worst:.2e} (> {tolerance}): {differences}")
+        onnx_path = staging / "model.onnx"
+        graph: dict[str, Any] = {"onnx_vs_torch_max_abs_diff": differences, "fp32_bytes": fp32.stat().st_size}
+        if quantize:
+            quantize_int8(fp32, onnx_path)
+            graph["quantization"] = "onnxruntime dynamic int8 (QInt8 weights, activations quantized per batch)"
+            graph["int8_bytes"] = onnx_path.stat().st_size
+            graph["int8_vs_fp32_max_abs_diff"] = _graph_difference(fp32, onnx_path, tokenizer, check_texts)
+            fp32.unlink()
+        else:
+            fp32.rename(onnx_path)
+        shutil.copyfile(tokenizer.path, staging / "tokenizer.json")
+        session = _session(onnx_path)
+        threshold, evaluation = summarize(lambda texts: run_text_session(session, tokenizer, texts))
+        if not np.isfinite(threshold.value):
+            raise ValueError(f"threshold must be finite, got {threshold.value}")
+        publish_version(
+            staging,
+            target,
+            Card(
+                name=name,
+                version=version,
+                task="text",
+                labels=labels,
+                num_classes=len(labels),
+                input=TextInputSpec(max_length=tokenizer.max_length, pad_token_id=tokenizer.pad_token_id),
+                temperature=gate.temperature,
+                threshold=threshold_spec(threshold, calibration_split),
+                evaluation={**evaluation, "graph": graph},
+                training=training,
+                frameworks=framework_versions(),
+                sha256={
+                    "model.onnx": sha256_file(onnx_path),
+                    "tokenizer.json": sha256_file(staging / "tokenizer.json"),
+                },
+                created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+            ),
+        )
+    log.info("published %s", target)
+    return target
+
+
+def _graph_difference(a: Path, b: Path, tokenizer: TextTokenizer, texts: Sequence[str]) -> dict[str, float]:
+    first, second = (run_text_session(_session(p), tokenizer, texts) for p in (a, b))
+    return {name: float(np.max(np.abs(first[name] - second[name]))) for name in first}
