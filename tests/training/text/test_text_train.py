@@ -18,9 +18,9 @@ from training.text.tokenize import TextTokenizer
 from training.text.train import _linear_schedule, predict_text_logits, train_text_stage
 
 TOPICS = {
-    "cooking": "recipe oven bake flour sugar butter dough kitchen".split(),
-    "space": "planet rocket orbit star galaxy astronaut moon telescope".split(),
-    "sports": "football goal match team score referee stadium coach".split(),
+    "cooking": ["recipe", "oven", "bake", "flour", "sugar", "butter", "dough", "kitchen"],
+    "space": ["planet", "rocket", "orbit", "star", "galaxy", "astronaut", "moon", "telescope"],
+    "sports": ["football", "goal", "match", "team", "score", "referee", "stadium", "coach"],
 }
 
 
