@@ -237,3 +237,15 @@ def test_run_texts_returns_input_order_despite_length_sorted_batches(tiny_text_a
         assert np.max(np.abs(together[name] - expected)) < 1e-5, name
     empty = artifact.run_texts([])
     assert set(empty) == set(OUTPUTS) and all(v.shape[0] == 0 for v in empty.values())
+
+
+def test_the_smallest_max_length_exports(tmp_path: Path) -> None:
+    """max_length = 3 (the config's minimum): the export example must fit the length range (it was 8 wide)."""
+    path = tmp_path / "short.onnx"
+    export_module.export_text_onnx(make_text_gate(), 3, path)
+    input_ids = np.array([[101, 1037, 102], [101, 102, 0]], dtype=np.int64)
+    mask = np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)
+    got = _session(path).run(None, {"input_ids": input_ids, "attention_mask": mask})
+    expected = _torch_outputs(input_ids, mask)
+    for name, value in zip(OUTPUTS, got, strict=True):
+        assert np.max(np.abs(value - expected[name])) < 1e-4, name
