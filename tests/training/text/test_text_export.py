@@ -84,6 +84,7 @@ def test_the_graph_takes_any_batch_and_length(tiny_text_artifact: Path, shape: t
         assert np.max(np.abs(value - expected[name])) < 1e-4, name
 
 
+@pytest.mark.slow
 def test_quantized_publish_is_smaller_and_agrees_with_fp32(tmp_path: Path, text_tokenizer: TextTokenizer) -> None:
     fp32 = tmp_path / "fp32.onnx"
     export_module.export_text_onnx(make_text_gate(), MAX_LENGTH, fp32)
