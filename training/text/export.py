@@ -60,7 +60,9 @@ class TextGate(nn.Module):
 def export_text_onnx(gate: TextGate, max_length: int, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("length", min=1, max=max_length)
-    example = torch.randint(1000, 2000, (2, 8)), torch.ones(2, 8, dtype=torch.int64)
+    # The example's length must lie within the length range (max_length may be as small as 3); 1 would specialize.
+    example_length = min(8, max_length)
+    example = torch.randint(1000, 2000, (2, example_length)), torch.ones(2, example_length, dtype=torch.int64)
     write_onnx(gate, example, ["input_ids", "attention_mask"], ({0: batch, 1: length}, {0: batch, 1: length}), path)
 
 

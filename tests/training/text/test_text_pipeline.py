@@ -1,0 +1,228 @@
+"""The text pipeline on user data, as a user runs it: a CSV of topics, an OE text file, a TOML with task = "text"."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.card import read_verified_card
+from training.artifact import load_artifact
+from training.cli import main
+from training.evaluation import evaluate as evaluate_module
+from training.text import anomalies as text_anomalies
+from training.text.config import load_text_config
+from training.text.data import SealedTextSet
+from training.text.pipeline import prepare_text
+
+TOPICS = {
+    "cooking": ["recipe", "oven", "bake", "flour", "sugar", "butter", "dough", "kitchen", "whisk", "simmer"],
+    "space": ["planet", "rocket", "orbit", "star", "galaxy", "astronaut", "moon", "telescope", "comet", "nebula"],
+    "sports": ["football", "goal", "match", "team", "score", "referee", "stadium", "coach", "league", "striker"],
+}
+OE_WORDS = ["tax", "law", "bank", "river", "music", "poem", "vote", "train", "city", "doctor", "paint", "market"]
+VAL_SETS = ["val-shuffled", "val-random-words", "val-chars"]
+FORTUNES = Path("/usr/share/games/fortunes")
+
+
+def write_user_data(directory: Path) -> tuple[Path, Path]:
+    """A CSV of 3 topics x 60 rows (each row 5 to 9 words of its topic's vocabulary) and an 80-line OE file."""
+    rng = np.random.default_rng(0)
+    lines = ["text,label"]
+    for topic, words in sorted(TOPICS.items(), reverse=True):  # not in label order: labels are sorted on reading
+        lines += [f"{' '.join(rng.choice(words, size=rng.integers(5, 10)))},{topic}" for _ in range(60)]
+    data = directory / "topics.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = directory / "oe.txt"
+    corpus.write_text("".join(f"{' '.join(rng.choice(OE_WORDS, size=8))} number {i}.\n" for i in range(80)))
+    return data, corpus
+
+
+def write_config(directory: Path, data: Path, corpus: Path, *extra: str) -> Path:
+    config = directory / "topics.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'task = "text"',
+                "[run]",
+                f"run_dir = '{directory / 'run'}'",
+                "seed = 3",
+                "[data]",
+                f"in_distribution = 'csv:{data}'",
+                f"oe_corpus = 'text:{corpus}'",
+                f"val_anomalies = {json.dumps(VAL_SETS)}",
+                "val_anomaly_samples = 40",
+                "[net]",
+                'encoder = "tiny"',
+                "max_length = 16",
+                "[baseline]",
+                "epochs = 4",
+                "batch_size = 16",
+                "lr = 1e-3",
+                "head_lr = 1e-2",
+                "[oe]",
+                "epochs = 1",
+                "batch_size = 16",
+                "lr = 1e-3",
+                "head_lr = 1e-2",
+                "[export]",
+                f"models_dir = '{directory / 'models'}'",
+                'name = "topics-oe"',
+                'baseline_name = "topics-baseline"',
+                *extra,
+            ]
+        )
+        + "\n"
+    )
+    return config
+
+
+@contextlib.contextmanager
+def forbidden_test_sets() -> Iterator[None]:
+    """Every loader of a text test anomaly set raises, so a pipeline that touched one would fail."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the pipeline loaded a test anomaly set")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (text_anomalies, evaluate_module):
+            patch.setattr(module, "load_text_anomalies", refuse)
+            patch.setattr(module, "text_anomaly_set_size", refuse)
+        for name in list(text_anomalies.TEXT_TEST_SETS):
+            patch.setitem(text_anomalies.TEXT_TEST_SETS, name, refuse)
+        patch.setattr(text_anomalies, "non_english_texts", refuse)
+        yield
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """`python -m training pipeline --config topics.toml` once (test sets forbidden); (directory, stdout lines)."""
+    directory = tmp_path_factory.mktemp("text-pipeline")
+    config = write_config(directory, *write_user_data(directory))
+    out = io.StringIO()
+    with forbidden_test_sets(), contextlib.redirect_stdout(out):
+        assert main(["pipeline", "--config", str(config)]) == 0
+    return directory, out.getvalue().splitlines()
+
+
+@pytest.mark.slow
+def test_pipeline_publishes_both_versions_from_validation_data(text_run: tuple[Path, list[str]]) -> None:
+    directory, out = text_run
+    baseline, oe = directory / "models" / "topics-baseline" / "1", directory / "models" / "topics-oe" / "1"
+    assert out[:2] == [str(baseline), str(oe)]
+    assert out[2].startswith("topics-baseline/1: val accuracy ") and out[3].startswith("topics-oe/1: val accuracy ")
+    assert "val anomaly sets: mean AUROC" in out[3]
+    for path, stage in ((baseline, "baseline"), (oe, "oe")):
+        card = load_artifact(path).card
+        assert read_verified_card(path, path.parent.name, 1).task == "text"
+        assert card.task == "text" and card.labels == ["cooking", "space", "sports"] and card.num_classes == 3
+        assert card.input.kind == "text" and card.input.max_length == 16 and card.input.pad_token_id == 0
+        e = card.evaluation
+        assert e["split"] == "val" and e["val_samples"] == 27  # 15% of each class's 60 rows
+        assert sorted(e["val_anomalies"]) == sorted(VAL_SETS)
+        for figures in e["val_anomalies"].values():
+            assert 0.0 <= figures["auroc"] <= 1.0 and 0.0 <= figures["fpr95"] <= 1.0
+        assert e["mean_auroc"] == pytest.approx(np.mean([f["auroc"] for f in e["val_anomalies"].values()]))
+        assert not any("test" in key for key in e)  # no test figure can come from the pipeline
+        assert 0.0 <= e["val_accuracy"] <= 1.0
+        graph = e["graph"]
+        assert graph["quantization"].startswith("onnxruntime dynamic int8")
+        assert graph["int8_bytes"] == (path / "model.onnx").stat().st_size < graph["fp32_bytes"]
+        assert max(graph["onnx_vs_torch_max_abs_diff"].values()) < 1e-4
+        assert card.threshold.calibration_samples == 27
+        assert card.training["stage"] == stage and card.training["seed"] == 3
+        assert card.training["data"]["in_distribution"].startswith("csv:")
+        assert card.training["data"]["test_samples"] == 36 and card.training["data"]["val_fraction"] == 0.15
+        assert card.training["data"]["oe_corpus_samples"] == (80 if stage == "oe" else None)
+        assert card.training["net"]["encoder"] == "tiny"
+    assert load_artifact(baseline).card.evaluation["val_accuracy"] > 0.9  # separable topics, high learning rates
+    summary = json.loads((directory / "run" / "summary.json").read_text())
+    assert summary["published"] == [str(baseline), str(oe)]
+    assert json.loads((directory / "run" / "config.json").read_text())["task"] == "text"
+
+
+@pytest.mark.slow
+def test_evaluate_reports_near_and_far_ood(text_run: tuple[Path, list[str]]) -> None:
+    directory, _ = text_run
+    models = directory / "models"
+    sets = ["near-ood", "non-english", "healthtweets", "debates-2016", *(["fortunes"] if FORTUNES.is_dir() else [])]
+    report = directory / "report"
+    argv = [
+        "evaluate",
+        "--artifact",
+        str(models / "topics-oe" / "1"),
+        "--compare",
+        str(models / "topics-baseline" / "1"),
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--anomalies", *sets, "--draws", "2", "--out", str(report)]) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("topics-oe/1: mean FPR95 ") and lines[0].endswith(f"over {len(sets)} anomaly sets")
+    assert lines[1] == str(report / "report.md")
+    text = (report / "report.md").read_text()
+    assert "## Near-OOD (held-out topics) and far-OOD" in text
+    assert f"far-OOD = the mean over the other sets ({', '.join(sets[1:])})" in text
+    metrics = json.loads((report / "metrics.json").read_text())
+    rates = list(_rates(metrics))
+    assert len(rates) > 20 and all(0.0 <= value <= 1.0 for _, value in rates), [r for r in rates if not 0 <= r[1] <= 1]
+    for name in sets:
+        assert name in json.dumps(metrics)
+
+
+def _rates(node: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """Every AUROC, AUPR, FPR and accuracy figure in metrics.json (not counts, not calibration errors in %)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _rates(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _rates(v, key)
+    elif isinstance(node, float) and any(word in key.lower() for word in ("auroc", "aupr", "fpr", "accuracy")):
+        yield key, node
+
+
+def test_prepare_text_seals_the_test_split(tmp_path: Path) -> None:
+    data, corpus = write_user_data(tmp_path)
+    cfg = load_text_config(write_config(tmp_path, data, corpus))
+    ctx = prepare_text(cfg, "test")
+    assert isinstance(ctx.data.test, SealedTextSet) and len(ctx.data.test) == 36
+    assert (len(ctx.data.train), len(ctx.data.val)) == (117, 27)
+    assert ctx.data.class_names == ("cooking", "space", "sports")
+    assert ctx.tokenizer.max_length == 16
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["net"]["encoder"] == "tiny"
+
+
+def test_an_unknown_text_config_field_names_the_closest_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, *write_user_data(tmp_path))
+    assert main(["pipeline", "--config", str(config), "--set", "net.trainable_layer=2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config field 'net.trainable_layer' (did you mean 'net.trainable_layers'?)" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_test_set_as_validation_set_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, *write_user_data(tmp_path))
+    assert main(["pipeline", "--config", str(config), "--set", "data.val_anomalies=['near-ood']"]) == 2
+    assert "data.val_anomalies: 'near-ood' is not a text validation set" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "finetune-oe", "loso"])
+def test_single_stage_commands_refuse_a_text_config_naming_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    config = write_config(tmp_path, *write_user_data(tmp_path))
+    extra = ["--baseline", str(tmp_path / "x.pt")] if command == "finetune-oe" else []
+    assert main([command, "--config", str(config), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f'{config} is a text config (task = "text"): run it with `python -m training pipeline --config' in err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,62 @@
+"""TextTokenizer: the MiniLM vocabulary's exact ids, truncation with special tokens kept, padding to the longest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from training.text.encoder import pretrained_dir
+from training.text.tokenize import TextTokenizer
+
+CLS, SEP, PAD = 101, 102, 0
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> TextTokenizer:
+    return TextTokenizer(pretrained_dir() / "tokenizer.json", 8)
+
+
+def test_known_sentences_give_exact_ids(tokenizer: TextTokenizer) -> None:
+    assert tokenizer.encode(["hello world", "Hello World!", "a"]) == [
+        [CLS, 7592, 2088, SEP],
+        [CLS, 7592, 2088, 999, SEP],  # lower-cased, "!" its own token
+        [CLS, 1037, SEP],
+    ]
+    assert tokenizer.encode([""]) == [[CLS, SEP]]
+
+
+def test_truncation_keeps_cls_and_sep_with_exactly_max_length_ids(tokenizer: TextTokenizer) -> None:
+    [ids] = tokenizer.encode(["the quick brown fox jumps over the lazy dog again"])
+    assert ids == [CLS, 1996, 4248, 2829, 4419, 14523, 2058, SEP]
+    assert len(ids) == tokenizer.max_length == 8
+
+
+def test_pad_pads_to_the_longest_with_pad_id_and_mask_zero(tokenizer: TextTokenizer) -> None:
+    input_ids, mask = tokenizer.pad([[CLS, 7592, 2088, SEP], [CLS, SEP], [CLS, 1037, 2088, 7592, SEP]])
+    assert input_ids.dtype == mask.dtype == np.int64
+    assert input_ids.tolist() == [
+        [CLS, 7592, 2088, SEP, PAD],
+        [CLS, SEP, PAD, PAD, PAD],
+        [CLS, 1037, 2088, 7592, SEP],
+    ]
+    assert mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    empty_ids, empty_mask = tokenizer.pad([])
+    assert empty_ids.shape == empty_mask.shape == (0, 0)
+
+
+def test_call_tokenizes_and_pads(tokenizer: TextTokenizer) -> None:
+    input_ids, mask = tokenizer(["hello world", "a"])
+    assert input_ids.tolist() == [[CLS, 7592, 2088, SEP], [CLS, 1037, SEP, PAD]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+def test_the_files_own_padding_and_truncation_are_overridden(tokenizer: TextTokenizer) -> None:
+    raw = Tokenizer.from_file(str(pretrained_dir() / "tokenizer.json"))
+    assert raw.padding is not None and raw.padding["length"] == 128  # the file pads every text to 128...
+    assert raw.truncation is not None and raw.truncation["max_length"] == 128
+    assert len(raw.encode("hello world").ids) == 128
+    assert tokenizer.pad_token_id == PAD
+    assert tokenizer.tokenizer.padding is None  # ...ours does not, and truncates at its own max_length
+    assert tokenizer.tokenizer.truncation is not None and tokenizer.tokenizer.truncation["max_length"] == 8
+    assert tokenizer.encode(["hello world"]) == [[CLS, 7592, 2088, SEP]]
