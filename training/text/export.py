@@ -79,7 +79,7 @@ def quantize_int8(source: Path, target: Path) -> None:
     onnx.save(model, str(plain))
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the quantizer logs every node it skips at INFO on the root logger
+    root.setLevel(max(level, logging.ERROR))  # the quantizer logs each skipped node and a pre-processing hint on root
     try:
         quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
     finally:

@@ -45,15 +45,20 @@ def predict_text_logits(net: nn.Module, tokenizer: TextTokenizer, texts: Sequenc
     net.eval()
     ids = tokenizer.encode(texts)
     order = np.argsort([len(row) for row in ids], kind="stable")
-    logits = torch.empty(0)
     parts = []
     for start in range(0, len(order), EVAL_BATCH):
         chunk = order[start : start + EVAL_BATCH]
         parts.append(net(*_tensors(tokenizer, [ids[i] for i in chunk])))
-    if parts:
-        logits = torch.empty(len(ids), parts[0].shape[1])
-        logits[torch.from_numpy(order)] = torch.cat(parts)
+    if not parts:
+        return torch.empty(0, _num_classes(net))
+    logits = torch.empty(len(ids), parts[0].shape[1])
+    logits[torch.from_numpy(order)] = torch.cat(parts)
     return logits
+
+
+def _num_classes(net: nn.Module) -> int:
+    head = getattr(net, "head", None)
+    return int(head.out_features) if isinstance(head, nn.Linear) else 0
 
 
 def _linear_schedule(step: int, total: int, warmup: int) -> float:

@@ -183,4 +183,4 @@ def test_predict_text_logits_returns_input_order(tokenizer: TextTokenizer, monke
     alone = torch.cat([predict_text_logits(net, tokenizer, [text]) for text in texts])
     assert together.shape == (7, 3)
     assert torch.allclose(together, alone, atol=1e-5, rtol=0)
-    assert predict_text_logits(net, tokenizer, []).shape == (0,)
+    assert predict_text_logits(net, tokenizer, []).shape == (0, 3)
