@@ -4,9 +4,10 @@ A worker task takes the first queued job, then keeps gathering jobs until the ba
 instances or `max_delay_s` has passed since it took the first one (with 0, it takes only what is already queued),
 and runs the batch in a worker thread so the event loop keeps serving; while it runs, new jobs queue up for the
 next batch. Requests larger than `max_batch_size` are split into chunks and their results put back
-together in order. Each job's queue wait (from `submit` to the start of the session run that takes it) is reported
-to `on_queue_wait`, each run's size and duration to `on_batch`. The queue is bounded in instances: a request that does not fit is refused at once
-(`OverloadedError`, HTTP 503 with Retry-After) rather than waiting without limit.
+together in order. Each job's queue wait (from `submit` to the start of the session run that takes it) is
+reported to `on_queue_wait`, each run's size and duration to `on_batch`. The queue is bounded in instances: a
+request that does not fit is refused at once (`OverloadedError`, HTTP 503 with Retry-After) rather than waiting
+without limit.
 
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token

@@ -1,8 +1,8 @@
 """One error type carrying an HTTP status; every client-visible failure is a subclass, rendered by one handler.
 
 Every error response has the same body, `{"error": "<message>"}` (the Open Inference Protocol's error object),
-on the native API and the V2 API alike. `reason` is the bounded label of `oegate_request_errors_total`, with `model` (the URL's model name when
-it is a loaded model, else `none`).
+on the native API and the V2 API alike. `reason` is the bounded label of `oegate_request_errors_total`, with
+`model` (the URL's model name when it is a loaded model, else `none`).
 """
 
 from __future__ import annotations
