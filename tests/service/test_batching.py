@@ -463,16 +463,14 @@ async def test_each_job_reports_its_wait_from_submit_to_the_start_of_its_run() -
     batcher = make_batcher(run=gate, recorder=seen, max_batch_size=4)
     first = asyncio.ensure_future(batcher.submit(rows(1)))
     await gate.wait_started()
-    behind = [
-        asyncio.ensure_future(batcher.submit(rows(2))),
-        asyncio.ensure_future(batcher.submit(rows(3, 4, 5, 6, 7))),
-    ]
+    second = asyncio.ensure_future(batcher.submit(rows(2)))
+    third = asyncio.ensure_future(batcher.submit(rows(3, 4, 5, 6, 7)))  # 5 rows: chunks of 4 and 1
     await settle()
     held = 0.05
     await asyncio.sleep(held)
     gate.release.set()
-    await asyncio.wait_for(asyncio.gather(first, *behind), HANG)
-    assert seen.sizes == [1, 1, 4, 1]  # rows(2) alone: the 5-row request's first chunk (4) does not fit with it
+    await asyncio.wait_for(asyncio.gather(first, second, third), HANG)
+    assert seen.sizes == [1, 1, 4, 1]  # rows(2) runs alone: the third request's 4-row chunk does not fit with it
     assert len(seen.queue_waits) == 4  # one per job: the first request, the second, two chunks of the third
     assert seen.queue_waits[0] < held
     assert all(wait >= held for wait in seen.queue_waits[1:])

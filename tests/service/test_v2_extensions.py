@@ -19,6 +19,7 @@ from tests.service.conftest import b64, clone_artifact, digit_like, png_bytes
 pytestmark = pytest.mark.anyio
 
 PIXELS = 784
+STATISTICS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
 
 def fp32_request(count: int = 1, **fields: Any) -> dict[str, Any]:
@@ -114,19 +115,7 @@ async def test_statistics_count_requests_instances_runs_and_failures(
                 "last_inference": 0,
                 "inference_count": 0,
                 "execution_count": 0,
-                "inference_stats": {
-                    key: zero
-                    for key in (
-                        "success",
-                        "fail",
-                        "queue",
-                        "compute_input",
-                        "compute_infer",
-                        "compute_output",
-                        "cache_hit",
-                        "cache_miss",
-                    )
-                },  # fmt: skip
+                "inference_stats": {key: zero for key in STATISTICS},
                 "batch_stats": [],
             }
         ]
@@ -234,7 +223,7 @@ async def test_classification_returns_the_top_k_labels_as_triton_does(serve, tin
     ],
 )
 async def test_unsupported_parameters_are_400_naming_them(serve, request_fields: dict, message: str) -> None:
-    async with serve() as (app, client):
+    async with serve() as (_, client):
         response = await client.post("/v2/models/tiny/infer", json=fp32_request(1, **request_fields))
         stats = (await client.get("/v2/models/tiny/stats")).json()["model_stats"][0]
     assert (response.status_code, response.json()) == (400, {"error": message})
@@ -299,7 +288,7 @@ async def test_a_multi_member_gzip_body_is_one_body(serve) -> None:
 async def test_a_zip_bomb_is_413_after_at_most_the_limit_of_output(serve) -> None:
     bomb = gzip.compress(b"{" + b" " * (200 * 1024 * 1024))  # 200 MiB of JSON whitespace in ~200 kB
     assert len(bomb) < 1024 * 1024  # the compressed body passes the limit; its decoded size does not
-    async with serve(max_body_bytes=1024 * 1024) as (app, client):
+    async with serve(max_body_bytes=1024 * 1024) as (_, client):
         started = time.perf_counter()
         response = await client.post(
             "/v2/models/tiny/infer", content=bomb, headers={"content-encoding": "gzip"}, timeout=30
