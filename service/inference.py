@@ -43,7 +43,8 @@ class GateResult:
 
 
 class Predictor:
-    """Runs requests against the registry's current versions and records the prediction metrics."""
+    """Runs requests against the registry's current versions and records the prediction metrics and each version's
+    statistics (service/statistics.py: success or failure with its time, decoding time, post-processing time)."""
 
     def __init__(self, registry: Registry, metrics: Metrics, allow_threshold_override: bool) -> None:
         self._registry = registry
