@@ -34,8 +34,9 @@ DESCRIPTION = """Anomaly-gating classifier server (Outlier Exposure, Hendrycks e
 Each prediction carries `anomaly_score` = 1 / (1 + KL[U||p]) (higher is more anomalous) and
 `reject` = anomaly_score >= threshold. Image models take images or arrays; text models take texts, tokenized by the
 model's own tokenizer, and a text longer than the model's `max_length` tokens (see `/v1/models`) is truncated to it,
-not refused. Native JSON API under `/v1`, Open Inference Protocol (KServe V2) under `/v2`, Prometheus metrics at
-`/metrics`. Every error body is `{"error": "..."}`."""
+not refused. Native JSON API under `/v1`, Open Inference Protocol (KServe V2) under `/v2` with Triton's binary
+tensor data, classification, model configuration and statistics extensions, Prometheus metrics at `/metrics`.
+Request bodies may be gzip or deflate encoded. Every error body is `{"error": "..."}`."""
 
 
 def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> FastAPI:

@@ -4,8 +4,10 @@ A worker task takes the first queued job, then keeps gathering jobs until the ba
 instances or `max_delay_s` has passed since it took the first one (with 0, it takes only what is already queued),
 and runs the batch in a worker thread so the event loop keeps serving; while it runs, new jobs queue up for the
 next batch. Requests larger than `max_batch_size` are split into chunks and their results put back
-together in order. The queue is bounded in instances: a request that does not fit is refused at once
-(`OverloadedError`, HTTP 503 with Retry-After) rather than waiting without limit.
+together in order. Each job's queue wait (from `submit` to the start of the session run that takes it) is
+reported to `on_queue_wait`, each run's size and duration to `on_batch`. The queue is bounded in instances: a
+request that does not fit is refused at once (`OverloadedError`, HTTP 503 with Retry-After) rather than waiting
+without limit.
 
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
@@ -46,6 +48,7 @@ def join_inputs(parts: list[ModelInputs]) -> ModelInputs:
 class _Job:
     inputs: ModelInputs
     future: asyncio.Future[Outputs] = field(repr=False)
+    queued_at: float = field(default_factory=time.perf_counter)  # seconds (perf_counter) when submitted
 
 
 class _Stop:
@@ -66,6 +69,7 @@ class MicroBatcher:
         retry_after_s: int,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         on_depth: Callable[[int], None] = lambda depth: None,
+        on_queue_wait: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._run = run
         self._name = name
@@ -75,6 +79,7 @@ class MicroBatcher:
         self._retry_after_s = retry_after_s
         self._on_batch = on_batch
         self._on_depth = on_depth
+        self._on_queue_wait = on_queue_wait
         self._queue: asyncio.Queue[_Job | _Stop] = asyncio.Queue()
         self._depth = 0  # instances queued and not yet taken into a batch
         self._worker: asyncio.Task[None] | None = None
@@ -166,6 +171,8 @@ class MicroBatcher:
             return
         inputs = join_inputs([job.inputs for job in live])
         started = time.perf_counter()
+        for job in live:
+            self._on_queue_wait(started - job.queued_at)
         try:
             outputs = await anyio.to_thread.run_sync(self._run, inputs)
         except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker

@@ -1,7 +1,8 @@
 """One error type carrying an HTTP status; every client-visible failure is a subclass, rendered by one handler.
 
 Every error response has the same body, `{"error": "<message>"}` (the Open Inference Protocol's error object),
-on the native API and the V2 API alike. `reason` is the bounded label of `oegate_request_errors_total`.
+on the native API and the V2 API alike. `reason` is the bounded label of `oegate_request_errors_total`, with
+`model` (the URL's model name when it is a loaded model, else `none`).
 """
 
 from __future__ import annotations
@@ -136,28 +137,30 @@ def format_validation_errors(errors: Sequence[Any], skip_prefix: tuple[str, ...]
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     """Render every error as `{"error": message}` with its status, and count it by reason."""
 
-    def render(status: int, message: str, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-        metrics.request_errors.labels(reason).inc()
+    def render(
+        request: Request, status: int, message: str, reason: str, headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
+        metrics.record_error(reason, request.path_params.get("name"))
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
         if exc.status_code >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError):
             logger.error("request failed: %s", exc.message, extra={"reason": exc.reason})
-        return render(exc.status_code, exc.message, exc.reason, exc.headers)
+        return render(request, exc.status_code, exc.message, exc.reason, exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return render(422, format_validation_errors(exc.errors()), InvalidInputError.reason)
+        return render(request, 422, format_validation_errors(exc.errors()), InvalidInputError.reason)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        return render(exc.status_code, str(exc.detail), reason, exc.headers)
+        return render(request, exc.status_code, str(exc.detail), reason, exc.headers)
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return render(500, "internal server error", "internal")
+        return render(request, 500, "internal server error", "internal")
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

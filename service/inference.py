@@ -7,6 +7,7 @@ the graph emits the score and training calibrates it).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +43,8 @@ class GateResult:
 
 
 class Predictor:
-    """Runs requests against the registry's current versions and records the prediction metrics."""
+    """Runs requests against the registry's current versions and records the prediction metrics and each version's
+    statistics (service/statistics.py: success or failure with its time, decoding time, post-processing time)."""
 
     def __init__(self, registry: Registry, metrics: Metrics, allow_threshold_override: bool) -> None:
         self._registry = registry
@@ -55,17 +57,34 @@ class Predictor:
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
-            inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder)
-            outputs = await model.batcher.submit(inputs)
-        threshold = model.card.threshold.value if threshold_override is None else threshold_override
+            statistics = model.statistics
+            started = time.perf_counter()
+            try:
+                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder)
+                decoded = time.perf_counter()
+                statistics.compute_input.add(decoded - started)
+                outputs = await model.batcher.submit(inputs)
+            except BaseException:  # a bad input, an overload, a failed run or a cancelled request: a failure
+                statistics.record_request(False, time.perf_counter() - started)
+                raise
+            finished = time.perf_counter()
+            result = self._gate(model.name, model.version, model.card, outputs, threshold_override)
+            statistics.compute_output.add(time.perf_counter() - finished)
+            statistics.record_request(True, time.perf_counter() - started)
+        return result
+
+    def _gate(
+        self, name: str, version: str, card: Card, outputs: dict[str, np.ndarray], threshold_override: float | None
+    ) -> GateResult:
+        threshold = card.threshold.value if threshold_override is None else threshold_override
         anomaly_score = outputs["anomaly_score"]
         reject = anomaly_score >= np.float32(threshold)
-        self._metrics.record_predictions(model.name, model.version, anomaly_score, outputs["confidence"], reject)
+        self._metrics.record_predictions(name, version, anomaly_score, outputs["confidence"], reject)
         return GateResult(
-            model=model.name,
-            version=model.version,
+            model=name,
+            version=version,
             threshold=threshold,
-            labels=model.card.labels,
+            labels=card.labels,
             probs=outputs["probs"],
             kl_uniform=outputs["kl_uniform"],
             anomaly_score=anomaly_score,

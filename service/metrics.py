@@ -2,6 +2,8 @@
 
 Names follow the Prometheus conventions: prefix `oegate_`, base units (`_seconds`), `_total` on counters, and
 labels bounded to model, version, provider, route, status class, outcome and error reason (no per-request labels).
+The `model` label of the request latency and error counter is the model named in the URL only when it is one the
+service has loaded (`model_label`); any other name, or no model, is `none`, so a client cannot mint series.
 The reject rate is `rate(oegate_predictions_total{outcome="rejected"}[5m]) / rate(oegate_predictions_total[5m])`;
 the rate each served version's card expects is `1 - oegate_model_acceptance_target` (the alert rules compare the
 two). Score histograms carry `version`, so two versions' distributions do not blend during a hot swap. The
@@ -28,6 +30,10 @@ anomalies) needs little resolution. 1.0 is the maximum, so le="1.0" equals +Inf.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 """confidence is the 0-1 rescaled max probability: 0 for a flat posterior, 1 for certainty."""
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+QUEUE_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""A request alone on an idle model waits ~0.1 ms (a task switch); under load it waits for the runs before it."""
+NO_MODEL = "none"
+"""The `model` label of requests that name no loaded model (unknown names, /metrics, health, bodies too large)."""
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -62,8 +68,8 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "oegate_request_duration_seconds",
-            "HTTP request latency, by route template and status class.",
-            ["route", "status_class"],
+            "HTTP request latency, by route template, status class and model (a loaded model's name, else none).",
+            ["route", "status_class", "model"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
@@ -81,6 +87,13 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.queue_wait = Histogram(
+            "oegate_queue_wait_seconds",
+            "Time from a request's arrival in the micro-batcher to the start of the session run that takes it.",
+            ["model", "version"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "oegate_queue_depth",
             "Instances waiting in the model's micro-batch queue.",
@@ -89,8 +102,8 @@ class Metrics:
         )
         self.request_errors = Counter(
             "oegate_request_errors_total",
-            "Requests answered with an error, by reason.",
-            ["reason"],
+            "Requests answered with an error, by reason and model (a loaded model's name, else none).",
+            ["reason", "model"],
             registry=registry,
         )
         self.model_info = Gauge(
@@ -118,6 +131,14 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self._loaded_models: set[str] = set()  # names only grow: a served model is never unloaded
+
+    def model_label(self, name: object) -> str:
+        """`name` if it is a loaded model's name, else `none` (bounded cardinality whatever the URL says)."""
+        return name if isinstance(name, str) and name in self._loaded_models else NO_MODEL
+
+    def record_error(self, reason: str, model: object = None) -> None:
+        self.request_errors.labels(reason, self.model_label(model)).inc()
 
     def record_predictions(
         self, model: str, version: str, anomaly_score: np.ndarray, confidence: np.ndarray, reject: np.ndarray
@@ -153,3 +174,5 @@ class Metrics:
         for outcome in ("accepted", "rejected"):
             self.predictions.labels(model, version, outcome)
         self.queue_depth.labels(model).set(0)
+        self.queue_wait.labels(model, version)
+        self._loaded_models.add(model)

@@ -1,4 +1,5 @@
-"""HTTP middleware (pure ASGI): request ids, access logs and latency metrics; the request body size limit."""
+"""HTTP middleware (pure ASGI): request ids, access logs and latency metrics; the request body size limit and
+Content-Encoding (gzip, deflate) decoding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import re
 import time
 import uuid
+import zlib
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,7 +53,8 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.request_duration.labels(route, f"{status // 100}xx").observe(seconds)
+            model = self.metrics.model_label(scope.get("path_params", {}).get("name"))
+            self.metrics.request_duration.labels(route, f"{status // 100}xx", model).observe(seconds)
             logger.info(
                 "request",
                 extra={
@@ -64,13 +68,63 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class _BodyTooLargeError(Exception):
-    """Raised from `receive` to stop whoever reads an over-limit body."""
+class _BodyRejectedError(Exception):
+    """Raised from `receive` to stop whoever reads a body that is over the limit or cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    status: int
+    message: str
+    reason: str
+
+
+CONTENT_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""`Content-Encoding` values a request body may have, with their zlib window bits (`deflate` is the zlib format,
+RFC 9110 section 8.4.1.2, as tritonclient and browsers send it)."""
+
+
+class _Decompressor:
+    """Incremental gzip/deflate decoding that never produces more than `limit` bytes in all (the zip-bomb guard):
+    each call asks zlib for at most the bytes left under the limit, plus one to see it passed."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self._wbits = CONTENT_ENCODINGS[encoding]
+        self._gzip = encoding == "gzip"
+        self._stream = zlib.decompressobj(self._wbits)
+        self._limit = limit
+        self.size = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """Decoded bytes of `data`; raises OverflowError past the limit, zlib.error on corrupt data."""
+        decoded = []
+        pending = data
+        while pending:
+            if self._stream.eof:  # concatenated gzip members are one body (RFC 1952); deflate has one stream
+                if not self._gzip:
+                    raise zlib.error("data after the end of the deflate stream")
+                self._stream = zlib.decompressobj(self._wbits)
+            out = self._stream.decompress(pending, self._limit - self.size + 1)
+            self.size += len(out)
+            if self.size > self._limit:
+                raise OverflowError
+            decoded.append(out)
+            pending = self._stream.unused_data if self._stream.eof else self._stream.unconsumed_tail
+        return b"".join(decoded)
+
+    def finish(self) -> None:
+        if not self._stream.eof:
+            raise zlib.error("the compressed body ends before its stream does")
 
 
 class BodySizeLimitMiddleware:
     """Answers 413 `{"error": ...}` for bodies over `max_bytes`: at once from Content-Length, or as soon as the
-    streamed (e.g. chunked) body passes the limit, without ever buffering more than one chunk beyond it."""
+    streamed (e.g. chunked) body passes the limit, without ever buffering more than one chunk beyond it.
+
+    A body with `Content-Encoding: gzip` or `deflate` is decoded here, as it streams in, and the app sees the plain
+    body; the limit applies to the compressed and to the decoded size, and decoding stops as soon as the latter
+    passes it (a zip bomb is a 413 after at most `max_bytes` of output, never a hang). A corrupt compressed body is
+    a 400 and any other encoding a 415, both before the app could misread the body as JSON."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
         self.app = app
@@ -81,46 +135,78 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send, self._too_large())
+            return
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        decompressor: _Decompressor | None = None
+        if encoding in CONTENT_ENCODINGS:
+            decompressor = _Decompressor(encoding, self.max_bytes)
+            # The app sees the decoded body: without the encoding, and without the compressed length.
+            scope = dict(scope)
+            scope["headers"] = [
+                (key, value) for key, value in scope["headers"] if key not in (b"content-encoding", b"content-length")
+            ]
+        elif encoding not in ("identity", ""):
+            supported = ", ".join([*CONTENT_ENCODINGS, "identity"])
+            message = f"Content-Encoding {encoding!r} is not supported (use one of: {supported})"
+            await self._reject(scope, send, _Rejection(415, message, "unsupported_media_type"))
             return
         received = 0
-        exceeded = False
+        rejection: _Rejection | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, rejection
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                received += len(body)
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLargeError
+                    rejection = self._too_large()
+                    raise _BodyRejectedError
+                if decompressor is not None:
+                    try:
+                        body = decompressor.feed(body)
+                        if not message.get("more_body", False):
+                            decompressor.finish()
+                    except OverflowError:
+                        rejection = self._too_large(decoded=True)
+                        raise _BodyRejectedError from None
+                    except zlib.error as e:
+                        rejection = _Rejection(400, f"the {encoding} body cannot be decoded: {e}", "bad_request")
+                        raise _BodyRejectedError from None
+                    message = {**message, "body": body}
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded and not started:
-                return  # whatever the app made of the interrupted body, the answer is 413
+            if rejection is not None and not started:
+                return  # whatever the app made of the interrupted body, the answer is the rejection
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if rejection is None:
                 raise
-        if exceeded and not started:
-            await self._reject(send)
+        if rejection is not None and not started:
+            await self._reject(scope, send, rejection)
 
-    async def _reject(self, send: Send) -> None:
-        self.metrics.request_errors.labels("payload_too_large").inc()
-        body = json.dumps({"error": f"request body is larger than the limit of {self.max_bytes} bytes"}).encode()
+    def _too_large(self, decoded: bool = False) -> _Rejection:
+        what = "decompressed request body" if decoded else "request body"
+        return _Rejection(413, f"{what} is larger than the limit of {self.max_bytes} bytes", "payload_too_large")
+
+    async def _reject(self, scope: Scope, send: Send, rejection: _Rejection) -> None:
+        self.metrics.record_error(rejection.reason, scope.get("path_params", {}).get("name"))
+        body = json.dumps({"error": rejection.message}).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": rejection.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             }
         )

@@ -31,6 +31,7 @@ from service.errors import ModelNotReadyError, NotFoundError
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from service.statistics import ModelStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ class ModelVersion:
         runtime: Runtime,
         batcher: MicroBatcher,
         text_encoder: TextEncoder | None = None,
+        statistics: ModelStatistics | None = None,
     ) -> None:
         self.path = path
         self.card = card
         self.runtime = runtime
         self.batcher = batcher
         self.text_encoder = text_encoder
+        self.statistics = statistics if statistics is not None else ModelStatistics()
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -204,6 +207,17 @@ class Registry:
             logger.error("skipping model version: %s", e, extra={"model": name, "version": str(version)})
             return None
         self._failures.pop(path, None)
+        statistics = ModelStatistics()
+        queue_wait = self._metrics.queue_wait.labels(name, str(version))
+
+        def on_queue_wait(seconds: float) -> None:
+            queue_wait.observe(seconds)
+            statistics.record_queue_wait(seconds)
+
+        def on_batch(size: int, seconds: float) -> None:
+            self._observe_batch(name, size, seconds)
+            statistics.record_execution(size, seconds)
+
         batcher = MicroBatcher(
             runtime.run,
             name=f"{name}/{version}",
@@ -211,8 +225,9 @@ class Registry:
             max_delay_s=settings.max_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             retry_after_s=settings.retry_after_s,
-            on_batch=lambda size, seconds: self._observe_batch(name, size, seconds),
+            on_batch=on_batch,
             on_depth=self._metrics.queue_depth.labels(name).set,
+            on_queue_wait=on_queue_wait,
         )
         batcher.start()
         report.loaded.append({"name": name, "version": str(version), "provider": runtime.provider})
@@ -220,7 +235,7 @@ class Registry:
             "model version loaded",
             extra={"model": name, "version": str(version), "provider": runtime.provider, "path": str(path)},
         )
-        return ModelVersion(path, card, runtime, batcher, encoder)
+        return ModelVersion(path, card, runtime, batcher, encoder, statistics)
 
     def _retire(self, old: ModelVersion) -> None:
         task = asyncio.get_running_loop().create_task(old.retire(), name=f"retire:{old.name}/{old.version}")

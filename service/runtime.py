@@ -1,7 +1,10 @@
 """One onnxruntime session per loaded model version, on the best provider that actually works.
 
-onnxruntime falls back to CPU silently when CUDA cannot be initialised (no GPU, missing CUDA libraries), so the
-provider in use is read back with `session.get_providers()` and reported, never assumed from the request.
+onnxruntime falls back to CPU when CUDA cannot be initialised (no GPU, missing CUDA libraries), printing a red
+error to stderr on every session it creates. So each accelerator provider is probed once per process
+(`provider_works`: a session on a one-node graph, onnxruntime's own logging silenced), the outcome is logged once as
+one JSON line, and sessions are then created with only the providers that work. The provider in use is still read
+back with `session.get_providers()` and reported, never assumed from the request.
 
 Image graphs take one float32 input [N, C, H, W]; text graphs take `input_ids` and `attention_mask`, int64
 [N, length], which `run` makes by padding the batch's token ids to its longest text (`TokenBatch.padded`).
@@ -9,6 +12,9 @@ Image graphs take one float32 input [N, C, H, W]; text graphs take `input_ids` a
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import functools
 import logging
 from pathlib import Path
 
@@ -22,6 +28,55 @@ from service.cpus import cpu_budget, onnxruntime_threads
 
 logger = logging.getLogger(__name__)
 
+PROBE_GRAPH = base64.b64decode(
+    "CAcSADo7ChAKAXgSAXkiCElkZW50aXR5EgVwcm9iZVoPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEA0="
+)
+"""A 71-byte ONNX graph, y = Identity(x) on float [1] (opset 13, IR 7): enough for a provider to initialise."""
+QUIET = 4  # onnxruntime log severity: fatal only
+ERRORS_ONLY = 3
+
+
+@functools.cache
+def provider_works(provider: str) -> bool:
+    """Whether onnxruntime can run a session on `provider` in this process (CPU always can). Probed once per
+    process per provider: whether CUDA libraries and a device are there does not change while the process runs.
+    The probe silences onnxruntime's default logger (which prints the CUDA load failure) and leaves it at
+    errors-only, the level every session of the service uses; the outcome is one `provider probed` log line."""
+    if provider == "CPUExecutionProvider":
+        return True
+    options = ort.SessionOptions()
+    options.log_severity_level = QUIET
+    ort.set_default_logger_severity(QUIET)
+    try:
+        session = ort.InferenceSession(PROBE_GRAPH, sess_options=options, providers=[provider, "CPUExecutionProvider"])
+        works, reason = session.get_providers()[0] == provider, "onnxruntime fell back to CPUExecutionProvider"
+    except Exception as e:  # onnxruntime raises its own exception types when a provider cannot start
+        works, reason = False, f"{type(e).__name__}: {e}"
+    finally:
+        ort.set_default_logger_severity(ERRORS_ONLY)
+    if works:
+        logger.info("provider probed", extra={"provider": provider, "usable": True})
+    else:
+        logger.info(
+            "provider probed",
+            extra={"provider": provider, "usable": False, "reason": _library_error(provider) or reason},
+        )
+    return works
+
+
+def _library_error(provider: str) -> str | None:
+    """Why the provider's shared library does not load (e.g. a missing libcublasLt), the line onnxruntime would
+    have printed; None if it loads or the build has no such library."""
+    stem = provider.removesuffix("ExecutionProvider").lower()
+    library = Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{stem}.so"
+    if not library.is_file():
+        return None
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as e:
+        return str(e)
+    return None
+
 
 class Runtime:
     """A verified ONNX graph ready to run: `run(inputs) -> {output name: array}` for images or token ids."""
@@ -30,12 +85,13 @@ class Runtime:
         self, model_path: Path, card: Card, providers: list[str], intra_op_threads: int, inter_op_threads: int
     ) -> None:
         available = ort.get_available_providers()
-        usable = [p for p in providers if p in available]
+        built = [p for p in providers if p in available]
         skipped = [p for p in providers if p not in available]
         if skipped:
             logger.info("providers not in this onnxruntime build: %s", skipped, extra={"model": card.name})
+        usable = [p for p in built if provider_works(p)]
         if not usable:
-            raise ArtifactError(f"none of the configured providers {providers} is available (have {available})")
+            raise ArtifactError(f"none of the configured providers {providers} is usable (have {available})")
         options = ort.SessionOptions()
         # 0 = sized from the CPUs this process may use (service/cpus.py), not onnxruntime's one per host core.
         intra, inter = onnxruntime_threads(intra_op_threads, inter_op_threads, cpu_budget())

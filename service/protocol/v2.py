@@ -19,62 +19,41 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from service.batching import ModelInputs
 from service.card import Card, ImageInputSpec, TextInputSpec
 from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
 from service.codecs.text import IndexedCodecError
-from service.errors import BadRequestError, InvalidInputError, ServiceError
+from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
 from service.inference import Decoder, GateResult
-from service.protocol.body import parse_json
-from service.registry import ModelVersion
-from service.schemas.v2 import InferenceRequest, InferenceResponse, ModelMetadata, ResponseOutput, TensorMetadata
+from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
+from service.schemas.v2 import InferenceRequest, InferenceResponse, ResponseOutput
 from service.settings import Settings
 
-PLATFORM = "onnxruntime_onnx"
-OUTPUT_DATATYPES = {
-    "label_index": "INT64",
-    "confidence": "FP32",
-    "anomaly_score": "FP32",
-    "kl_uniform": "FP32",
-    "reject": "BOOL",
-    "probs": "FP32",
-}
 BINARY_HEADER = "inference-header-content-length"
-TEXT_INPUT = "text"
-"""The V2 input of a text model (the graph's own inputs are the token ids and mask the service makes)."""
-
-
-def _input_metadata(card: Card) -> TensorMetadata:
-    if isinstance(card.input, TextInputSpec):
-        return TensorMetadata(
-            name=TEXT_INPUT,
-            datatype="BYTES",
-            shape=[-1],
-            parameters={
-                "content_type": "str",
-                "description": "UTF-8 texts, one per instance; longer than max_length tokens is truncated",
-                "max_length": card.input.max_length,
-                "truncation": card.input.truncation,
-            },
-        )
-    c, h, w = card.input.shape
-    return TensorMetadata(name=card.input.name, datatype="FP32", shape=[-1, c, h, w])
-
-
-def model_metadata(model: ModelVersion) -> ModelMetadata:
-    return ModelMetadata(
-        name=model.name,
-        versions=[model.version],
-        platform=PLATFORM,
-        inputs=[_input_metadata(model.card)],
-        outputs=[
-            TensorMetadata(
-                name=name, datatype=datatype, shape=[-1, model.card.num_classes] if name == "probs" else [-1]
-            )
-            for name, datatype in OUTPUT_DATATYPES.items()
-        ],
-    )
+REQUEST_PARAMETERS = {
+    "threshold": "the reject threshold for this request (403 unless the server allows overrides)",
+    "binary_data_output": "accepted; outputs are always JSON, which tritonclient reads as well",
+}
+INPUT_PARAMETERS = {"binary_data_size": "the binary tensor data extension"}
+OUTPUT_PARAMETERS = {
+    "classification": "top-k labels of probs as BYTES 'score:index:label'",
+    "binary_data": "accepted; outputs are always JSON, which tritonclient reads as well",
+}
+UNSUPPORTED_PARAMETERS = {
+    "sequence_id": "sequence batching (the gate is stateless)",
+    "sequence_start": "sequence batching (the gate is stateless)",
+    "sequence_end": "sequence batching (the gate is stateless)",
+    "priority": "request priorities (one queue per model)",
+    "timeout": "request timeouts",
+    "headers": "forwarded headers",
+    "shared_memory_region": "the shared memory extensions",
+    "shared_memory_byte_size": "the shared memory extensions",
+    "shared_memory_offset": "the shared memory extensions",
+}
+"""Parameters Triton clients send for features this server does not have: each is a 400 naming the parameter
+and the feature, never silently ignored (tritonclient sends `sequence_*`, `priority` and `timeout` when set)."""
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[bytes | None]]:
@@ -105,20 +84,24 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
 
 
 def _parse_json_part(body: bytes) -> InferenceRequest:
-    """The JSON request; a body that is not UTF-8, or holds a string that is not (a lone surrogate escape such as
-    \\ud800, which the JSON parser refuses), is a 400 rather than the 422 of other invalid JSON."""
+    """The JSON request. A body that is not JSON, not UTF-8, or holds a string that is not (a lone surrogate escape
+    such as \\ud800, which the JSON parser refuses) is a 400, as Triton answers; valid JSON that is not a valid
+    request (a missing field, a wrong type) is a 422 naming the fields, as on the native API."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRequestError(f"request body is not valid UTF-8 ({e.reason} at byte {e.start})") from e
     try:
-        return parse_json(InferenceRequest, body)
-    except InvalidInputError:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as e:
         if _has_unencodable_string(text):
             raise BadRequestError(
                 "request body holds a string that is not valid UTF-8 (a lone surrogate escape)"
             ) from None
-        raise
+        message = format_validation_errors(e.errors(), ())
+        if any(error["type"] == "json_invalid" for error in e.errors()):
+            raise BadRequestError(message) from None  # not JSON at all: 400, as Triton answers
+        raise InvalidInputError(message) from e
 
 
 def _has_unencodable_string(text: str) -> bool:
@@ -162,6 +145,46 @@ def threshold_parameter(request: InferenceRequest) -> float | None:
         shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
         raise InvalidInputError(f"parameters.threshold must be a number in [0, 1], got {shown}")
     return float(value)
+
+
+def check_parameters(request: InferenceRequest) -> None:
+    """A 400 naming any request, input or output parameter this server does not implement (never ignored)."""
+    _check_parameters("parameters", request.parameters, REQUEST_PARAMETERS)
+    for tensor in request.inputs:
+        _check_parameters(f"input '{tensor.name}' parameters", tensor.parameters, INPUT_PARAMETERS)
+    for output in request.outputs or []:
+        _check_parameters(f"output '{output.name}' parameters", output.parameters, OUTPUT_PARAMETERS)
+
+
+def _check_parameters(where: str, parameters: dict[str, Any] | None, known: dict[str, str]) -> None:
+    for key in parameters or {}:
+        if key in known:
+            continue
+        feature = UNSUPPORTED_PARAMETERS.get(key)
+        if feature is not None:
+            raise BadRequestError(f"{where}: '{key}' is not supported: this server does not implement {feature}")
+        shown = key if len(key) <= 40 else f"{key[:40]}..."
+        raise BadRequestError(f"{where}: unknown parameter '{shown}' (this server takes {', '.join(known)})")
+
+
+def classification_counts(request: InferenceRequest) -> dict[str, int]:
+    """Output name -> k for outputs asking for Triton's `classification` (top-k of `probs`); 0 means none, as in
+    Triton; anything but a non-negative integer, or classification of another output, is a 400."""
+    counts: dict[str, int] = {}
+    for output in request.outputs or []:
+        value = (output.parameters or {}).get("classification")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+            raise BadRequestError(f"output '{output.name}': classification must be a non-negative integer, got {shown}")
+        if output.name != "probs":
+            raise BadRequestError(
+                f"output '{output.name}': classification applies to the class probabilities, output 'probs', only"
+            )
+        if value > 0:
+            counts[output.name] = value
+    return counts
 
 
 def make_decoder(request: InferenceRequest, binaries: list[bytes | None], settings: Settings) -> Decoder:
@@ -317,7 +340,9 @@ def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:
     return elements
 
 
-def infer_response(result: GateResult, request: InferenceRequest, outputs: list[str]) -> InferenceResponse:
+def infer_response(
+    result: GateResult, request: InferenceRequest, outputs: list[str], classifications: dict[str, int] | None = None
+) -> InferenceResponse:
     n = int(result.label_index.shape[0])
     values: dict[str, np.ndarray] = {
         "label_index": result.label_index,
@@ -327,18 +352,34 @@ def infer_response(result: GateResult, request: InferenceRequest, outputs: list[
         "reject": result.reject,
         "probs": result.probs,
     }
+    classifications = classifications or {}
+
+    def output(name: str) -> ResponseOutput:
+        if name in classifications:
+            top = top_k_classes(result.probs, result.labels, classifications[name])
+            k = len(top[0]) if top else 0
+            return ResponseOutput(name=name, shape=[n, k], datatype="BYTES", data=[item for row in top for item in row])
+        return ResponseOutput(
+            name=name,
+            shape=[n, result.probs.shape[1]] if name == "probs" else [n],
+            datatype=OUTPUT_DATATYPES[name],
+            data=values[name].ravel().tolist(),
+        )
+
     return InferenceResponse(
         model_name=result.model,
         model_version=result.version,
         id=request.id,
         parameters={"threshold": result.threshold},
-        outputs=[
-            ResponseOutput(
-                name=name,
-                shape=[n, result.probs.shape[1]] if name == "probs" else [n],
-                datatype=OUTPUT_DATATYPES[name],
-                data=values[name].ravel().tolist(),
-            )
-            for name in outputs
-        ],
+        outputs=[output(name) for name in outputs],
     )
+
+
+def top_k_classes(probs: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
+    """Triton's classification output: per instance, the `k` most probable classes (at most all of them), most
+    probable first (ties: lower index first), each `"score:index:label"` with the score as C's `%f` prints it."""
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [
+        [f"{row[i]:f}:{i}:{labels[i]}" for i in indices.tolist()] for row, indices in zip(probs, order, strict=True)
+    ]

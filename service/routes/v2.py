@@ -1,4 +1,5 @@
-"""Open Inference Protocol (KServe V2) REST endpoints: server and model metadata, model readiness, inference."""
+"""Open Inference Protocol (KServe V2) REST endpoints: server and model metadata, model readiness, inference, and
+Triton's model configuration and statistics extensions."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from service.deps import PredictorDep, RegistryDep, SettingsDep, require_inferen
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.v2 import (
     BINARY_HEADER,
+    check_parameters,
+    classification_counts,
     infer_response,
     make_decoder,
-    model_metadata,
     parse_infer_request,
     requested_outputs,
     threshold_parameter,
 )
+from service.protocol.v2_metadata import SERVER_EXTENSIONS, model_config, model_metadata, model_statistics
 from service.schemas.native import ErrorBody
 from service.schemas.v2 import InferenceResponse, ModelMetadata, ModelReadiness, ServerMetadata
 
@@ -31,12 +34,21 @@ INFER_DOC: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 413, 415, 422, 503)
+}
 
 
 @public.get("/v2", response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="oegate", version=__version__, extensions=[])
+    return ServerMetadata(name="oegate", version=__version__, extensions=SERVER_EXTENSIONS)
+
+
+@router.get("/v2/models/stats", responses=ERRORS)
+async def get_all_statistics(registry: RegistryDep) -> dict[str, Any]:
+    """Triton's statistics of every served version, since it was loaded (declared before
+    `/v2/models/{name}`, which would otherwise take `stats` for a model name)."""
+    return model_statistics([registry.models[name] for name in sorted(registry.models)])
 
 
 @router.get("/v2/models/{name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=ERRORS)
@@ -52,6 +64,30 @@ async def get_model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
 )
 async def get_model_version_metadata(name: str, version: str, registry: RegistryDep) -> ModelMetadata:
     return model_metadata(registry.get(name, version))
+
+
+@router.get("/v2/models/{name}/config", responses=ERRORS)
+async def get_model_config(name: str, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+    """Triton's model configuration of the served version, derived from its card and the settings."""
+    return model_config(registry.get(name), settings)
+
+
+@router.get("/v2/models/{name}/versions/{version}/config", responses=ERRORS)
+async def get_model_version_config(
+    name: str, version: str, registry: RegistryDep, settings: SettingsDep
+) -> dict[str, Any]:
+    return model_config(registry.get(name, version), settings)
+
+
+@router.get("/v2/models/{name}/stats", responses=ERRORS)
+async def get_model_statistics(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """Triton's statistics of the served version: requests, queue and compute times, batch sizes (in memory)."""
+    return model_statistics([registry.get(name)])
+
+
+@router.get("/v2/models/{name}/versions/{version}/stats", responses=ERRORS)
+async def get_model_version_statistics(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
+    return model_statistics([registry.get(name, version)])
 
 
 @router.get("/v2/models/{name}/ready", response_model=ModelReadiness, responses=ERRORS)
@@ -101,9 +137,11 @@ async def _infer(
     name: str, version: str | None, request: Request, predictor: PredictorDep, settings: SettingsDep
 ) -> InferenceResponse:
     parsed, binaries = parse_infer_request(await request.body(), request.headers.get(BINARY_HEADER))
+    check_parameters(parsed)
     outputs = requested_outputs(parsed)
+    classifications = classification_counts(parsed)
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
     result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
-    return infer_response(result, parsed, outputs)
+    return infer_response(result, parsed, outputs, classifications)

@@ -35,6 +35,7 @@ class Recorder:
         self.sizes: list[int] = []
         self.depths: list[int] = []
         self.seconds: list[float] = []
+        self.queue_waits: list[float] = []
 
 
 def make_batcher(
@@ -57,6 +58,7 @@ def make_batcher(
         retry_after_s=int(options["retry_after_s"]),
         on_batch=on_batch,
         on_depth=seen.depths.append,
+        on_queue_wait=seen.queue_waits.append,
     )
     batcher.start()
     return batcher
@@ -450,4 +452,26 @@ async def test_a_short_delay_waits_for_company_until_the_deadline_then_runs_alon
             break
         await anyio.to_thread.run_sync(lambda: None)
     assert seen.sizes == [2, 1]
+    await batcher.close()
+
+
+async def test_each_job_reports_its_wait_from_submit_to_the_start_of_its_run() -> None:
+    """A job queued behind a held run waits at least as long as the run was held; the first job hardly waits;
+    a request split into chunks reports one wait per chunk."""
+    seen = Recorder()
+    gate = Gate(block_first_only=True)
+    batcher = make_batcher(run=gate, recorder=seen, max_batch_size=4)
+    first = asyncio.ensure_future(batcher.submit(rows(1)))
+    await gate.wait_started()
+    second = asyncio.ensure_future(batcher.submit(rows(2)))
+    third = asyncio.ensure_future(batcher.submit(rows(3, 4, 5, 6, 7)))  # 5 rows: chunks of 4 and 1
+    await settle()
+    held = 0.05
+    await asyncio.sleep(held)
+    gate.release.set()
+    await asyncio.wait_for(asyncio.gather(first, second, third), HANG)
+    assert seen.sizes == [1, 1, 4, 1]  # rows(2) runs alone: the third request's 4-row chunk does not fit with it
+    assert len(seen.queue_waits) == 4  # one per job: the first request, the second, two chunks of the third
+    assert seen.queue_waits[0] < held
+    assert all(wait >= held for wait in seen.queue_waits[1:])
     await batcher.close()

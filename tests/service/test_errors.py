@@ -413,5 +413,5 @@ async def test_server_side_failures_are_500_in_the_same_shape(serve, monkeypatch
         {"error": "model tiny/1: inference failed: CUDA error: an illegal memory access"},
     )
     assert (crashed.status_code, crashed.json()) == (500, {"error": "internal server error"})
-    assert 'oegate_request_errors_total{reason="inference_failed"} 1.0' in metrics
-    assert 'oegate_request_errors_total{reason="internal"} 1.0' in metrics
+    assert 'oegate_request_errors_total{model="tiny",reason="inference_failed"} 1.0' in metrics
+    assert 'oegate_request_errors_total{model="tiny",reason="internal"} 1.0' in metrics

@@ -71,21 +71,38 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
     assert value(metrics, "oegate_inference_batch_size_sum", model="lenient") == 6.0
     assert value(metrics, "oegate_inference_batch_size_sum", model="strict") == 3.0
     assert value(metrics, "oegate_queue_depth", model="lenient") == 0.0
-    errors = {reason: value(metrics, "oegate_request_errors_total", reason=reason) for reason in
-              ("not_found", "invalid_input", "payload_too_large", "model_not_ready", "overloaded")}  # fmt: skip
+    # The model label names a loaded model, else "none": unknown (nope), unloadable (broken), or no model at all.
+    errors = {(reason, model): value(metrics, "oegate_request_errors_total", reason=reason, model=model)
+              for reason in ("not_found", "invalid_input", "payload_too_large", "model_not_ready", "overloaded")
+              for model in ("none", "lenient")}  # fmt: skip
     assert errors == {
-        "not_found": 1.0,
-        "invalid_input": 1.0,
-        "payload_too_large": 1.0,
-        "model_not_ready": 1.0,
-        "overloaded": None,
+        ("not_found", "none"): 1.0,
+        ("not_found", "lenient"): None,
+        ("invalid_input", "none"): None,
+        ("invalid_input", "lenient"): 1.0,
+        ("payload_too_large", "none"): 1.0,  # refused from Content-Length, before routing
+        ("payload_too_large", "lenient"): None,
+        ("model_not_ready", "none"): 1.0,
+        ("model_not_ready", "lenient"): None,
+        ("overloaded", "none"): None,
+        ("overloaded", "lenient"): None,
     }
+    request_series = [labels for name, labels in metrics if name.startswith(("oegate_request_", "oegate_queue_wait"))]
+    assert {dict(labels)["model"] for labels in request_series} == {"none", "lenient", "strict"}
     duration = "oegate_request_duration_seconds_count"
-    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="2xx") == 3.0
-    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="4xx") == 2.0
-    assert value(metrics, duration, route="/v1/models/{name}/predict", status_class="5xx") == 1.0
-    assert value(metrics, duration, route="/v2/models/{name}/infer", status_class="2xx") == 1.0
-    assert value(metrics, duration, route="unmatched", status_class="4xx") == 1.0  # 413 before routing
+    predict = "/v1/models/{name}/predict"
+    assert value(metrics, duration, route=predict, status_class="2xx", model="lenient") == 2.0
+    assert value(metrics, duration, route=predict, status_class="2xx", model="strict") == 1.0
+    assert value(metrics, duration, route=predict, status_class="4xx", model="lenient") == 1.0
+    assert value(metrics, duration, route=predict, status_class="4xx", model="none") == 1.0
+    assert value(metrics, duration, route=predict, status_class="5xx", model="none") == 1.0
+    assert value(metrics, duration, route="/v2/models/{name}/infer", status_class="2xx", model="strict") == 1.0
+    assert value(metrics, duration, route="unmatched", status_class="4xx", model="none") == 1.0  # 413 before routing
+    # One queue wait per request that reached a batcher (each fits one batch here); none for the refused ones.
+    assert value(metrics, "oegate_queue_wait_seconds_count", model="lenient", version="1") == 2.0
+    assert value(metrics, "oegate_queue_wait_seconds_count", model="strict", version="1") == 2.0
+    assert value(metrics, "oegate_queue_wait_seconds_bucket", model="strict", version="1", le="+Inf") == 2.0
+    assert 0 < value(metrics, "oegate_queue_wait_seconds_sum", model="strict", version="1") < 1.0
     provider = "CPUExecutionProvider"
     assert value(metrics, "oegate_model_info", model="lenient", version="1", provider=provider) == 1.0
     assert value(metrics, "oegate_model_info", model="strict", version="1", provider=provider) == 1.0
@@ -99,6 +116,7 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
         "oegate_inference_batch_size_bucket",
         "oegate_inference_duration_seconds_bucket",
         "oegate_queue_depth",
+        "oegate_queue_wait_seconds_bucket",
         "oegate_request_errors_total",
         "oegate_model_info",
         "oegate_model_load_failures_total",

@@ -235,7 +235,9 @@ async def test_v2_metadata_of_a_text_model(serve, text_model_dir: Path) -> None:
             ],
         }
     )
-    assert image.json()["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    (image_input,) = image.json()["inputs"]
+    assert (image_input["name"], image_input["datatype"], image_input["shape"]) == ("input", "FP32", [-1, 1, 28, 28])
+    assert image_input["parameters"]["datatypes"] == ["FP32", "BYTES"]  # and BYTES [N] of encoded images
 
 
 def text_tensor(texts: list[str], shape: list[int] | None = None) -> dict[str, Any]:

@@ -31,7 +31,11 @@ async def test_server_and_model_metadata(serve) -> None:
         pinned = await client.get("/v2/models/tiny/versions/1")
         ready = await client.get("/v2/models/tiny/ready")
         pinned_ready = await client.get("/v2/models/tiny/versions/1/ready")
-    assert server.json() == {"name": "oegate", "version": "0.1.0", "extensions": []}
+    assert server.json() == {
+        "name": "oegate",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data", "classification", "model_configuration", "statistics"],
+    }
     assert (
         model.json()
         == pinned.json()
@@ -39,7 +43,20 @@ async def test_server_and_model_metadata(serve) -> None:
             "name": "tiny",
             "versions": ["1"],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [-1, 1, 28, 28],
+                    "parameters": {  # the same input takes encoded images too (one datatype per input in metadata)
+                        "datatypes": ["FP32", "BYTES"],
+                        "bytes_shape": [-1],
+                        "description": "FP32 [N, 1, 28, 28] in [0, 1], or BYTES [N] (or [N, 1]) of PNG/JPEG images "
+                        "(base64 strings in JSON, raw bytes with the binary tensor extension), resized to the "
+                        "model's size",
+                    },
+                }
+            ],
             "outputs": [
                 {"name": "label_index", "datatype": "INT64", "shape": [-1]},
                 {"name": "confidence", "datatype": "FP32", "shape": [-1]},
