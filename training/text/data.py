@@ -37,9 +37,9 @@ MAX_SENTENCE_WORDS = 60
 _ABBREVIATION_LIST = """mr mrs ms dr prof st jr sr vs etc e.g i.e fig gen gov sen rep lt col capt sgt u.s u.k inc ltd co
 corp jan feb mar apr jun jul aug sep sept oct nov dec approx ca cf al"""
 ABBREVIATIONS = frozenset(_ABBREVIATION_LIST.split())
-# A candidate sentence end: terminal punctuation, optional closing quotes/brackets, whitespace, then a capital,
-# digit or opening quote.
-_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+# A candidate sentence end: terminal punctuation, optional closing quotes/brackets, whitespace, then a capital (Latin
+# or Cyrillic), digit or opening quote.
+_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-ÞЁА-Я])")
 _WHITESPACE = re.compile(r"\s+")
 
 

@@ -87,7 +87,9 @@ def prepare_text(
 
 def load_corpus(ctx: TextContext) -> tuple[str, ...]:
     d = ctx.cfg.data
-    corpus = load_text_oe_corpus(d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit)
+    corpus = load_text_oe_corpus(
+        d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=d.oe_corpus_exclude
+    )
     log.info("OE corpus %s: %d sentences", d.oe_corpus, len(corpus))
     return corpus
 
@@ -182,6 +184,7 @@ def publish_text(ctx: TextContext, net: nn.Module, *, name: str, stage: Stage, c
             "test_samples": len(data.test),
             "oe_corpus": cfg.data.oe_corpus if stage == "oe" else None,
             "oe_corpus_samples": corpus_size if stage == "oe" else None,
+            "oe_corpus_excluded_groups": list(cfg.data.oe_corpus_exclude) if stage == "oe" else None,
         },
         "net": cfg.net.model_dump(mode="json"),
         "baseline": cfg.baseline.model_dump(mode="json"),
