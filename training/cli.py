@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("list", help="list the registered data set names")
     p.set_defaults(func=_cmd_list_data)
 
+    p = sub.add_parser("validate", help="score text artifacts on validation anomaly sets (never test data)")
+    from training.evaluation.validate import add_validate_arguments, run_validate
+
+    add_validate_arguments(p)
+    p.set_defaults(func=run_validate)
+
     try:
         from training.evaluation.command import add_evaluate_arguments, run_evaluate
     except ImportError:  # evaluation extras missing

@@ -189,13 +189,17 @@ def _val_chars(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...
 
 
 def _val_oe_heldout(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
-    return _drawn(oe_heldout_sentences(), size, zlib.crc32(b"val-oe-heldout") ^ seed, "anomaly set 'val-oe-heldout'")
+    sentences = oe_heldout_sentences()
+    return _drawn(
+        sentences, min(size, len(sentences)), zlib.crc32(b"val-oe-heldout") ^ seed, "anomaly set 'val-oe-heldout'"
+    )
 
 
 def _val_oe_group(group: str) -> Callable[[TextInDistribution, int, int], tuple[str, ...]]:
     def held_out(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
         name = f"val-oe-heldout-{group}"
-        return _drawn(oe_heldout_sentences((group,)), size, zlib.crc32(name.encode()) ^ seed, f"anomaly set '{name}'")
+        sentences = oe_heldout_sentences((group,))  # up to `size`: some groups hold only a few hundred
+        return _drawn(sentences, min(size, len(sentences)), zlib.crc32(name.encode()) ^ seed, f"anomaly set '{name}'")
 
     return held_out
 
