@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import datetime as dt
 import functools
 import html
 import importlib
@@ -97,6 +98,7 @@ OE_GROUPS = (
 )  # fmt: skip
 FAKER_LOREM_PER_LOCALE = 400
 FAKER_RECORDS = 8000
+_EPOCH, _END = dt.datetime(1990, 1, 1), dt.datetime(2025, 1, 1)  # fixed: Faker's default range ends "now"
 FAKER_RECORD_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "ja_JP", "zh_CN", "ru_RU", "ar_AA")
 OE_RECIPES = {"default": OE_GROUPS, "english": ("wikipedia-en", "news-en")}
 OE_GROUP_CAP = 20_000
@@ -293,9 +295,7 @@ def faker_lorem_sentences() -> list[str]:
     """`FAKER_LOREM_PER_LOCALE` random sentences of 6 to 20 words from each of Faker's lorem word lists."""
     from faker.providers import lorem
 
-    locales = sorted(
-        p.name for p in Path(lorem.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_")
-    )
+    locales = sorted(p.name for p in Path(lorem.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_"))
     sentences: list[str] = []
     for locale in locales:
         fake = _faker(locale)
@@ -311,7 +311,7 @@ def faker_records() -> list[str]:
         lambda f: f.address(), lambda f: f"{f.name()} <{f.email()}>", lambda f: f.url() + f.uri_path(),
         lambda f: f"{f.company()}: {f.catch_phrase()}", lambda f: f"{f.job()}, {f.city()}", lambda f: f.user_agent(),
         lambda f: f.file_path(depth=3), lambda f: f"{f.phone_number()} {f.street_address()}",
-        lambda f: f.credit_card_full(), lambda f: f"{f.date_time()} {f.ipv4()} {f.uri()}",
+        lambda f: f.credit_card_full(), lambda f: f"{f.date_time_between(_EPOCH, _END)} {f.ipv4()} {f.uri()}",
     )  # fmt: skip
     fakers = [_faker(locale) for locale in FAKER_RECORD_LOCALES]
     records = []

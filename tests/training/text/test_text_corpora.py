@@ -86,21 +86,64 @@ def test_strip_wikitext() -> None:
 
 def test_default_oe_corpus_is_clean_and_leaves_test_sets_out() -> None:
     sources = corpora.default_oe_sources()
-    assert len(sources["wikipedia"]) > 10_000 and len(sources["news"]) > 50_000
+    assert tuple(sources) == corpora.OE_GROUPS
+    sizes = {group: len(sentences) for group, sentences in sources.items()}
+    assert min(sizes[g] for g in corpora.OE_GROUPS if g != "wikipedia-bg") > 5_000 and sizes["wikipedia-bg"] > 20
+    assert max(sizes.values()) <= corpora.OE_GROUP_CAP == sizes["news-en"]  # news is capped
     corpus = load_text_oe_corpus("default")
     heldout = corpora.oe_heldout_sentences()
-    assert len(corpus) + len(heldout) == sum(len(s) for s in sources.values())
+    assert len(corpus) + len(heldout) == sum(sizes.values())
     assert not set(corpus) & set(heldout)
+    generated = set(sources["faker-lorem"]) | set(sources["faker-records"])
     for sentence in corpus:
+        if sentence in generated:
+            continue  # generated groups: no markup to strip, lengths not in words (scripts without spaces)
         assert "{{" not in sentence and "[[" not in sentence and "<ref" not in sentence and "|" not in sentence
         assert 4 <= len(sentence.split()) <= 60
     assert len({s.casefold() for s in corpus}) == len(corpus)
     assert not set(corpus) & set(healthtweets_texts())
     tweet_sentences = {s for t in healthtweets_texts() for s in corpora.split_sentences(t)}
     assert len(set(corpus) & tweet_sentences) < 10  # stock phrases only; no tweet was read
+    assert not set(corpus) & set(anomalies.debates_texts())
+    assert not set(corpus) & {t for texts in anomalies.non_english_texts().values() for t in texts}
     subset = load_text_oe_corpus("default", seed=1, limit=50)
     assert len(subset) == 50 and set(subset) <= set(corpus)
     assert subset == load_text_oe_corpus("default", seed=1, limit=50)
+
+
+def test_parliament_punctuation_is_rejoined_and_scripts_are_many() -> None:
+    sources = corpora.default_oe_sources()
+    assert not any(" ." in s or " ," in s for s in sources["parliament-de"])
+    lorem = sources["faker-lorem"]
+    assert any("\u4e00" <= c <= "\u9fff" for c in "".join(lorem[:20000]))  # Chinese
+    assert any("\u0600" <= c <= "\u06ff" for c in "".join(lorem))  # Arabic script
+    assert any("\u0400" <= c <= "\u04ff" for c in "".join(lorem))  # Cyrillic
+    assert any("@" in r for r in sources["faker-records"]) and any("://" in r for r in sources["faker-records"])
+    assert corpora.faker_records() == corpora.faker_records()  # fixed seeds: the same strings every time
+
+
+def test_recipes_and_excluded_groups() -> None:
+    sources = corpora.default_oe_sources()
+    english = load_text_oe_corpus("english")
+    expected = [s for g in ("wikipedia-en", "news-en") for s in sources[g] if not corpora.is_oe_heldout(s)]
+    assert list(english) == expected
+    without = load_text_oe_corpus("default", exclude=["parliament-de", "faker-lorem"])
+    assert not set(without) & (set(sources["parliament-de"]) | set(sources["faker-lorem"]))
+    assert len(without) == len(load_text_oe_corpus("default")) - sum(
+        1 for g in ("parliament-de", "faker-lorem") for s in sources[g] if not corpora.is_oe_heldout(s)
+    )
+    with pytest.raises(DataError, match="unknown OE corpus groups \\['klingon'\\]"):
+        load_text_oe_corpus("default", exclude=["klingon"])
+
+
+def test_held_out_group_sets_draw_only_that_groups_held_out_slice() -> None:
+    data = corpora.load_chatterbot(seed=0)
+    sources = corpora.default_oe_sources()
+    slice_de = {s for s in sources["parliament-de"] if corpora.is_oe_heldout(s)}
+    drawn = anomalies.load_text_validation_anomalies("val-oe-heldout-parliament-de", data, size=100, seed=0)
+    assert len(drawn) == 100 and set(drawn) <= slice_de
+    everything = anomalies.load_text_validation_anomalies("val-oe-heldout-wikipedia-bg", data, size=10_000, seed=0)
+    assert set(everything) == {s for s in sources["wikipedia-bg"] if corpora.is_oe_heldout(s)}  # up to the size
 
 
 @pytest.mark.parametrize("name", [n for n in TEXT_ANOMALY_SET_NAMES if n != "fortunes"])
@@ -138,7 +181,7 @@ def test_near_ood_is_the_held_out_categories() -> None:
 def test_validation_sets(chatterbot: TextInDistribution) -> None:
     vocabulary = {word.lower() for text in chatterbot.train.texts for word in text.split()}
     val_words = {word for text in chatterbot.val.texts for word in text.split()}
-    for name in TEXT_VALIDATION_SETS:
+    for name in [n for n in TEXT_VALIDATION_SETS if n != "val-oe-heldout-wikipedia-bg"]:  # 3 held-out sentences
         texts = load_text_validation_anomalies(name, chatterbot.sealed(), size=40, seed=2)
         assert len(texts) == 40 and all(texts)
         assert texts == load_text_validation_anomalies(name, chatterbot, size=40, seed=2)

@@ -226,3 +226,32 @@ def test_single_stage_commands_refuse_a_text_config_naming_pipeline(
     err = capsys.readouterr().err
     assert f'{config} is a text config (task = "text"): run it with `python -m training pipeline --config' in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_validate_scores_published_artifacts_on_validation_sets_only(text_run: tuple[Path, list[str]]) -> None:
+    directory, _ = text_run
+    models = directory / "models"
+    argv = [
+        "validate",
+        "--artifact",
+        str(models / "topics-baseline" / "1"),
+        "--artifact",
+        str(models / "topics-oe" / "1"),
+    ]
+    out = io.StringIO()
+    with forbidden_test_sets(), contextlib.redirect_stdout(out):
+        assert main([*argv, "--sets", "val-chars", "val-oe-heldout-parliament-es", "--samples", "40"]) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "| artifact | val accuracy | val-chars AUROC / FPR95 / accepted | "
+        "val-oe-heldout-parliament-es AUROC / FPR95 / accepted |"
+    )
+    assert len(lines) == 4 and lines[2].startswith("| topics-baseline/1 (") and lines[3].startswith("| topics-oe/1 (")
+    # The card's own figure for val-chars (same seed, same 40 texts) is what validate recomputes.
+    card = load_artifact(models / "topics-oe" / "1").card
+    accuracy = 100 * card.evaluation["val_accuracy"]
+    chars = card.evaluation["val_anomalies"]["val-chars"]
+    cells = lines[3].split(" | ")
+    assert cells[1] == f"{accuracy:.2f}"
+    assert cells[2] == " / ".join(f"{100 * chars[k]:.2f}" for k in ("auroc", "fpr95", "accepted_fraction"))
