@@ -27,6 +27,7 @@ from service.codecs import CodecError, TextEncoder, check_values, decode_base64,
 from service.codecs.text import IndexedCodecError
 from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
 from service.inference import Decoder, GateResult
+from service.limits import pixel_budget
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
 from service.schemas.v2 import InferenceRequest, InferenceResponse, ResponseOutput
 from service.settings import Settings
@@ -274,10 +275,11 @@ def _decode_bytes(
     if len(images) != shape[0]:
         raise InvalidInputError(f"input '{name}': shape {shape} needs {shape[0]} elements, data has {len(images)}")
     arrays = []
+    budget = pixel_budget(spec, settings)
     for index, item in enumerate(images):
         try:
             encoded = decode_base64(item) if isinstance(item, str) else item
-            arrays.append(decode_image(encoded, spec, settings.max_image_pixels))
+            arrays.append(decode_image(encoded, spec, budget))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
     return np.stack(arrays)
