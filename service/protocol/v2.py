@@ -29,19 +29,17 @@ from service.errors import BadRequestError, InvalidInputError, ServiceError, for
 from service.inference import Decoder, GateResult
 from service.limits import pixel_budget
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
-from service.schemas.v2 import InferenceRequest, InferenceResponse, ResponseOutput
+from service.schemas.v2 import (
+    INPUT_PARAMETERS,
+    OUTPUT_PARAMETERS,
+    REQUEST_PARAMETERS,
+    InferenceRequest,
+    InferenceResponse,
+    ResponseOutput,
+)
 from service.settings import Settings
 
 BINARY_HEADER = "inference-header-content-length"
-REQUEST_PARAMETERS = {
-    "threshold": "the reject threshold for this request (403 unless the server allows overrides)",
-    "binary_data_output": "accepted; outputs are always JSON, which tritonclient reads as well",
-}
-INPUT_PARAMETERS = {"binary_data_size": "the binary tensor data extension"}
-OUTPUT_PARAMETERS = {
-    "classification": "top-k labels of probs as BYTES 'score:index:label'",
-    "binary_data": "accepted; outputs are always JSON, which tritonclient reads as well",
-}
 UNSUPPORTED_PARAMETERS = {
     "sequence_id": "sequence batching (the gate is stateless)",
     "sequence_start": "sequence batching (the gate is stateless)",

@@ -23,11 +23,12 @@ PREDICT_DOC: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "top_k": {"type": "integer", "minimum": 1, "default": 3},
+                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 3},
                         "threshold": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                     "required": ["image"],
+                    "additionalProperties": False,
                 }
             },
         },
