@@ -18,8 +18,9 @@ from service.cpus import cpu_budget, onnxruntime_threads
 from service.deps import Components
 from service.errors import install_error_handlers
 from service.inference import Predictor
+from service.limits import WorkLimits
 from service.metrics import Metrics
-from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.middleware import BodySizeLimitMiddleware, InFlightLimitMiddleware, RequestContextMiddleware
 from service.openapi import document_request_bodies
 from service.registry import Registry
 from service.routes import admin, health, models, native, v2
@@ -42,8 +43,9 @@ Request bodies may be gzip or deflate encoded. Every error body is `{"error": ".
 def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
     """A new app for `settings`. Metrics go to `metrics_registry` (a fresh registry when None)."""
     metrics = Metrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
-    registry = Registry(settings, metrics)
-    predictor = Predictor(registry, metrics, settings.allow_threshold_override)
+    limits = WorkLimits(settings, metrics)
+    registry = Registry(settings, metrics, limits)
+    predictor = Predictor(registry, metrics, settings.allow_threshold_override, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +58,8 @@ def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = 
                 "loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir),
                 "cpus_affinity": budget.affinity, "cpus_quota": budget.quota, "cpus_usable": budget.usable,
                 "onnxruntime_intra_op_threads": intra, "onnxruntime_inter_op_threads": inter,
+                "decode_threads": limits.decode_tokens, "inference_threads": limits.inference_tokens,
+                "max_requests_in_flight": limits.max_in_flight,
             },
         )  # fmt: skip
         poller = (
@@ -73,10 +77,16 @@ def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = 
             await registry.close()
 
     app = FastAPI(title="oegate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.components = Components(settings=settings, metrics=metrics, registry=registry, predictor=predictor)
+    app.state.components = Components(
+        settings=settings, metrics=metrics, registry=registry, predictor=predictor, limits=limits
+    )
     install_error_handlers(app, metrics)
-    # Added innermost first: the request context (ids, access log, latency) wraps the body limit.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    # Added innermost first: the request context (ids, access log, latency) wraps admission, which refuses
+    # requests over the in-flight bound before the body limits and deadline read any of their body.
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(InFlightLimitMiddleware, limits=limits, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (native.router, models.router, v2.public, v2.router, health.router, admin.router):
         app.include_router(router)

@@ -2,12 +2,12 @@
 
 A worker task takes the first queued job, then keeps gathering jobs until the batch holds `max_batch_size`
 instances or `max_delay_s` has passed since it took the first one (with 0, it takes only what is already queued),
-and runs the batch in a worker thread so the event loop keeps serving; while it runs, new jobs queue up for the
-next batch. Requests larger than `max_batch_size` are split into chunks and their results put back
-together in order. Each job's queue wait (from `submit` to the start of the session run that takes it) is
-reported to `on_queue_wait`, each run's size and duration to `on_batch`. The queue is bounded in instances: a
-request that does not fit is refused at once (`OverloadedError`, HTTP 503 with Retry-After) rather than waiting
-without limit.
+and runs the batch in a worker thread (of the inference limiter, when given) so the event loop keeps serving;
+while it runs, new jobs queue up for the next batch. Requests larger than `max_batch_size` are split into chunks
+and their results put back together in order. Each job's queue wait (from `submit` to the start of the session run
+that takes it) is reported to `on_queue_wait`, each run's size and duration to `on_batch`. The queue is bounded in
+instances: a request that does not fit is refused at once (`OverloadedError`, HTTP 503 with Retry-After) rather
+than waiting without limit.
 
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import numpy as np
+from anyio import CapacityLimiter
 
 from service.codecs.text import TokenBatch
 from service.errors import InferenceFailedError, OverloadedError, ServiceError
@@ -70,6 +71,7 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         on_depth: Callable[[int], None] = lambda depth: None,
         on_queue_wait: Callable[[float], None] = lambda seconds: None,
+        limiter: Callable[[], CapacityLimiter] | None = None,
     ) -> None:
         self._run = run
         self._name = name
@@ -80,6 +82,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._on_queue_wait = on_queue_wait
+        self._limiter = limiter  # gives the inference threads' limiter (None: anyio's default pool)
         self._queue: asyncio.Queue[_Job | _Stop] = asyncio.Queue()
         self._depth = 0  # instances queued and not yet taken into a batch
         self._worker: asyncio.Task[None] | None = None
@@ -174,7 +177,8 @@ class MicroBatcher:
         for job in live:
             self._on_queue_wait(started - job.queued_at)
         try:
-            outputs = await anyio.to_thread.run_sync(self._run, inputs)
+            limiter = None if self._limiter is None else self._limiter()
+            outputs = await anyio.to_thread.run_sync(self._run, inputs, limiter=limiter)
         except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker
             logger.exception("inference failed", extra={"model": self._name, "batch_size": size})
             for job in live:

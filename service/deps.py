@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from service.errors import NotFoundError, UnauthorizedError
 from service.inference import Predictor
+from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import Settings
@@ -28,6 +29,7 @@ class Components:
     metrics: Metrics
     registry: Registry
     predictor: Predictor
+    limits: WorkLimits
 
 
 async def get_components(request: Request) -> Components:
@@ -50,7 +52,12 @@ async def get_predictor(components: ComponentsDep) -> Predictor:
     return components.predictor
 
 
+async def get_limits(components: ComponentsDep) -> WorkLimits:
+    return components.limits
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimitsDep = Annotated[WorkLimits, Depends(get_limits)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 

@@ -18,6 +18,7 @@ from service.batching import ModelInputs
 from service.card import Card
 from service.codecs.text import TextEncoder
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError
+from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.registry import Registry
 
@@ -46,10 +47,13 @@ class Predictor:
     """Runs requests against the registry's current versions and records the prediction metrics and each version's
     statistics (service/statistics.py: success or failure with its time, decoding time, post-processing time)."""
 
-    def __init__(self, registry: Registry, metrics: Metrics, allow_threshold_override: bool) -> None:
+    def __init__(
+        self, registry: Registry, metrics: Metrics, allow_threshold_override: bool, limits: WorkLimits | None = None
+    ) -> None:
         self._registry = registry
         self._metrics = metrics
         self._allow_threshold_override = allow_threshold_override
+        self._limits = limits
 
     async def predict(
         self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
@@ -60,7 +64,8 @@ class Predictor:
             statistics = model.statistics
             started = time.perf_counter()
             try:
-                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder)
+                limiter = None if self._limits is None else self._limits.decode  # None: anyio's default pool
+                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, limiter=limiter)
                 decoded = time.perf_counter()
                 statistics.compute_input.add(decoded - started)
                 outputs = await model.batcher.submit(inputs)

@@ -131,7 +131,29 @@ class Metrics:
             ["model"],
             registry=registry,
         )
-        self._loaded_models: set[str] = set()  # names only grow: a served model is never unloaded
+        self.model_unloads = Counter(
+            "oegate_model_unloads_total",
+            "Served versions taken out of service without a newer one replacing them (reason: removed, the "
+            "version directory is gone; pinned, an operator pinned or unpinned another version).",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.requests_in_flight = Gauge(
+            "oegate_requests_in_flight",
+            "Predict/infer requests being served (admitted and not finished); at max_requests_in_flight new "
+            "ones get 503 (reason overloaded).",
+            registry=registry,
+        )
+        self._loaded_models: set[str] = set()  # names only grow: bounded by the model directory's names
+
+    def model_unloaded(self, model: str, version: str, provider: str, reason: str) -> None:
+        """A version left service with no replacement (or was replaced by an older one): drop its gauges."""
+        self.model_unloads.labels(model, reason).inc()
+        with contextlib.suppress(KeyError):
+            self.model_info.remove(model, version, provider)
+        for gauge in (self.model_threshold, self.model_acceptance_target):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version)
 
     def model_label(self, name: object) -> str:
         """`name` if it is a loaded model's name, else `none` (bounded cardinality whatever the URL says)."""

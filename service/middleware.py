@@ -1,8 +1,9 @@
-"""HTTP middleware (pure ASGI): request ids, access logs and latency metrics; the request body size limit and
-Content-Encoding (gzip, deflate) decoding."""
+"""HTTP middleware (pure ASGI): request ids, access logs and latency metrics; admission of predict/infer requests
+(the in-flight bound); the request body's size limit, read deadline and Content-Encoding (gzip, deflate) decoding."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import OverloadedError
+from service.limits import WorkLimits
 from service.logs import request_id_var
 from service.metrics import Metrics
 
@@ -68,6 +71,57 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer `{"error": message}` with `status` straight from a middleware (outside the app's error handlers)."""
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+ADMITTED_PATHS = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?/predict|/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+"""The paths whose POST requests count against `max_requests_in_flight` (the native predict and V2 infer routes)."""
+
+
+class InFlightLimitMiddleware:
+    """Admits at most `limits.max_in_flight` predict/infer requests at once; the next one gets 503 with
+    Retry-After and `{"error": ...}` at once, before its body is read (service/limits.py states the policy)."""
+
+    def __init__(self, app: ASGIApp, limits: WorkLimits, metrics: Metrics) -> None:
+        self.app = app
+        self.limits = limits
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not ADMITTED_PATHS.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if not self.limits.try_admit():
+            limits = self.limits
+            error = OverloadedError(
+                f"the server is overloaded ({limits.in_flight} requests in flight, limit {limits.max_in_flight}); "
+                f"retry after {limits.retry_after_s} s",
+                retry_after_s=limits.retry_after_s,
+            )
+            self.metrics.record_error(error.reason)
+            headers = [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
+            await send_error(send, error.status_code, error.message, headers)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limits.release()
+
+
 class _BodyRejectedError(Exception):
     """Raised from `receive` to stop whoever reads a body that is over the limit or cannot be decoded."""
 
@@ -77,6 +131,7 @@ class _Rejection:
     status: int
     message: str
     reason: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 CONTENT_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -124,12 +179,16 @@ class BodySizeLimitMiddleware:
     A body with `Content-Encoding: gzip` or `deflate` is decoded here, as it streams in, and the app sees the plain
     body; the limit applies to the compressed and to the decoded size, and decoding stops as soon as the latter
     passes it (a zip bomb is a 413 after at most `max_bytes` of output, never a hang). A corrupt compressed body is
-    a 400 and any other encoding a 415, both before the app could misread the body as JSON."""
+    a 400 and any other encoding a 415, both before the app could misread the body as JSON.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+    The whole body must arrive within `timeout_s` of the request's start (uvicorn has no body-read deadline): a
+    client that sends it slower (or stops halfway) gets 408 with `Connection: close`, and its connection is closed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,11 +216,22 @@ class BodySizeLimitMiddleware:
         received = 0
         rejection: _Rejection | None = None
         started = False
+        body_complete = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received, rejection
-            message = await receive()
+            nonlocal received, rejection, body_complete
+            if body_complete:  # later receives only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                message_text = f"the request body did not arrive within {self.timeout_s:g} s"
+                rejection = _Rejection(408, message_text, "request_timeout", ((b"connection", b"close"),))
+                raise _BodyRejectedError from None
             if message["type"] == "http.request":
+                body_complete = not message.get("more_body", False)
                 body = message.get("body", b"")
                 received += len(body)
                 if received > self.max_bytes:
@@ -202,12 +272,4 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send, rejection: _Rejection) -> None:
         self.metrics.record_error(rejection.reason, scope.get("path_params", {}).get("name"))
-        body = json.dumps({"error": rejection.message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": rejection.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, rejection.status, rejection.message, list(rejection.headers))

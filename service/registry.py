@@ -1,11 +1,22 @@
 """The model registry: finds, verifies, loads and hot-swaps artifact versions under `model_dir`.
 
 Layout: `model_dir/<name>/<version>/{model.onnx,card.json}` (plus `tokenizer.json` for text models) with
-positive integer versions; the newest version that passes verification is served. Hidden entries
-(`.tmp-2-abcd1234`, a publish in progress) are ignored. A version that fails (no card, invalid card, checksum
-mismatch, unloadable graph or tokenizer) is skipped with a logged reason and counted once in
-`oegate_model_load_failures_total`; the registry then tries the next older version, and never replaces a loaded
-version with a failing one.
+positive integer versions; the newest version that passes verification is served, unless the model is pinned.
+Hidden entries (`.tmp-2-abcd1234`, a publish in progress) are ignored, and so is a version directory without
+`card.json` yet (a copy in progress: skipped with a debug log, not a failure). A version that fails (invalid card,
+checksum mismatch, unloadable graph or tokenizer) is skipped with a logged reason and counted in
+`oegate_model_load_failures_total` once per card it had (files still arriving under the same card are retried
+when they change, but not counted again); the registry then tries the next older version, and never replaces a
+loaded version with a failing one. An entry that disappears while it is scanned is skipped, not an error.
+
+Pins: a pinned model (`OEGATE_PIN`, or `pin()` from the admin API) serves exactly its pinned version; pinning an
+earlier version is the rollback. A pin that cannot be loaded is refused and the served version kept. Unpinning
+serves the newest valid version again.
+
+Unloading: a served version whose directory has been removed is taken out of service on the next scan (logged,
+counted in `oegate_model_unloads_total{reason="removed"}`); the newest remaining valid version (the pinned one,
+for a pinned model) is served instead, or none: then the model is not ready and its requests get 503. A missing
+`model_dir` unloads nothing (a lost mount must not take every model out of service).
 
 Swaps are atomic: the name -> version mapping is immutable and replaced in one assignment. A request holds a
 lease on the version it started with (`Registry.lease`), so it finishes on that version's session; the replaced
@@ -28,6 +39,7 @@ from service.batching import MicroBatcher
 from service.card import Card, TextInputSpec, read_verified_card
 from service.codecs.text import TextEncoder
 from service.errors import ModelNotReadyError, NotFoundError
+from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -93,25 +105,35 @@ class ReloadReport:
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
-def scan_versions(model_dir: Path) -> dict[str, list[tuple[int, Path]]]:
-    """Model name -> [(version, path)], newest first. Hidden entries and non-integer names are ignored."""
+def scan_versions(model_dir: Path) -> dict[str, list[tuple[int, Path]]] | None:
+    """Model name -> [(version, path)], newest first; None when `model_dir` is not a directory. Hidden entries and
+    non-integer names are ignored, and so is a model directory removed while it is scanned."""
     found: dict[str, list[tuple[int, Path]]] = {}
-    if not model_dir.is_dir():
-        return found
-    for model_path in sorted(model_dir.iterdir()):
+    try:
+        entries = sorted(model_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for model_path in entries:
         if model_path.name.startswith(".") or not model_path.is_dir():
             continue
-        versions = [
-            (int(p.name), p)
-            for p in model_path.iterdir()
-            if p.is_dir() and p.name.isdigit() and str(int(p.name)) == p.name and int(p.name) > 0
-        ]
+        try:
+            versions = [
+                (int(p.name), p)
+                for p in model_path.iterdir()
+                if p.name.isdigit() and str(int(p.name)) == p.name and int(p.name) > 0 and p.is_dir()
+            ]
+        except (FileNotFoundError, NotADirectoryError):  # removed (or replaced) since it was listed
+            logger.info("model directory vanished during the scan", extra={"path": str(model_path)})
+            continue
         if versions:
             found[model_path.name] = sorted(versions, reverse=True)
     return found
 
 
-def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def _fingerprint(path: Path) -> Fingerprint:
     """Changes when any file in the version directory changes, so a fixed version is retried."""
     try:
         return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in path.iterdir()))
@@ -119,16 +141,24 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
         return ()
 
 
+def _card_identity(fingerprint: Fingerprint) -> tuple[int, int] | None:
+    """The card's (mtime, size) in `fingerprint`: a failure is counted once per card a version directory had."""
+    return next(((mtime, size) for name, mtime, size in fingerprint if name == "card.json"), None)
+
+
 class Registry:
     """Serves the newest valid version of each model; `reload()` rescans, `lease()` hands a version to a request."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, limits: WorkLimits | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._limits = limits
         self._models: Mapping[str, ModelVersion] = MappingProxyType({})
         self._known: frozenset[str] = frozenset()
         self._required: frozenset[str] = frozenset(settings.required_models or ())
-        self._failures: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+        self._pins: dict[str, int] = dict(settings.pin)
+        self._failures: dict[Path, Fingerprint] = {}  # the fingerprint of each version's last failed load
+        self._counted: dict[Path, tuple[int, int] | None] = {}  # the card each version's failure was counted for
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -139,6 +169,10 @@ class Registry:
     @property
     def required(self) -> frozenset[str]:
         return self._required
+
+    @property
+    def pins(self) -> Mapping[str, int]:
+        return MappingProxyType(dict(self._pins))
 
     async def start(self) -> ReloadReport:
         report = await self.reload()
@@ -154,40 +188,101 @@ class Registry:
         return bool(self._required) and self._required <= set(self._models)
 
     async def reload(self) -> ReloadReport:
-        """Rescan `model_dir` and swap in any newer valid versions; never unloads a serving version."""
+        """Rescan `model_dir`: swap in newer valid versions (or the pinned ones), unload removed ones."""
         async with self._lock:
-            report = ReloadReport()
-            found = await anyio.to_thread.run_sync(scan_versions, self._settings.model_dir)
-            self._known = self._known | frozenset(found)
-            models = dict(self._models)
-            for name, versions in found.items():
-                current = models.get(name)
-                for version, path in versions:
-                    if current is not None and version <= current.card.version:
-                        break
-                    loaded = await self._try_load(name, version, path, report)
-                    if loaded is not None:
-                        models[name] = loaded
-                        break
-            previous = self._models
-            self._models = MappingProxyType(models)  # the atomic swap
-            for name, model in models.items():
-                old = previous.get(name)
-                if model is old:
-                    continue
-                replaced = [] if old is None else [(old.version, old.provider)]
-                threshold = model.card.threshold
-                self._metrics.model_loaded(
-                    name, model.version, model.provider, replaced, threshold.value, threshold.acceptance_target
-                )
-                if old is not None:
-                    self._retire(old)
+            return await self._reload()
+
+    async def pin(self, name: str, version: int) -> ReloadReport:
+        """Serve exactly `version` of `name` from now on (a rollback when it is older). The swap is a hot swap:
+        requests in flight finish on the version they started with. NotFoundError (and the pin is not changed)
+        when that version is not there or does not load."""
+        async with self._lock:
+            previous = self._pins.get(name)
+            self._pins[name] = version
+            report = await self._reload()
+            served = self._models.get(name)
+            if served is None or served.card.version != version:
+                self._restore_pin(name, previous)
+                reasons = [f["reason"] for f in report.failed if f["name"] == name and f["version"] == str(version)]
+                why = reasons[0] if reasons else f"no version directory {name}/{version} with a card"
+                raise NotFoundError(f"cannot pin model '{name}' to version {version}: {why}")
+            logger.info("model pinned", extra={"model": name, "version": str(version)})
             return report
 
+    async def unpin(self, name: str) -> ReloadReport:
+        """Serve the newest valid version of `name` again (a no-op if it is not pinned)."""
+        async with self._lock:
+            self._pins.pop(name, None)
+            logger.info("model unpinned", extra={"model": name})
+            return await self._reload()
+
+    def _restore_pin(self, name: str, previous: int | None) -> None:
+        if previous is None:
+            self._pins.pop(name, None)
+        else:
+            self._pins[name] = previous
+
+    async def _reload(self) -> ReloadReport:
+        report = ReloadReport()
+        found = await anyio.to_thread.run_sync(scan_versions, self._settings.model_dir)
+        if found is None:
+            if self._models:
+                missing = str(self._settings.model_dir)
+                logger.warning("model directory missing: nothing unloaded", extra={"path": missing})
+            return report
+        self._known = self._known | frozenset(found)
+        models = dict(self._models)
+        removed: list[ModelVersion] = []
+        for name in sorted(set(found) | set(models)):
+            versions = found.get(name, [])
+            current = models.get(name)
+            if current is not None and not await anyio.to_thread.run_sync(current.path.is_dir):
+                removed.append(current)
+                del models[name]
+                current = None
+            pinned = self._pins.get(name)
+            if pinned is not None:
+                if current is not None and current.card.version == pinned:
+                    continue
+                versions = [(version, path) for version, path in versions if version == pinned]
+            for version, path in versions:
+                if pinned is None and current is not None and version <= current.card.version:
+                    break
+                loaded = await self._try_load(name, version, path, report)
+                if loaded is not None:
+                    models[name] = loaded
+                    break
+        previous = self._models
+        self._models = MappingProxyType(models)  # the atomic swap
+        for gone in removed:
+            logger.warning(
+                "model version unloaded: its directory was removed",
+                extra={"model": gone.name, "version": gone.version, "path": str(gone.path),
+                       "now_serving": models[gone.name].version if gone.name in models else None},
+            )  # fmt: skip
+            self._metrics.model_unloaded(gone.name, gone.version, gone.provider, "removed")
+            self._retire(gone)
+        for name, model in models.items():
+            old = previous.get(name)
+            if model is old:
+                continue
+            replaced = [] if old is None or old in removed else [(old.version, old.provider)]
+            threshold = model.card.threshold
+            self._metrics.model_loaded(
+                name, model.version, model.provider, replaced, threshold.value, threshold.acceptance_target
+            )
+            if old is not None and old not in removed:
+                self._retire(old)
+        return report
+
     async def _try_load(self, name: str, version: int, path: Path, report: ReloadReport) -> ModelVersion | None:
-        fingerprint = _fingerprint(path)
+        fingerprint = await anyio.to_thread.run_sync(_fingerprint, path)
         if self._failures.get(path) == fingerprint:
             return None  # failed before and unchanged: already logged and counted
+        card_identity = _card_identity(fingerprint)
+        if card_identity is None:  # not an artifact yet (files still being copied), or gone: not a failure
+            logger.debug("version directory without card.json skipped", extra={"model": name, "version": str(version)})
+            return None
         settings = self._settings
 
         def load() -> tuple[Card, Runtime, TextEncoder | None]:
@@ -202,11 +297,17 @@ class Registry:
             card, runtime, encoder = await anyio.to_thread.run_sync(load)
         except Exception as e:  # a bad artifact of any kind must never take the service down
             self._failures[path] = fingerprint
-            self._metrics.model_load_failures.labels(name).inc()
             report.failed.append({"name": name, "version": str(version), "reason": str(e)})
+            if path in self._counted and self._counted[path] == card_identity:
+                # Same card, other files changed (a slow copy): retried, but one failure is counted per card.
+                logger.warning("model version still fails: %s", e, extra={"model": name, "version": str(version)})
+                return None
+            self._counted[path] = card_identity
+            self._metrics.model_load_failures.labels(name).inc()
             logger.error("skipping model version: %s", e, extra={"model": name, "version": str(version)})
             return None
         self._failures.pop(path, None)
+        self._counted.pop(path, None)
         statistics = ModelStatistics()
         queue_wait = self._metrics.queue_wait.labels(name, str(version))
 
@@ -228,6 +329,7 @@ class Registry:
             on_batch=on_batch,
             on_depth=self._metrics.queue_depth.labels(name).set,
             on_queue_wait=on_queue_wait,
+            limiter=None if self._limits is None else self._limits.inference_limiter,
         )
         batcher.start()
         report.loaded.append({"name": name, "version": str(version), "provider": runtime.provider})

@@ -7,10 +7,10 @@ environment anywhere else.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Pillow refuses images above twice its MAX_IMAGE_PIXELS (89,478,485) before our own check could run, and warns
 # above it; our limit stays below so that our clearer 422 message is the one clients see.
@@ -55,6 +55,46 @@ class Settings(BaseSettings):
     """Most instances (images, arrays, texts) in one request (422 beyond it)."""
     max_image_pixels: int = Field(default=4096 * 4096, ge=1, le=PILLOW_BOMB_PIXELS)
     """Largest width x height of an uploaded image, checked from its header before decoding (bomb guard)."""
+    image_pixels_factor: float = Field(default=16.0, ge=1.0)
+    """An image model takes images of at most `max(image_pixels_factor x its input pixels, image_pixels_floor)`
+    pixels (and never more than `max_image_pixels`), checked from the header before decoding (422 beyond it):
+    decoding and downscaling cost grows with the uploaded size, not the model's."""
+    image_pixels_floor: int = Field(default=1024 * 1024, ge=1)
+    """Smallest per-image pixel budget, whatever the model's input size (a 28x28 model still takes a 1024x1024
+    photo)."""
+    max_request_pixels: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Most pixels (width x height, summed over every image) one request may ask the service to decode; the image
+    that would pass it is refused (422) from its header, before its pixels are decoded."""
+    decode_concurrency: int = Field(default=0, ge=0)
+    """Requests decoding or tokenizing at once, in worker threads of their own limiter (0 = one per usable CPU)."""
+    inference_concurrency: int = Field(default=0, ge=0)
+    """onnxruntime session runs at once over all models and versions (0 = one per usable CPU); separate from
+    decoding, so a flood of uploads cannot starve the runs (and neither uses anyio's default thread pool)."""
+    max_requests_in_flight: int = Field(default=64, ge=1)
+    """Predict/infer requests admitted at once (being read, decoded, queued or run); beyond it requests get 503
+    with Retry-After before their body is read, and `/v2/health/ready` says not ready while the bound is reached."""
+    limit_concurrency: int = Field(default=512, ge=2)
+    """uvicorn's backstop: most connections (or tasks) at once, beyond which it answers a plain 503; must be above
+    `max_requests_in_flight` so that probes and metrics keep working while predictions are refused."""
+    body_timeout_s: float = Field(default=30.0, gt=0.0)
+    """Longest time from a request's start to the end of its body; a slower client gets 408 and the connection
+    is closed (uvicorn itself has no body-read deadline)."""
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    """Longest time from a connection's start (or the end of its previous response) to the end of a request's
+    headers; the connection is closed without a response after it (uvicorn's h11 protocol has no such deadline)."""
+    timeout_keep_alive_s: int = Field(default=5, ge=1)
+    """Seconds an idle keep-alive connection stays open (uvicorn's `timeout_keep_alive`)."""
+    timeout_graceful_shutdown_s: int = Field(default=20, ge=1)
+    """Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them. Keep it below the
+    Kubernetes `terminationGracePeriodSeconds` (30) minus the preStop sleep (5) in deploy/k8s/deployment.yaml,
+    so the pod exits by itself before the kubelet's SIGKILL."""
+    large_json_bytes: int = Field(default=64 * 1024, ge=0)
+    """JSON bodies larger than this are parsed in a worker thread (the decode limiter), not on the event loop,
+    so health probes stay fast while big requests are parsed."""
+    pin: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    """Versions to serve instead of the newest, as `name=version` pairs: `OEGATE_PIN=mnist-oe=2,reviews=1`. A
+    pinned model serves exactly that version (not ready while it cannot be loaded); the admin API changes pins at
+    run time (`PUT`/`DELETE /v1/admin/models/{name}/pin`)."""
     max_text_chars: int = Field(default=4096, ge=1)
     """Longest text instance, in characters (422 beyond it). Tokens beyond a text model's `max_length` are
     truncated, not refused; this limit bounds the tokenizing work per text."""
@@ -71,12 +111,31 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Level of the JSON logs written to stderr."""
 
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _parse_pins(cls, value: Any) -> Any:
+        """`name=version[,name=version...]` from the environment; a dict as it is."""
+        if not isinstance(value, str):
+            return value
+        pins: dict[str, str] = {}
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, version = pair.partition("=")
+            if not sep or not name.strip() or not version.strip().isdigit() or int(version) < 1:
+                raise ValueError(f"pin {pair!r} must be name=version with a positive integer version")
+            pins[name.strip()] = version.strip()
+        return pins
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_queue_size < self.max_instances:
             raise ValueError(
                 f"max_queue_size ({self.max_queue_size}) must be >= max_instances ({self.max_instances}), "
                 "or a full-size request could never be queued"
+            )
+        if self.limit_concurrency <= self.max_requests_in_flight:
+            raise ValueError(
+                f"limit_concurrency ({self.limit_concurrency}) must be > max_requests_in_flight "
+                f"({self.max_requests_in_flight}), or probes would be refused before predictions are"
             )
         for name, token in (("admin_token", self.admin_token), ("inference_token", self.inference_token)):
             if token is not None and len(token.get_secret_value()) < 16:

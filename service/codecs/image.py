@@ -4,8 +4,9 @@ Every function returns a float32 array [C, H, W] in [0, 1] for the model's input
 with a reason the caller prefixes with the instance index (`instances[3]: ...`).
 
 Image policy (what the service does to an uploaded image before the graph sees it):
-1. Only PNG and JPEG are opened; width x height is checked against `max_image_pixels` from the header, before
-   any pixel is decoded (Pillow's own decompression-bomb check is turned into the same error).
+1. Only PNG and JPEG are opened; width x height is checked against the request's `PixelBudget` (a per-image
+   limit derived from the model's input size, and a per-request total) from the header, before any pixel is
+   decoded (Pillow's own decompression-bomb check is turned into the same error).
 2. JPEG EXIF orientation is applied. Transparent pixels (alpha channel, or a PNG tRNS colour in palette, grey or
    RGB images) are composited onto black (the MNIST background).
 3. The image is converted to the card's channels with Pillow: RGB -> L uses ITU-R 601-2 luma
@@ -22,6 +23,7 @@ import base64
 import binascii
 import io
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,29 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError)
 
 
+@dataclass
+class PixelBudget:
+    """The pixels one request may still decode: at most `per_image` per image and `per_request` in all. Each image
+    is charged from its header, before its pixels are decoded, so the decoding work of a request is bounded by
+    `per_request` pixels whatever its images' compressed size (a 65 KB PNG can hold 16.7 million pixels)."""
+
+    per_image: int
+    per_request: int
+    used: int = field(default=0)
+
+    def charge(self, width: int, height: int) -> None:
+        """Count a width x height image; CodecError if it is over either limit (then nothing is counted)."""
+        area = width * height
+        if area > self.per_image:
+            raise CodecError(f"image is {width}x{height} = {area} pixels, more than the limit of {self.per_image}")
+        if self.used + area > self.per_request:
+            raise CodecError(
+                f"image is {width}x{height} = {area} pixels, more than the {self.per_request - self.used} left of "
+                f"the request's limit of {self.per_request} pixels in all"
+            )
+        self.used += area
+
+
 def decode_base64(text: str) -> bytes:
     """Standard base64 (padding required), optionally as a `data:image/...;base64,` URL."""
     if text.startswith("data:"):
@@ -47,8 +72,12 @@ def decode_base64(text: str) -> bytes:
         raise CodecError(f"image_b64 is not valid base64 ({e})") from e
 
 
-def decode_image(data: bytes, spec: ImageInputSpec, max_pixels: int) -> np.ndarray:
-    """PNG/JPEG bytes -> float32 [C, H, W] in [0, 1] at the card's size (see the module docstring)."""
+def decode_image(data: bytes, spec: ImageInputSpec, budget: PixelBudget | int) -> np.ndarray:
+    """PNG/JPEG bytes -> float32 [C, H, W] in [0, 1] at the card's size (see the module docstring). `budget` is
+    the request's `PixelBudget`, charged here; an int is a budget of that many pixels for this one image."""
+    if isinstance(budget, int):
+        budget = PixelBudget(per_image=budget, per_request=budget)
+    max_pixels = budget.per_image
     try:
         image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -59,9 +88,7 @@ def decode_image(data: bytes, spec: ImageInputSpec, max_pixels: int) -> np.ndarr
         raise CodecError(f"image could not be decoded: {type(e).__name__}: {e}") from e
     with image:
         width, height = image.size
-        if width * height > max_pixels:
-            area = width * height
-            raise CodecError(f"image is {width}x{height} = {area} pixels, more than the limit of {max_pixels}")
+        budget.charge(width, height)
         try:
             image.load()
             converted = _to_mode(ImageOps.exif_transpose(image), "L" if spec.channels == 1 else "RGB")

@@ -29,7 +29,8 @@ from service.errors import (
     instance_error,
 )
 from service.inference import Decoder, GateResult
-from service.protocol.body import media_type, parse_json
+from service.limits import WorkLimits, pixel_budget
+from service.protocol.body import media_type, parse_json, parse_off_loop
 from service.schemas.native import (
     ArrayInstance,
     ImageInstance,
@@ -58,11 +59,15 @@ def _check_count(count: int, settings: Settings) -> None:
         raise InvalidInputError(f"too many instances: {count} (limit {settings.max_instances})")
 
 
-async def parse_predict_request(request: Request, settings: Settings) -> NativeRequest:
-    """JSON (`PredictRequest`) or multipart/form-data (image files + optional top_k/threshold fields)."""
+async def parse_predict_request(request: Request, settings: Settings, limits: WorkLimits) -> NativeRequest:
+    """JSON (`PredictRequest`) or multipart/form-data (image files + optional top_k/threshold fields); a large
+    JSON body is parsed in a decode thread."""
     kind = media_type(request)
     if kind == "application/json":
-        parsed = parse_json(PredictRequest, await request.body())
+        body = await request.body()
+        parsed = await parse_off_loop(
+            len(body), settings.large_json_bytes, limits.decode, parse_json, PredictRequest, body
+        )
         _check_count(len(parsed.instances), settings)
         decode = partial(decode_instances, parsed.instances, settings=settings)
         return NativeRequest(decode=decode, top_k=parsed.top_k, threshold=parsed.threshold)
@@ -105,11 +110,12 @@ def decode_instances(
     if isinstance(card.input, TextInputSpec):
         return _tokenize_instances(instances, card, text_encoder, settings)
     arrays = []
+    budget = pixel_budget(card.input, settings)
     for index, instance in enumerate(instances):
         try:
             if isinstance(instance, ImageInstance):
                 data = decode_base64(instance.image_b64)
-                arrays.append(decode_image(data, card.input, settings.max_image_pixels))
+                arrays.append(decode_image(data, card.input, budget))
             elif isinstance(instance, ArrayInstance):
                 arrays.append(decode_array(instance.array, card.input))
             else:
@@ -154,9 +160,10 @@ def decode_files(files: list[bytes], card: Card, text_encoder: TextEncoder | Non
             '{"instances": [{"text": "..."}]}'
         )
     arrays = []
+    budget = pixel_budget(card.input, settings)
     for index, data in enumerate(files):
         try:
-            arrays.append(decode_image(data, card.input, settings.max_image_pixels))
+            arrays.append(decode_image(data, card.input, budget))
         except CodecError as e:
             raise instance_error(index, str(e)) from e
     return np.stack(arrays)

@@ -27,20 +27,19 @@ from service.codecs import CodecError, TextEncoder, check_values, decode_base64,
 from service.codecs.text import IndexedCodecError
 from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
 from service.inference import Decoder, GateResult
+from service.limits import pixel_budget
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
-from service.schemas.v2 import InferenceRequest, InferenceResponse, ResponseOutput
+from service.schemas.v2 import (
+    INPUT_PARAMETERS,
+    OUTPUT_PARAMETERS,
+    REQUEST_PARAMETERS,
+    InferenceRequest,
+    InferenceResponse,
+    ResponseOutput,
+)
 from service.settings import Settings
 
 BINARY_HEADER = "inference-header-content-length"
-REQUEST_PARAMETERS = {
-    "threshold": "the reject threshold for this request (403 unless the server allows overrides)",
-    "binary_data_output": "accepted; outputs are always JSON, which tritonclient reads as well",
-}
-INPUT_PARAMETERS = {"binary_data_size": "the binary tensor data extension"}
-OUTPUT_PARAMETERS = {
-    "classification": "top-k labels of probs as BYTES 'score:index:label'",
-    "binary_data": "accepted; outputs are always JSON, which tritonclient reads as well",
-}
 UNSUPPORTED_PARAMETERS = {
     "sequence_id": "sequence batching (the gate is stateless)",
     "sequence_start": "sequence batching (the gate is stateless)",
@@ -274,10 +273,11 @@ def _decode_bytes(
     if len(images) != shape[0]:
         raise InvalidInputError(f"input '{name}': shape {shape} needs {shape[0]} elements, data has {len(images)}")
     arrays = []
+    budget = pixel_budget(spec, settings)
     for index, item in enumerate(images):
         try:
             encoded = decode_base64(item) if isinstance(item, str) else item
-            arrays.append(decode_image(encoded, spec, settings.max_image_pixels))
+            arrays.append(decode_image(encoded, spec, budget))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
     return np.stack(arrays)

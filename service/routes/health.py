@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import ComponentsDep, RegistryDep
+from service.deps import ComponentsDep
 from service.schemas.v2 import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
@@ -19,9 +19,10 @@ async def live() -> Liveness:
 
 
 @router.get("/v2/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-async def ready(registry: RegistryDep) -> JSONResponse:
-    """200 when every required model has a loaded version, 503 otherwise (for readiness probes)."""
-    is_ready = registry.ready()
+async def ready(components: ComponentsDep) -> JSONResponse:
+    """200 when every required model has a loaded version and the service is below its in-flight bound
+    (`max_requests_in_flight`); 503 otherwise (for readiness probes: a saturated replica gets no new traffic)."""
+    is_ready = components.registry.ready() and not components.limits.saturated()
     return JSONResponse(Readiness(ready=is_ready).model_dump(), status_code=200 if is_ready else 503)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.deps import PredictorDep, SettingsDep, require_inference_token
+from service.deps import LimitsDep, PredictorDep, SettingsDep, require_inference_token
 from service.protocol.native import parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
 
@@ -23,11 +23,12 @@ PREDICT_DOC: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "top_k": {"type": "integer", "minimum": 1, "default": 3},
+                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 3},
                         "threshold": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                     "required": ["image"],
+                    "additionalProperties": False,
                 }
             },
         },
@@ -39,9 +40,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/models/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC, responses=ERRORS)
-async def predict(name: str, request: Request, predictor: PredictorDep, settings: SettingsDep) -> PredictResponse:
-    """Classify instances with the served (newest valid) version and flag anomalies."""
-    return await _predict(name, None, request, predictor, settings)
+async def predict(
+    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
+) -> PredictResponse:
+    """Classify instances with the served (newest valid, or pinned) version and flag anomalies."""
+    return await _predict(name, None, request, predictor, settings, limits)
 
 
 @router.post(
@@ -51,15 +54,20 @@ async def predict(name: str, request: Request, predictor: PredictorDep, settings
     responses=ERRORS,
 )
 async def predict_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep
+    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
 ) -> PredictResponse:
     """Same, but only if `version` is the one being served (404 otherwise)."""
-    return await _predict(name, version, request, predictor, settings)
+    return await _predict(name, version, request, predictor, settings, limits)
 
 
 async def _predict(
-    name: str, version: str | None, request: Request, predictor: PredictorDep, settings: SettingsDep
+    name: str,
+    version: str | None,
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
 ) -> PredictResponse:
-    parsed = await parse_predict_request(request, settings)
+    parsed = await parse_predict_request(request, settings, limits)
     result = await predictor.predict(name, version, parsed.decode, parsed.threshold)
     return predict_response(result, parsed.top_k)

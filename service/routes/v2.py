@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.deps import PredictorDep, RegistryDep, SettingsDep, require_inference_token
+from service.deps import LimitsDep, PredictorDep, RegistryDep, SettingsDep, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
+from service.protocol.body import parse_off_loop
 from service.protocol.v2 import (
     BINARY_HEADER,
     check_parameters,
@@ -120,23 +121,33 @@ INFER_ROUTE: dict[str, Any] = {
 
 
 @router.post("/v2/models/{name}/infer", **INFER_ROUTE)
-async def infer(name: str, request: Request, predictor: PredictorDep, settings: SettingsDep) -> InferenceResponse:
+async def infer(
+    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
+) -> InferenceResponse:
     """Run the model on V2 input tensors (served version)."""
-    return await _infer(name, None, request, predictor, settings)
+    return await _infer(name, None, request, predictor, settings, limits)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
 async def infer_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep
+    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
 ) -> InferenceResponse:
     """Same, only if `version` is the one being served (404 otherwise)."""
-    return await _infer(name, version, request, predictor, settings)
+    return await _infer(name, version, request, predictor, settings, limits)
 
 
 async def _infer(
-    name: str, version: str | None, request: Request, predictor: PredictorDep, settings: SettingsDep
+    name: str,
+    version: str | None,
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
 ) -> InferenceResponse:
-    parsed, binaries = parse_infer_request(await request.body(), request.headers.get(BINARY_HEADER))
+    body, binary_header = await request.body(), request.headers.get(BINARY_HEADER)
+    parsed, binaries = await parse_off_loop(
+        len(body), settings.large_json_bytes, limits.decode, parse_infer_request, body, binary_header
+    )
     check_parameters(parsed)
     outputs = requested_outputs(parsed)
     classifications = classification_counts(parsed)

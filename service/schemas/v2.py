@@ -30,6 +30,24 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
+# The parameters this server implements, by where they appear (any other name is a 400, never ignored); the
+# schema lists them and forbids others, so a client generated from it cannot send one the server refuses.
+REQUEST_PARAMETERS = {
+    "threshold": "the reject threshold for this request (403 unless the server allows overrides)",
+    "binary_data_output": "accepted; outputs are always JSON, which tritonclient reads as well",
+}
+INPUT_PARAMETERS = {"binary_data_size": "the binary tensor data extension"}
+OUTPUT_PARAMETERS = {
+    "classification": "top-k labels of probs as BYTES 'score:index:label'",
+    "binary_data": "accepted; outputs are always JSON, which tritonclient reads as well",
+}
+
+
+def known_parameters(known: dict[str, str]) -> dict[str, Any]:
+    """The JSON schema of a `parameters` object that may hold only `known` names."""
+    return {"properties": {name: {"description": text} for name, text in known.items()}, "additionalProperties": False}
+
+
 class RequestInput(BaseModel):
     """One input tensor. Image models: FP32 [N, C, H, W] (flat or nested data) or BYTES [N] (base64 PNG/JPEG
     strings in JSON, raw bytes with the binary tensor extension). Text models: BYTES [N] named `text`, UTF-8 texts
@@ -38,20 +56,20 @@ class RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(default=None, json_schema_extra=known_parameters(INPUT_PARAMETERS))
     data: list[Any] | None = None
 
 
 class RequestOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(default=None, json_schema_extra=known_parameters(OUTPUT_PARAMETERS))
 
 
 class InferenceRequest(BaseModel):
     """`parameters.threshold` overrides the reject threshold, if the server allows it."""
 
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(default=None, json_schema_extra=known_parameters(REQUEST_PARAMETERS))
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 

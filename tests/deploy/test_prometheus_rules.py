@@ -72,7 +72,8 @@ async def test_every_metric_and_label_the_rules_use_is_exported(
     tmp_path: Path, model_dir: Path, tiny_artifact: Path
 ) -> None:
     # A broken version too, so the load-failure counter has a sample.
-    (clone_artifact(tiny_artifact, model_dir, "broken", 1) / "card.json").unlink()
+    with (clone_artifact(tiny_artifact, model_dir, "broken", 1) / "model.onnx").open("ab") as graph:
+        graph.write(b"\0")  # a checksum mismatch (a directory without card.json is not a failure, not counted)
     body = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
     async with running(make_settings(model_dir)) as (_, client):
         assert (await client.post("/v1/models/tiny/predict", json=body)).status_code == 200

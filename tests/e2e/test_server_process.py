@@ -35,6 +35,8 @@ async def test_a_real_server_batches_concurrent_requests_and_picks_up_new_versio
         "OEGATE_POLL_INTERVAL_S": "0.2",
         "OEGATE_MAX_DELAY_MS": "1000",
         "OEGATE_MAX_BATCH_SIZE": "8",
+        # 200 requests at once: above the default in-flight bound (64), which would answer the rest 503.
+        "OEGATE_MAX_REQUESTS_IN_FLIGHT": "256",
     }
     body = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
     log = tmp_path / "service.log"

@@ -24,7 +24,7 @@ async def test_200_concurrent_requests_all_succeed_in_shared_batches(
     started, release = blocked_runtime
     rng = np.random.default_rng(0)
     arrays = [rng.random((1, 28, 28)).round(3) for _ in range(200)]
-    async with serve(max_batch_size=32, max_delay_ms=0.0) as (app, client):
+    async with serve(max_batch_size=32, max_delay_ms=0.0, max_requests_in_flight=256) as (app, client):
         batcher = app.state.components.registry.get("tiny").batcher
         first = asyncio.ensure_future(
             client.post("/v1/models/tiny/predict", json={"instances": [{"array": arrays[0].tolist()}]})

@@ -391,6 +391,7 @@ async def test_admin_reload_needs_its_own_token(serve, model_dir: Path, tiny_art
         "loaded": [{"name": "tiny", "version": "2", "provider": "CPUExecutionProvider"}],
         "failed": [],
         "models": {"tiny": "2"},
+        "pins": {},
     }
 
 

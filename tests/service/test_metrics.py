@@ -29,7 +29,8 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
     models = tmp_path / "mix"
     clone_artifact(tiny_artifact, models, "lenient", 1, threshold=1.0)  # accepts every instance
     clone_artifact(tiny_artifact, models, "strict", 1, threshold=0.0)  # rejects every instance
-    (clone_artifact(tiny_artifact, models, "broken", 1) / "card.json").unlink()
+    with (clone_artifact(tiny_artifact, models, "broken", 1) / "model.onnx").open("ab") as graph:
+        graph.write(b"\0")  # a checksum mismatch: a load failure (a directory without card.json is not one)
     instance = {"array": np.zeros((1, 28, 28)).tolist()}
     async with serve(model_dir=models, max_body_bytes=4096 * 1024) as (_, client):
         for _ in range(2):
