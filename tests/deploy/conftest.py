@@ -1,28 +1,38 @@
-"""Helpers for the deploy tests: reading the Dockerfile, YAML and the compose file, running the tools, and a model
-directory for an in-process service. No Docker engine or cluster is needed: the files are checked statically, with
-the linters and validators their ecosystems use, and against the service itself."""
+"""Helpers for the deploy tests: reading the Dockerfile, YAML and the compose file, running the tools (a real
+Prometheus included: `prometheus_process`, `query`, `wait_for`), and a model directory for an in-process service. No
+Docker engine or cluster is needed: the files are checked statically, with the linters and validators their
+ecosystems use, and against the service itself."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import yaml
 
-from tests.e2e.server import REPO
+from tests.e2e.server import REPO, free_port, wait_until_ready
 from tests.service.conftest import clone_artifact
 
 DOCKERFILE = REPO / "Dockerfile"
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+GRAFANA_DIR = REPO / "deploy" / "grafana"
 K8S_DIR = REPO / "deploy" / "k8s"
 PROMTOOL = "/usr/bin/promtool"
 PROMETHEUS = "/usr/bin/prometheus"
+
+T = TypeVar("T")
+Vector = dict[frozenset[tuple[str, str]], float]
 
 
 @pytest.fixture
@@ -118,3 +128,52 @@ def image_repository(image: str) -> str:
     """`registry/name:tag` -> `registry/name` (the tag, if any, dropped)."""
     name, _, tag = image.rpartition(":")
     return name if name and "/" not in tag else image
+
+
+@contextmanager
+def prometheus_process(config: dict[str, Any], workdir: Path, startup_timeout_s: float = 20.0) -> Iterator[str]:
+    """Run Prometheus on a free port (never 9090: a packaged daemon may hold it) with `config` and its TSDB in
+    `workdir`; yield its base URL once it is ready; always stop it."""
+    port = free_port()
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(process, f"{url}/-/ready", log_path, startup_timeout_s, "prometheus")
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def query(prometheus: httpx.Client, expr: str) -> Vector:
+    """An instant query's result as {labels: value}."""
+    response = prometheus.get("/api/v1/query", params={"query": expr})
+    response.raise_for_status()
+    return {frozenset(item["metric"].items()): float(item["value"][1]) for item in response.json()["data"]["result"]}
+
+
+def wait_for(probe: Callable[[], T], done: Callable[[T], bool], deadline: float, what: str) -> T:
+    """Poll `probe` until `done(result)`; fail with the last result at the monotonic `deadline`."""
+    while True:
+        result = probe()
+        if done(result):
+            return result
+        assert time.monotonic() < deadline, f"{what}: still {result!r}"
+        time.sleep(0.25)

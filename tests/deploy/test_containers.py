@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
@@ -13,7 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import DOCKERFILE, PROMETHEUS_DIR, Stage, dockerfile_stages, load_yaml, run, venv_tool
+from tests.deploy.conftest import (
+    DOCKERFILE,
+    GRAFANA_DIR,
+    PROMETHEUS_DIR,
+    Stage,
+    dockerfile_stages,
+    load_yaml,
+    run,
+    venv_tool,
+)
 from tests.e2e.server import REPO, free_port, service_process
 
 DOCKER_COMPOSE = "/usr/bin/docker-compose"
@@ -122,11 +132,11 @@ def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.needs_apt("docker-compose")
-def test_compose_runs_the_service_and_prometheus_and_trains_on_demand(compose: dict[str, Any]) -> None:
+def test_compose_runs_the_service_prometheus_and_grafana_and_trains_on_demand(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"service", "prometheus", "train"}
+    assert set(services) == {"service", "prometheus", "grafana", "train"}
     assert services["train"]["profiles"] == ["train"]
-    assert "profiles" not in services["service"] and "profiles" not in services["prometheus"]
+    assert not any("profiles" in services[name] for name in ("service", "prometheus", "grafana"))
     stage_names = {stage.name for stage in dockerfile_stages()}
     assert services["service"]["build"]["target"] == "service" and "service" in stage_names
     assert services["train"]["build"]["target"] == "train" and "train" in stage_names
@@ -159,3 +169,32 @@ def test_prometheus_loads_the_projects_scrape_config_and_rules(compose: dict[str
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"] == [{"targets": ["service:8000"]}]  # compose's service name and container port
     assert prometheus["depends_on"]["service"]["condition"] == "service_started"
+
+
+@pytest.mark.needs_apt("docker-compose")
+def test_grafana_is_provisioned_with_the_projects_datasource_and_dashboard(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    repository, _, tag = grafana["image"].rpartition(":")
+    assert repository == "grafana/grafana-oss" and re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin a release, not latest"
+    assert [int(port["target"]) for port in grafana["ports"]] == [3000]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_started"
+    by_source = {source: (target, mode) for target, (source, mode) in mounts(grafana).items()}
+    # Grafana reads provisioning/{datasources,dashboards}/*.yml under this path; the provider then loads the
+    # dashboards from where compose mounts them.
+    assert by_source[str(GRAFANA_DIR / "provisioning")] == ("/etc/grafana/provisioning", "ro")
+    dashboards_target, dashboards_mode = by_source[str(GRAFANA_DIR / "dashboards")]
+    assert dashboards_mode == "ro"
+    (provider,) = load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "oegate.yml")["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == dashboards_target
+    environment = grafana["environment"]
+    assert environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == f"{dashboards_target}/oegate.json"
+    assert (GRAFANA_DIR / "dashboards" / "oegate.json").is_file()
+    # Anonymous visitors may look, not edit.
+    assert (environment["GF_AUTH_ANONYMOUS_ENABLED"], environment["GF_AUTH_ANONYMOUS_ORG_ROLE"]) == ("true", "Viewer")
+    # The data source points at compose's Prometheus (service name, container port) and knows its scrape interval.
+    (datasource,) = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["isDefault"] is True
+    prometheus_port = {int(port["target"]) for port in compose["services"]["prometheus"]["ports"]}
+    assert datasource["url"] == "http://prometheus:9090" and prometheus_port == {9090}
+    scrape_interval = load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]["scrape_interval"]
+    assert datasource["jsonData"]["timeInterval"] == scrape_interval

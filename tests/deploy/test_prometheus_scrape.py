@@ -4,77 +4,19 @@ reject-rate alert pending."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.deploy.conftest import PROMETHEUS, PROMETHEUS_DIR
-from tests.e2e.server import free_port, service_process, wait_until_ready
+from tests.deploy.conftest import PROMETHEUS_DIR, prometheus_process, query, wait_for
+from tests.e2e.server import service_process
 from tests.service.conftest import clone_artifact
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_apt("prometheus")]
-
-T = TypeVar("T")
-Vector = dict[frozenset[tuple[str, str]], float]
-
-
-@contextmanager
-def prometheus_process(config: dict[str, Any], workdir: Path, startup_timeout_s: float = 20.0) -> Iterator[str]:
-    """Run Prometheus on a free port (never 9090: a packaged daemon may hold it) with `config` and its TSDB in
-    `workdir`; yield its base URL once it is ready; always stop it."""
-    port = free_port()
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(json.dumps(config))  # JSON is YAML
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(process, f"{url}/-/ready", log_path, startup_timeout_s, "prometheus")
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def query(prometheus: httpx.Client, expr: str) -> Vector:
-    """An instant query's result as {labels: value}."""
-    response = prometheus.get("/api/v1/query", params={"query": expr})
-    response.raise_for_status()
-    return {frozenset(item["metric"].items()): float(item["value"][1]) for item in response.json()["data"]["result"]}
-
-
-def wait_for(probe: Callable[[], T], done: Callable[[T], bool], deadline: float, what: str) -> T:
-    """Poll `probe` until `done(result)`; fail with the last result at the monotonic `deadline`."""
-    while True:
-        result = probe()
-        if done(result):
-            return result
-        assert time.monotonic() < deadline, f"{what}: still {result!r}"
-        time.sleep(0.25)
 
 
 def test_prometheus_sees_exactly_the_predictions_the_service_answered(tmp_path: Path, tiny_artifact: Path) -> None:
