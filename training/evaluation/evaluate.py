@@ -311,6 +311,23 @@ def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDi
     return data, spec, data_seed
 
 
+def same_source_warnings(in_distribution: str, anomalies: Sequence[str]) -> list[str]:
+    """Anomaly sets read from the in-distribution data's own files: they measure nothing but a leak."""
+    _, _, data_path = in_distribution.partition(":")
+    if not data_path:
+        return []
+    root = Path(data_path).resolve()
+    warnings = []
+    for name in anomalies:
+        _, _, path = name.partition(":")
+        if path and (Path(path).resolve() == root or root in Path(path).resolve().parents):
+            warnings.append(
+                f"anomaly set {name} is read from the in-distribution data ({in_distribution}): its inputs are "
+                "training or test inputs of the model, not anomalies; its figures measure nothing"
+            )
+    return warnings
+
+
 def evaluate(artifact_dir: Path, config: EvaluationConfig, compare: Path | None = None) -> Evaluation:
     """Load the artifact(s) and the data, score everything through onnxruntime and compute every table."""
     if not 0.0 < config.recall < 1.0 or min(config.draws, config.ratio, config.bin_size) < 1:
@@ -326,6 +343,8 @@ def evaluate(artifact_dir: Path, config: EvaluationConfig, compare: Path | None 
     else:
         data, spec, data_seed = _load_test_split(artifacts[0], config)
         test_inputs, test_labels = as_float(data.test.images), data.test.labels
+    for warning in same_source_warnings(spec, config.anomalies):
+        log.warning("%s", warning)
     size = len(test_inputs) // config.ratio
     pools: dict[str, list[Outputs]] = {}
     draws: dict[str, tuple[list[np.ndarray], bool]] = {}

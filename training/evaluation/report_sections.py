@@ -14,6 +14,7 @@ from training.evaluation.evaluate import SERVED_SCORE, ArtifactResult, Evaluatio
 # The published outputs of the paper's code for MNIST (hendrycks/outlier-exposure, MNIST/snapshots/baseline_test.txt
 # and oe_tune_test.txt: the ConvNet, MSP score, 1:5 base rate): set -> (FPR95, AUROC, AUPR) in %.
 REFERENCE_SOURCE = "hendrycks/outlier-exposure `MNIST/snapshots/{baseline,oe_tune}_test.txt` (MSP, the paper's code)"
+MNIST_SPECS = frozenset({"mnist", "mnist5k"})
 REFERENCE_BASELINE = {
     "gaussian": (0.21, 99.96, 99.81),
     "bernoulli": (1.04, 99.81, 99.01),
@@ -166,8 +167,9 @@ def reference_section(roles: list[tuple[str, ArtifactResult]], fpr_name: str) ->
     results = dict(roles)
     ours = [(label, results[label]) for label in ("Baseline", "+OE") if label in results]
     shared = [name for name in REFERENCE_BASELINE if all(name in r.sets for _, r in ours)]
-    if not shared or fpr_name != "FPR95":
-        return []
+    trained_on = ours[0][1].artifact.card.training.get("data", {}).get("in_distribution") if ours else None
+    if not shared or fpr_name != "FPR95" or trained_on not in MNIST_SPECS:
+        return []  # the reference numbers are MNIST's: beside another model they would compare nothing
     lines = [
         f"MSP score (as the reference), {fpr_name} / AUROC / AUPR in %. Reference: {REFERENCE_SOURCE}. Their "
         "notMNIST and Omniglot are the original sets; ours are font-rendered analogues, so those rows compare "

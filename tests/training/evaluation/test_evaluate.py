@@ -224,3 +224,18 @@ def test_spread_is_the_mean_and_population_std_of_its_values() -> None:
     spread = Spread.of([2, 4, 4, 4, 5, 5, 7, 9])
     assert (spread.mean, spread.std, spread.values) == (5.0, 2.0, (2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0))
     assert Spread.of([0.25]) == Spread(0.25, 0.0, (0.25,))
+
+
+def test_anomaly_sets_read_from_the_training_data_are_flagged(tmp_path: Path) -> None:
+    from training.evaluation.evaluate import same_source_warnings
+
+    data = tmp_path / "shapes"
+    (data / "circle").mkdir(parents=True)
+    warnings = same_source_warnings(
+        f"imagefolder:{data}",
+        [f"imagefolder:{data / 'circle'}", f"imagefolder:{data}", f"npy:{tmp_path}/x.npy", "gaussian"],
+    )
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"anomaly set imagefolder:{data / 'circle'} is read from the in-distribution data")
+    assert same_source_warnings("mnist", [f"imagefolder:{data}"]) == []
+    assert same_source_warnings(f"csv:{tmp_path}/t.csv", [f"text:{tmp_path}/t.csv"]) != []
