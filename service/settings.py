@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     capture_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0.0)
     """Longest time a capture is kept (7 days by default); older ones are deleted by the writer."""
     capture_queue_size: int = Field(default=256, ge=1)
-    """Most captured instances waiting for the background writer; beyond it samples are dropped and counted."""
+    """Most captured instances waiting for (or being written by) the background writer; beyond it samples are
+    dropped and counted."""
     capture_queue_bytes: int = Field(default=64 * 1024**2, ge=1)
     """Most bytes of captured inputs waiting for the writer (the memory capture may hold); beyond it samples are
     dropped and counted."""
