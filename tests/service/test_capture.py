@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from service import capture_store
 from service.app import create_app
-from service.capture import Capture
+from service.capture import Capture, RawInput, encode_payload
 from tests.artifacts import LABELS as IMAGE_LABELS
 from tests.service.conftest import b64, clone_artifact, digit_like, make_settings, png_bytes
 from tests.text_artifacts import LABELS as TEXT_LABELS
@@ -475,3 +475,38 @@ def test_the_index_is_plain_sqlite(tmp_path: Path) -> None:
     columns = [row[1] for row in connection.execute("PRAGMA table_info(captures)")]
     connection.close()
     assert tuple(columns) == capture_store.COLUMNS
+
+
+async def test_v2_fp32_arrays_are_stored_as_the_model_got_them(models: Path, tmp_path: Path) -> None:
+    store = tmp_path / "captures"
+    arrays = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    payload = arrays.astype("<f4").tobytes()
+    tensor = {"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 6272}}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    async with serving(models, capture_dir=store) as (app, client, capture):
+        response = await client.post("/v2/models/strict/infer", content=header + payload, headers=headers)
+        assert response.status_code == 200
+        await settled(capture)
+        assert metric(app, "oegate_captures_total", model="strict", kind="rejected") == 2.0
+    stored = rows(store)
+    assert [row["input_kind"] for row in stored] == ["array", "array"]
+    for row, array in zip(stored, arrays, strict=True):
+        loaded = np.load(store / row["file"])
+        assert loaded.dtype == np.float32 and np.array_equal(loaded, array)
+        assert row["sha256"] == sha256((store / row["file"]).read_bytes())
+
+
+def test_stored_files_are_named_by_what_they_hold() -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + b"rest of a jpeg"
+    assert encode_payload(RawInput("image", jpeg)) == (jpeg, "image/jpeg", ".jpg")
+    assert encode_payload(RawInput("image", b"GIF89a")) == (b"GIF89a", "application/octet-stream", ".bin")
+    assert encode_payload(RawInput("text", "é")) == ("é".encode(), "text/plain; charset=utf-8", ".txt")
+
+
+async def test_samples_queued_at_shutdown_are_stored_before_the_app_stops(models: Path, tmp_path: Path) -> None:
+    store = tmp_path / "captures"
+    async with serving(models, capture_dir=store) as (app, client, _):
+        assert (await client.post("/v1/models/words/predict", json=texts_body(*TEXTS))).status_code == 200
+    assert sorted(row["sha256"] for row in rows(store)) == sorted(sha256(text.encode()) for text in TEXTS)
+    assert metric(app, "oegate_captures_total", model="words", kind="rejected") == 4.0
