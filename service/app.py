@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.capture import Capture
 from service.cpus import cpu_budget, onnxruntime_threads
 from service.deps import Components
 from service.errors import install_error_handlers
@@ -40,16 +43,25 @@ tensor data, classification, model configuration and statistics extensions, Prom
 Request bodies may be gzip or deflate encoded. Every error body is `{"error": "..."}`."""
 
 
-def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
-    """A new app for `settings`. Metrics go to `metrics_registry` (a fresh registry when None)."""
+def create_app(
+    settings: Settings,
+    metrics_registry: CollectorRegistry | None = None,
+    *,
+    capture_rng: random.Random | None = None,
+    capture_clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """A new app for `settings`. Metrics go to `metrics_registry` (a fresh registry when None); capture samples
+    with `capture_rng` (a fresh unseeded one when None) and dates captures with `capture_clock` (tests seed both)."""
     metrics = Metrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     limits = WorkLimits(settings, metrics)
     registry = Registry(settings, metrics, limits)
-    predictor = Predictor(registry, metrics, settings.allow_threshold_override, limits)
+    capture = Capture(settings, metrics, capture_rng, capture_clock)
+    predictor = Predictor(registry, metrics, settings.allow_threshold_override, limits, capture)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         report = await registry.start()
+        capture.start()
         budget = cpu_budget()
         intra, inter = onnxruntime_threads(settings.intra_op_threads, settings.inter_op_threads, budget)
         logger.info(
@@ -60,6 +72,7 @@ def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = 
                 "onnxruntime_intra_op_threads": intra, "onnxruntime_inter_op_threads": inter,
                 "decode_threads": limits.decode_tokens, "inference_threads": limits.inference_tokens,
                 "max_requests_in_flight": limits.max_in_flight,
+                "capture_dir": None if settings.capture_dir is None else str(settings.capture_dir),
             },
         )  # fmt: skip
         poller = (
@@ -75,10 +88,11 @@ def create_app(settings: Settings, metrics_registry: CollectorRegistry | None = 
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             await registry.close()
+            await capture.close()  # after the batchers drained: the last requests' samples are queued
 
     app = FastAPI(title="oegate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.components = Components(
-        settings=settings, metrics=metrics, registry=registry, predictor=predictor, limits=limits
+        settings=settings, metrics=metrics, registry=registry, predictor=predictor, limits=limits, capture=capture
     )
     install_error_handlers(app, metrics)
     # Added innermost first: the request context (ids, access log, latency) wraps admission, which refuses

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import SecretStr
 
+from service.capture import Capture
 from service.errors import NotFoundError, UnauthorizedError
 from service.inference import Predictor
 from service.limits import WorkLimits
@@ -30,6 +31,7 @@ class Components:
     registry: Registry
     predictor: Predictor
     limits: WorkLimits
+    capture: Capture
 
 
 async def get_components(request: Request) -> Components:
@@ -56,10 +58,15 @@ async def get_limits(components: ComponentsDep) -> WorkLimits:
     return components.limits
 
 
+async def get_capture(components: ComponentsDep) -> Capture:
+    return components.capture
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimitsDep = Annotated[WorkLimits, Depends(get_limits)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+CaptureDep = Annotated[Capture, Depends(get_capture)]
 
 
 def _check_bearer(request: Request, expected: SecretStr, what: str) -> None:

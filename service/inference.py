@@ -2,19 +2,22 @@
 
 The graph computes the probabilities, KL[U||p], the anomaly score and the confidence; the service adds only the
 reject decision, `reject = anomaly_score >= threshold`, with the threshold in anomaly-score units (float32, as
-the graph emits the score and training calibrates it).
+the graph emits the score and training calibrates it). When capture is on for the model (service/capture.py), the
+decoder also hands back each instance's raw input, and the gated result is offered to capture: sampling and a
+non-blocking put, no I/O on the request path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio.to_thread
 import numpy as np
 
 from service.batching import ModelInputs
+from service.capture import Capture, RawInputs
 from service.card import Card
 from service.codecs.text import TextEncoder
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError
@@ -22,9 +25,16 @@ from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.registry import Registry
 
-Decoder = Callable[[Card, TextEncoder | None], ModelInputs]
-"""Turns a request's instances into the model's inputs, in a worker thread: float32 [N, C, H, W] for an image card,
-token ids (with the version's text encoder, None for image models) for a text card."""
+
+class Decoder(Protocol):
+    """Turns a request's instances into the model's inputs, in a worker thread: float32 [N, C, H, W] for an image
+    card, token ids (with the version's text encoder, None for image models) for a text card. Given a `raw` list
+    (capture on for the model), it also appends each instance's `RawInput` (service/capture.py), in order: a
+    reference to what it decoded from (image bytes, text, checked array), not a copy."""
+
+    def __call__(
+        self, card: Card, text_encoder: TextEncoder | None, raw: RawInputs | None = None, /
+    ) -> ModelInputs: ...
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,18 @@ class Predictor:
     statistics (service/statistics.py: success or failure with its time, decoding time, post-processing time)."""
 
     def __init__(
-        self, registry: Registry, metrics: Metrics, allow_threshold_override: bool, limits: WorkLimits | None = None
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        allow_threshold_override: bool,
+        limits: WorkLimits | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
         self._allow_threshold_override = allow_threshold_override
         self._limits = limits
+        self._capture = capture
 
     async def predict(
         self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
@@ -63,9 +79,11 @@ class Predictor:
         async with self._registry.lease(name, version) as model:
             statistics = model.statistics
             started = time.perf_counter()
+            capture = self._capture if self._capture is not None and self._capture.wants(model.name) else None
+            raw: RawInputs | None = [] if capture is not None else None
             try:
                 limiter = None if self._limits is None else self._limits.decode  # None: anyio's default pool
-                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, limiter=limiter)
+                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, raw, limiter=limiter)
                 decoded = time.perf_counter()
                 statistics.compute_input.add(decoded - started)
                 outputs = await model.batcher.submit(inputs)
@@ -74,6 +92,8 @@ class Predictor:
                 raise
             finished = time.perf_counter()
             result = self._gate(model.name, model.version, model.card, outputs, threshold_override)
+            if capture is not None and raw is not None:
+                capture.offer(result, raw)  # sampling and a non-blocking put: never waits, never raises
             statistics.compute_output.add(time.perf_counter() - finished)
             statistics.record_request(True, time.perf_counter() - started)
         return result

@@ -144,6 +144,25 @@ class Metrics:
             "ones get 503 (reason overloaded).",
             registry=registry,
         )
+        self.captures = Counter(
+            "oegate_captures_total",
+            "Instances stored by capture (service/capture.py), by model and sampling kind (rejected: the gate "
+            "rejected it; band: accepted within capture_band of the threshold; control: accepted below the band).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.capture_dropped = Counter(
+            "oegate_capture_dropped_total",
+            "Sampled instances capture did not store: queue_full (the writer's queue was full), too_large (one "
+            "input above capture_max_bytes), store_error (writing failed), shutdown (sampled while stopping).",
+            ["reason"],
+            registry=registry,
+        )
+        self.capture_store_bytes = Gauge(
+            "oegate_capture_store_bytes",
+            "Bytes of captured input files in the capture store (its index not counted); 0 while capture is off.",
+            registry=registry,
+        )
         self._loaded_models: set[str] = set()  # names only grow: bounded by the model directory's names
 
     def model_unloaded(self, model: str, version: str, provider: str, reason: str) -> None:

@@ -6,6 +6,7 @@ environment anywhere else.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -111,6 +112,44 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Level of the JSON logs written to stderr."""
 
+    capture_dir: Path | None = None
+    """Directory of the capture store (rejected and sampled inputs, with an index, `index.sqlite`); capture is off
+    while unset, and then nothing is stored and no directory is created. Must lie outside `model_dir`."""
+    capture_models: Annotated[list[str] | None, NoDecode] = None
+    """Models whose inputs are captured, as `a,b` or a JSON list; unset means every model (when capture is on)."""
+    capture_rejected_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of rejected instances (anomaly_score >= threshold) captured."""
+    capture_band: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Width of the uncertain band, in anomaly-score units just below the threshold: an accepted instance with
+    `threshold - capture_band <= anomaly_score < threshold` is a band instance."""
+    capture_band_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Share of band instances (accepted, near the threshold) captured."""
+    capture_control_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Share of plainly accepted instances (below the band) captured, as controls."""
+    capture_max_bytes: int = Field(default=1024**3, ge=1)
+    """Most bytes of captured input files kept; beyond it the oldest captures are deleted (the index not counted)."""
+    capture_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0.0)
+    """Longest time a capture is kept (7 days by default); older ones are deleted by the writer."""
+    capture_queue_size: int = Field(default=256, ge=1)
+    """Most captured instances waiting for (or being written by) the background writer; beyond it samples are
+    dropped and counted."""
+    capture_queue_bytes: int = Field(default=64 * 1024**2, ge=1)
+    """Most bytes of captured inputs waiting for the writer (the memory capture may hold); beyond it samples are
+    dropped and counted."""
+
+    @field_validator("capture_models", mode="before")
+    @classmethod
+    def _parse_capture_models(cls, value: Any) -> Any:
+        """`a,b` or a JSON list from the environment; a list as it is. Names must not be empty."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if isinstance(value, list):
+            names = [name.strip() if isinstance(name, str) else name for name in value]
+            if not names or any(name == "" for name in names):
+                raise ValueError("capture_models must name at least one model, and no name may be empty")
+            return names
+        return value
+
     @field_validator("pin", mode="before")
     @classmethod
     def _parse_pins(cls, value: Any) -> Any:
@@ -137,6 +176,13 @@ class Settings(BaseSettings):
                 f"limit_concurrency ({self.limit_concurrency}) must be > max_requests_in_flight "
                 f"({self.max_requests_in_flight}), or probes would be refused before predictions are"
             )
+        if self.capture_dir is not None:
+            capture, models = self.capture_dir.resolve(), self.model_dir.resolve()
+            if capture == models or capture.is_relative_to(models) or models.is_relative_to(capture):
+                raise ValueError(
+                    f"capture_dir ({self.capture_dir}) must lie outside model_dir ({self.model_dir}) and not contain "
+                    "it, or captures would be scanned as models"
+                )
         for name, token in (("admin_token", self.admin_token), ("inference_token", self.inference_token)):
             if token is not None and len(token.get_secret_value()) < 16:
                 raise ValueError(f"{name} must be at least 16 characters")

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from service.batching import ModelInputs
+from service.capture import RawInput, RawInputs
 from service.card import Card, TextInputSpec
 from service.codecs import CodecError, TextEncoder, decode_array, decode_base64, decode_image
 from service.codecs.text import IndexedCodecError
@@ -103,12 +104,18 @@ async def _parse_multipart(request: Request, settings: Settings) -> NativeReques
 
 
 def decode_instances(
-    instances: list[Instance], card: Card, text_encoder: TextEncoder | None, *, settings: Settings
+    instances: list[Instance],
+    card: Card,
+    text_encoder: TextEncoder | None,
+    raw: RawInputs | None = None,
+    *,
+    settings: Settings,
 ) -> ModelInputs:
-    """Images and arrays -> float32 [N, C, H, W] for an image model; texts -> token ids for a text model."""
+    """Images and arrays -> float32 [N, C, H, W] for an image model; texts -> token ids for a text model; each
+    instance's raw input appended to `raw` when given (service/inference.py, `Decoder`)."""
     _check_one_kind(instances)
     if isinstance(card.input, TextInputSpec):
-        return _tokenize_instances(instances, card, text_encoder, settings)
+        return _tokenize_instances(instances, card, text_encoder, settings, raw)
     arrays = []
     budget = pixel_budget(card.input, settings)
     for index, instance in enumerate(instances):
@@ -116,8 +123,12 @@ def decode_instances(
             if isinstance(instance, ImageInstance):
                 data = decode_base64(instance.image_b64)
                 arrays.append(decode_image(data, card.input, budget))
+                if raw is not None:
+                    raw.append(RawInput("image", data))
             elif isinstance(instance, ArrayInstance):
                 arrays.append(decode_array(instance.array, card.input))
+                if raw is not None:
+                    raw.append(RawInput("array", arrays[-1]))
             else:
                 raise CodecError(f"model '{card.name}' takes images; text instances need a text model")
         except CodecError as e:
@@ -136,7 +147,7 @@ def _check_one_kind(instances: list[Instance]) -> None:
 
 
 def _tokenize_instances(
-    instances: list[Instance], card: Card, text_encoder: TextEncoder | None, settings: Settings
+    instances: list[Instance], card: Card, text_encoder: TextEncoder | None, settings: Settings, raw: RawInputs | None
 ) -> ModelInputs:
     texts = []
     for index, instance in enumerate(instances):
@@ -147,12 +158,22 @@ def _tokenize_instances(
     if text_encoder is None:
         raise ServiceError(f"model '{card.name}' is a text model without a loaded tokenizer")
     try:
-        return text_encoder.encode(texts, settings.max_text_chars)
+        encoded = text_encoder.encode(texts, settings.max_text_chars)
     except IndexedCodecError as e:
         raise instance_error(e.index, str(e)) from e
+    if raw is not None:
+        raw.extend(RawInput("text", text) for text in texts)
+    return encoded
 
 
-def decode_files(files: list[bytes], card: Card, text_encoder: TextEncoder | None, *, settings: Settings) -> np.ndarray:
+def decode_files(
+    files: list[bytes],
+    card: Card,
+    text_encoder: TextEncoder | None,
+    raw: RawInputs | None = None,
+    *,
+    settings: Settings,
+) -> np.ndarray:
     """Multipart image files -> float32 [N, C, H, W]; a text model gets a 422 saying what to send instead."""
     if isinstance(card.input, TextInputSpec):
         raise InvalidInputError(
@@ -166,6 +187,8 @@ def decode_files(files: list[bytes], card: Card, text_encoder: TextEncoder | Non
             arrays.append(decode_image(data, card.input, budget))
         except CodecError as e:
             raise instance_error(index, str(e)) from e
+    if raw is not None:
+        raw.extend(RawInput("image", data) for data in files)
     return np.stack(arrays)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from service.batching import ModelInputs
+from service.capture import RawInput, RawInputs
 from service.card import Card, ImageInputSpec, TextInputSpec
 from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
 from service.codecs.text import IndexedCodecError
@@ -196,11 +197,13 @@ def _decode_inputs(
     settings: Settings,
     card: Card,
     text_encoder: TextEncoder | None,
+    raw: RawInputs | None = None,
 ) -> ModelInputs:
+    """The model's inputs; each instance's raw input appended to `raw` when given (service/inference.py, `Decoder`)."""
     if isinstance(card.input, TextInputSpec):
         if text_encoder is None:
             raise ServiceError(f"model '{card.name}' is a text model without a loaded tokenizer")
-        return _decode_texts(request, binaries, settings, card, text_encoder)
+        return _decode_texts(request, binaries, settings, card, text_encoder, raw)
     spec = card.input
     name = spec.name
     expected = f"one input named '{name}' (FP32 [N, {', '.join(map(str, spec.shape))}] or BYTES [N])"
@@ -210,9 +213,9 @@ def _decode_inputs(
     tensor = request.inputs[0]
     binary = binaries[0] if binaries else None
     if tensor.datatype == "FP32":
-        return _decode_fp32(tensor.shape, tensor.data, binary, spec, settings)
+        return _decode_fp32(tensor.shape, tensor.data, binary, spec, settings, raw)
     if tensor.datatype == "BYTES":
-        return _decode_bytes(tensor.shape, tensor.data, binary, spec, settings)
+        return _decode_bytes(tensor.shape, tensor.data, binary, spec, settings, raw)
     raise InvalidInputError(f"input '{name}': datatype {tensor.datatype} is not supported; use FP32 or BYTES")
 
 
@@ -224,7 +227,12 @@ def _check_batch(name: str, count: int, settings: Settings) -> None:
 
 
 def _decode_fp32(
-    shape: list[int], data: list[Any] | None, binary: bytes | None, spec: ImageInputSpec, settings: Settings
+    shape: list[int],
+    data: list[Any] | None,
+    binary: bytes | None,
+    spec: ImageInputSpec,
+    settings: Settings,
+    raw: RawInputs | None,
 ) -> np.ndarray:
     name = spec.name
     if len(shape) != 4 or tuple(shape[1:]) != spec.shape:
@@ -251,11 +259,18 @@ def _decode_fp32(
             checked.append(check_values(batch[index], spec))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
+    if raw is not None:
+        raw.extend(RawInput("array", array) for array in checked)
     return np.stack(checked)
 
 
 def _decode_bytes(
-    shape: list[int], data: list[Any] | None, binary: bytes | None, spec: ImageInputSpec, settings: Settings
+    shape: list[int],
+    data: list[Any] | None,
+    binary: bytes | None,
+    spec: ImageInputSpec,
+    settings: Settings,
+    raw: RawInputs | None,
 ) -> np.ndarray:
     name = spec.name
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
@@ -280,11 +295,18 @@ def _decode_bytes(
             arrays.append(decode_image(encoded, spec, budget))
         except CodecError as e:
             raise InvalidInputError(f"input '{name}' instance {index}: {e}") from e
+        if raw is not None:
+            raw.append(RawInput("image", encoded))
     return np.stack(arrays)
 
 
 def _decode_texts(
-    request: InferenceRequest, binaries: list[bytes | None], settings: Settings, card: Card, encoder: TextEncoder
+    request: InferenceRequest,
+    binaries: list[bytes | None],
+    settings: Settings,
+    card: Card,
+    encoder: TextEncoder,
+    raw: RawInputs | None,
 ) -> ModelInputs:
     if len(request.inputs) != 1 or request.inputs[0].name != TEXT_INPUT:
         given = [tensor.name for tensor in request.inputs]
@@ -320,9 +342,12 @@ def _decode_texts(
     if len(texts) != shape[0]:
         raise InvalidInputError(f"input '{TEXT_INPUT}': shape {shape} needs {shape[0]} elements, data has {len(texts)}")
     try:
-        return encoder.encode(texts, settings.max_text_chars)
+        encoded = encoder.encode(texts, settings.max_text_chars)
     except IndexedCodecError as e:
         raise InvalidInputError(f"input '{TEXT_INPUT}' instance {e.index}: {e}") from e
+    if raw is not None:
+        raw.extend(RawInput("text", text) for text in texts)
+    return encoded
 
 
 def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:

@@ -24,7 +24,8 @@ MAX_EXAMPLES = 10
 @pytest.fixture
 def app(tmp_path: Path, tiny_artifact: Path) -> Iterator[FastAPI]:
     clone_artifact(tiny_artifact, tmp_path / "models", "tiny", 1)
-    yield create_app(make_settings(tmp_path / "models", admin_token=ADMIN))
+    # Capture on, so that its admin routes (list, delete) meet generated queries with a real store behind them.
+    yield create_app(make_settings(tmp_path / "models", admin_token=ADMIN, capture_dir=tmp_path / "captures"))
     asgi.shutdown_lifespans()
 
 
