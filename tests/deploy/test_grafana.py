@@ -205,7 +205,8 @@ async def test_every_expression_names_only_series_the_service_exports(
     dashboard: dict[str, Any], tmp_path: Path, tiny_artifact: Path
 ) -> None:
     instances = [{"array": np.zeros((1, 28, 28)).tolist()}] * 3
-    async with running(make_settings(served_models(tmp_path, tiny_artifact))) as (_, client):
+    settings = make_settings(served_models(tmp_path, tiny_artifact), capture_dir=tmp_path / "captures")
+    async with running(settings) as (_, client):
         for model in ("lenient", "strict"):
             assert (await client.post(f"/v1/models/{model}/predict", json={"instances": instances})).status_code == 200
         assert (await client.post("/v1/models/nope/predict", json={"instances": instances})).status_code == 404
@@ -249,7 +250,7 @@ def instant_values(prometheus: httpx.Client, expr: str) -> list[float]:
 
 Answers = dict[str, list[list[dict[str, Any]]]]
 """Panel title -> each target's instant-query result."""
-EMPTY_WHEN_HEALTHY = {"Server errors and refusals"}
+EMPTY_WHEN_HEALTHY = {"Server errors and refusals"}  # the capture panel's drops too, but its other series fill it
 """Panels that may show nothing after the traffic below (no 500s, no 503s); every other panel must show numbers."""
 
 
@@ -273,6 +274,7 @@ def test_prometheus_answers_every_dashboard_query(
         "OEGATE_POLL_INTERVAL_S": "0",
         "OEGATE_INTRA_OP_THREADS": "1",
         "OEGATE_REQUIRED_MODELS": '["lenient", "strict"]',  # ready without broken, which never loads
+        "OEGATE_CAPTURE_DIR": str(tmp_path / "captures"),  # the strict model's rejections fill the capture panel
     }
     (tmp_path / "prometheus").mkdir()
     rng = np.random.default_rng(0)
