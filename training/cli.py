@@ -125,12 +125,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     if is_text_config(state["config"]):
         from training.text.config import load_text_config
-        from training.text.pipeline import prepare_text, publish_text, text_net_from_checkpoint
+        from training.text.pipeline import load_corpus, prepare_text, publish_text, text_net_from_checkpoint
 
         text_cfg = load_text_config(None, args.overrides, base=state["config"])
         text_ctx = prepare_text(text_cfg, args.command_line, record=False)
         net = text_net_from_checkpoint(args.checkpoint, text_ctx)
-        print(publish_text(text_ctx, net, name=args.name, stage=state["stage"], corpus_size=None))
+        corpus_size = len(load_corpus(text_ctx)) if state["stage"] == "oe" else None  # recorded in the card
+        print(publish_text(text_ctx, net, name=args.name, stage=state["stage"], corpus_size=corpus_size))
         return 0
     cfg = load_config(None, args.overrides, base=state["config"])
     ctx = prepare(cfg, args.command_line, record=False)  # the run's config.json stays the run's record

@@ -11,15 +11,16 @@ from service.settings import Settings
 from tests.e2e.server import REPO
 from tests.service.conftest import running
 from training.artifact import load_artifact
+from training.text.config import load_text_config
 
 pytestmark = pytest.mark.anyio
 
 TOPICS_OE = REPO / "models" / "topics-oe" / "1"
 PREDICT = "/v1/models/topics-oe/predict"
 IN_SCOPE = {  # sentence -> topic
-    "What programming language should I learn first to write a web server?": "coding",
     "Do you think artificial intelligence will ever become conscious?": "ai",
-    "Tell me a joke that will make me laugh.": "humor",
+    "I feel sad today.": "emotion",
+    "Who wrote Hamlet?": "trivia",
 }
 OUT_OF_SCOPE = [
     "Bonjour, je voudrais réserver une table pour deux personnes ce soir à vingt heures.",
@@ -75,4 +76,9 @@ def test_the_committed_text_artifact_is_the_int8_graph_with_its_tokenizer() -> N
     assert card.evaluation["graph"]["quantization"].startswith("onnxruntime dynamic int8")
     assert (TOPICS_OE / "model.onnx").stat().st_size == card.evaluation["graph"]["int8_bytes"] < 30e6
     assert sorted(p.name for p in TOPICS_OE.iterdir()) == ["card.json", "model.onnx", "tokenizer.json"]
-    assert "pipeline --config configs/topics-oe.toml" in card.training["command"]
+    # Trained by configs/topics-oe.toml: the card records the resolved sections, which must be the file's.
+    config = load_text_config(REPO / "configs" / "topics-oe.toml")
+    for section in ("net", "baseline", "oe"):
+        assert card.training[section] == getattr(config, section).model_dump(mode="json"), section
+    assert card.training["data"]["in_distribution"] == config.data.in_distribution == "chatterbot-en"
+    assert card.training["data"]["oe_corpus"] == config.data.oe_corpus == "default"
