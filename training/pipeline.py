@@ -104,7 +104,18 @@ def prepare(
     ).sealed()
     for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
-    run_dir = cfg.run.directory
+    run_dir = open_run_dir(cfg, cfg.run.directory, resume=resume, force=force, record=record)
+    log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
+    normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
+    return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
+
+
+def open_run_dir(cfg: BaseModel, run_dir: Path, *, resume: bool, force: bool, record: bool) -> Path:
+    """Create the run directory, record the resolved config in it (unless `record` is false) and log into it.
+
+    Resuming under a config other than the recorded one is refused (a checkpoint built on the old baseline would be
+    continued silently) unless `force`.
+    """
     recorded = run_dir / "config.json"
     if resume and not force and recorded.is_file():
         changes = changed_fields(json.loads(recorded.read_text()), cfg)
@@ -117,9 +128,7 @@ def prepare(
     if record:
         recorded.write_text(cfg.model_dump_json(indent=2) + "\n")
     log_to(run_dir / "train.log")
-    log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
-    normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
-    return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
+    return run_dir
 
 
 def log_to(path: Path) -> None:

@@ -79,6 +79,66 @@ def checkpoint_path(run_dir: Path, stage: Stage) -> Path:
     return run_dir / "checkpoints" / f"{stage}.pt"
 
 
+def start_or_resume(
+    path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, *, resume: bool, stage: Stage, epochs: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to run, history so far): from the stage's last checkpoint when resuming, else from scratch;
+    FileExistsError if a checkpoint exists and `resume` is not set (a run is never overwritten silently)."""
+    if resume and has_checkpoint(path):
+        previous = load_latest_checkpoint(path)
+        net.load_state_dict(previous["net_state"])
+        optimizer.load_state_dict(previous["optimizer_state"])
+        log.info("resuming %s from epoch %d/%d", stage, previous["epoch"], epochs)
+        return previous["epoch"], previous["history"]
+    if has_checkpoint(path):
+        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or use a new run directory")
+    return 0, []
+
+
+def end_epoch(
+    path: Path,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, Any]],
+    extra_state: dict[str, Any],
+    *,
+    stage: Stage,
+    epoch: int,
+    epochs: int,
+    run_dir: Path,
+    train_loss: float,
+    train_accuracy: float,
+    val_logits: torch.Tensor,
+    val_labels: torch.Tensor,
+    started: float,
+) -> dict[str, Any]:
+    """Record the epoch (history, log line, metrics.jsonl) and checkpoint it; returns the checkpoint state."""
+    record = {
+        "stage": stage,
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "val_nll": float(F.cross_entropy(val_logits, val_labels)),
+        "val_accuracy": float((val_logits.argmax(1) == val_labels).float().mean()),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    history.append(record)
+    log.info("%s", json.dumps(record))
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    state = {
+        **extra_state,
+        "stage": stage,
+        "epoch": epoch + 1,
+        "epochs": epochs,
+        "net_state": net.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "history": history,
+    }
+    save_checkpoint(path, state)
+    return state
+
+
 def train_stage(
     *,
     stage: Stage,
@@ -111,15 +171,7 @@ def train_stage(
         nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay or 0.0,
     )
-    start_epoch, history = 0, []
-    if resume and has_checkpoint(path):
-        previous = load_latest_checkpoint(path)
-        net.load_state_dict(previous["net_state"])
-        optimizer.load_state_dict(previous["optimizer_state"])
-        start_epoch, history = previous["epoch"], previous["history"]
-        log.info("resuming %s from epoch %d/%d", stage, start_epoch, cfg.epochs)
-    elif has_checkpoint(path):
-        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or use a new run directory")
+    start_epoch, history = start_or_resume(path, net, optimizer, resume=resume, stage=stage, epochs=cfg.epochs)
 
     train_y = torch.from_numpy(train.labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -158,29 +210,11 @@ def train_stage(
             bar.note(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}")
         val_logits = predict_logits(net, normalize, val.images)
         val_y = torch.from_numpy(val.labels.astype(np.int64))
-        record = {
-            "stage": stage,
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / len(train),
-            "train_accuracy": correct / len(train),
-            "val_nll": float(F.cross_entropy(val_logits, val_y)),
-            "val_accuracy": float((val_logits.argmax(1) == val_y).float().mean()),
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        history.append(record)
-        log.info("%s", json.dumps(record))
-        with (run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        state = {
-            **extra_state,
-            "stage": stage,
-            "epoch": epoch + 1,
-            "epochs": cfg.epochs,
-            "net_state": net.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "history": history,
-        }
-        save_checkpoint(path, state)
+        state = end_epoch(
+            path, net, optimizer, history, extra_state, stage=stage, epoch=epoch, epochs=cfg.epochs, run_dir=run_dir,
+            train_loss=loss_sum / len(train), train_accuracy=correct / len(train), val_logits=val_logits,
+            val_labels=val_y, started=started,
+        )  # fmt: skip
     if not state:  # already complete: nothing left to run
         state = load_latest_checkpoint(path)
         net.load_state_dict(state["net_state"])

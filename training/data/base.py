@@ -37,10 +37,11 @@ class SealedSplitError(RuntimeError):
     """Code that must not see the test split tried to read it."""
 
 
-class SealedImageSet(ImageSet):
-    """A split whose size is known but whose images and labels cannot be read: the test split as the training
+class Sealed:
+    """A split whose size is known but whose contents and labels cannot be read: the test split as the training
     pipeline holds it. Every choice before `python -m training evaluate` is made without test data; this makes
-    that a property of the code rather than a promise."""
+    that a property of the code rather than a promise. Mixed into a split type before it (`SealedImageSet`,
+    `SealedTextSet`), which then refuses its contents with `refuse()`."""
 
     _size: int
     _what: str
@@ -49,25 +50,29 @@ class SealedImageSet(ImageSet):
         object.__setattr__(self, "_size", size)
         object.__setattr__(self, "_what", what)
 
-    def _refuse(self) -> SealedSplitError:
+    def refuse(self) -> SealedSplitError:
         return SealedSplitError(
             f"the {self._what} is sealed: it is read once, by `python -m training evaluate`, never while training, "
             "calibrating or choosing anything"
         )
 
     @property
-    def images(self) -> np.ndarray:
-        raise self._refuse()
-
-    @property
     def labels(self) -> np.ndarray | None:
-        raise self._refuse()
+        raise self.refuse()
 
     def __len__(self) -> int:
         return int(self._size)
 
     def __repr__(self) -> str:
-        return f"SealedImageSet(size={self._size})"
+        return f"{type(self).__name__}(size={self._size})"
+
+
+class SealedImageSet(Sealed, ImageSet):  # `labels`: a refusing property over the dataclass field
+    """The sealed twin of ImageSet."""
+
+    @property
+    def images(self) -> np.ndarray:
+        raise self.refuse()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.base import DataError, SealedSplitError
+from training.data.base import DataError, Sealed
 from training.data.splits import stratified_split
 
 MIN_SENTENCE_WORDS = 4
@@ -54,35 +54,12 @@ class TextSet:
         return len(self.texts)
 
 
-class SealedTextSet(TextSet):
-    """A text split whose size is known but whose texts and labels cannot be read (`SealedImageSet`'s twin)."""
-
-    _size: int
-    _what: str
-
-    def __init__(self, size: int, what: str) -> None:  # no super().__init__: the fields stay unset on purpose
-        object.__setattr__(self, "_size", size)
-        object.__setattr__(self, "_what", what)
-
-    def _refuse(self) -> SealedSplitError:
-        return SealedSplitError(
-            f"the {self._what} is sealed: it is read once, by `python -m training evaluate`, never while training, "
-            "calibrating or choosing anything"
-        )
+class SealedTextSet(Sealed, TextSet):  # `labels`: a refusing property over the dataclass field
+    """The sealed twin of TextSet (`training/data/base.py: Sealed`)."""
 
     @property
     def texts(self) -> tuple[str, ...]:
-        raise self._refuse()
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        raise self._refuse()
-
-    def __len__(self) -> int:
-        return int(self._size)
-
-    def __repr__(self) -> str:
-        return f"SealedTextSet(size={self._size})"
+        raise self.refuse()
 
 
 @dataclass(frozen=True)

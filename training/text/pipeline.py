@@ -24,7 +24,7 @@ from torch import nn
 from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.checkpoint import load_checkpoint
 from training.config import Stage
-from training.pipeline import changed_fields, detection_figures, log_to
+from training.pipeline import detection_figures, open_run_dir
 from training.text.anomalies import load_text_validation_anomalies
 from training.text.config import TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
@@ -67,19 +67,7 @@ def prepare_text(
         d.in_distribution, seed=cfg.run.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
         test_path=d.test_file,
     ).sealed()  # fmt: skip
-    run_dir = cfg.run.directory
-    recorded = run_dir / "config.json"
-    if resume and not force and recorded.is_file():
-        changes = changed_fields(json.loads(recorded.read_text()), cfg)
-        if changes:
-            raise ValueError(
-                f"--resume under a changed config ({'; '.join(changes)}): the checkpoints in {run_dir} were made "
-                "with the recorded one. Rerun with the same config, use a new run directory, or pass --force"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if record:
-        recorded.write_text(cfg.model_dump_json(indent=2) + "\n")
-    log_to(run_dir / "train.log")
+    run_dir = open_run_dir(cfg, cfg.run.directory, resume=resume, force=force, record=record)
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     tokenizer = TextTokenizer(pretrained_dir() / "tokenizer.json", cfg.net.max_length)
     return TextContext(cfg, data, tokenizer, run_dir, command, resume, time.monotonic())

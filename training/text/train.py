@@ -8,7 +8,6 @@ longest text in it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,16 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from training.checkpoint import has_checkpoint, load_latest_checkpoint, save_checkpoint
+from training.checkpoint import load_latest_checkpoint
 from training.config import Stage
 from training.losses import outlier_exposure_loss
 from training.progress import Progress
 from training.text.config import TextOEConfig, TextOptimConfig
 from training.text.data import TextSet
 from training.text.tokenize import TextTokenizer
+from training.train import end_epoch, start_or_resume
 
 log = logging.getLogger(__name__)
 _STAGE_SEED = {"baseline": 1, "oe": 2}
@@ -117,15 +116,7 @@ def train_text_stage(
     run_dir.mkdir(parents=True, exist_ok=True)
     path = text_checkpoint_path(run_dir, stage)
     optimizer = _optimizer(net, cfg)
-    start_epoch, history = 0, []
-    if resume and has_checkpoint(path):
-        previous = load_latest_checkpoint(path)
-        net.load_state_dict(previous["net_state"])
-        optimizer.load_state_dict(previous["optimizer_state"])
-        start_epoch, history = previous["epoch"], previous["history"]
-        log.info("resuming %s from epoch %d/%d", stage, start_epoch, cfg.epochs)
-    elif has_checkpoint(path):
-        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or use a new run directory")
+    start_epoch, history = start_or_resume(path, net, optimizer, resume=resume, stage=stage, epochs=cfg.epochs)
 
     train_ids = tokenizer.encode(train.texts)
     out_ids = tokenizer.encode(outliers) if outliers is not None else []
@@ -166,29 +157,11 @@ def train_text_stage(
             correct += int((logits[: len(index)].argmax(1) == y).sum())
             bar.note(loss=f"{loss_value:.3f}")
         val_logits = predict_text_logits(net, tokenizer, val.texts)
-        record = {
-            "stage": stage,
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / len(train),
-            "train_accuracy": correct / len(train),
-            "val_nll": float(F.cross_entropy(val_logits, val_y)),
-            "val_accuracy": float((val_logits.argmax(1) == val_y).float().mean()),
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        history.append(record)
-        log.info("%s", json.dumps(record))
-        with (run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        state = {
-            **extra_state,
-            "stage": stage,
-            "epoch": epoch + 1,
-            "epochs": cfg.epochs,
-            "net_state": net.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "history": history,
-        }
-        save_checkpoint(path, state)
+        state = end_epoch(
+            path, net, optimizer, history, extra_state, stage=stage, epoch=epoch, epochs=cfg.epochs, run_dir=run_dir,
+            train_loss=loss_sum / len(train), train_accuracy=correct / len(train), val_logits=val_logits,
+            val_labels=val_y, started=started,
+        )  # fmt: skip
     if not state:  # already complete: nothing left to run
         state = load_latest_checkpoint(path)
         net.load_state_dict(state["net_state"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from training import train as epoch_module
 from training.text import train as train_module
 from training.text.config import TextOEConfig, TextOptimConfig
 from training.text.data import TextSet
@@ -137,16 +138,16 @@ def test_resumed_run_equals_uninterrupted_run(
     class KilledError(Exception):
         pass
 
-    real_save = train_module.save_checkpoint
+    real_save = epoch_module.save_checkpoint  # end_epoch (shared with the image loop) checkpoints
 
     def save_then_die(path: Path, state: dict[str, object]) -> None:
         real_save(path, state)
         raise KilledError
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(epoch_module, "save_checkpoint", save_then_die)
     with pytest.raises(KilledError):
         _run(tokenizer, tmp_path / "killed", epochs=2, outliers=outliers)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(epoch_module, "save_checkpoint", real_save)
     stage = "oe" if outliers else "baseline"
     checkpoint = tmp_path / "killed" / "checkpoints" / f"{stage}.pt"
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
