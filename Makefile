@@ -62,10 +62,11 @@ pytest: venv apt-data
 
 test: lint typecheck pytest
 
-# Retrains the committed default artifacts (mnist-oe and its baseline twin, one run) into runs/mnist-oe/models/;
-# published versions are immutable, so copying them over models/ is a deliberate, separate step.
+# Retrains the committed default artifacts (mnist-oe and topics-oe with their baseline twins) into
+# runs/<name>/models/; published versions are immutable, so copying them over models/ is a deliberate, separate step.
 models: data
 	$(PY) -m training pipeline --config configs/mnist-oe.toml --set export.models_dir="'runs/mnist-oe/models'"
+	$(PY) -m training pipeline --config configs/topics-oe.toml --set export.models_dir="'runs/topics-oe/models'"
 
 # Mutation testing of the gate's logic (tools/mutation.py): one mutmut run per module, each bounded by
 # MUTATION_TIMEOUT_S; writes reports/mutation/report.md and fails if a module kills < 95% of its non-equivalent
