@@ -5,6 +5,7 @@ answers the key panels after some traffic."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -210,7 +211,12 @@ async def test_every_expression_names_only_series_the_service_exports(
         for model in ("lenient", "strict"):
             assert (await client.post(f"/v1/models/{model}/predict", json={"instances": instances})).status_code == 200
         assert (await client.post("/v1/models/nope/predict", json={"instances": instances})).status_code == 404
-        exposition = (await client.get("/metrics")).text
+        # Capture counts a sample once its writer thread has stored it, shortly after the response.
+        for _ in range(500):
+            exposition = (await client.get("/metrics")).text
+            if "oegate_captures_total{" in exposition:
+                break
+            await asyncio.sleep(0.01)
     families, samples = exported_families_and_samples(exposition)
     known = samples | recording_rules()
     used: set[str] = set()
