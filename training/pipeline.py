@@ -230,23 +230,39 @@ def calibrate_and_evaluate(ctx: Context, net: nn.Module) -> Calibration:
     val_scores = anomaly_scores(val_logits)
     threshold = choose_threshold(val_scores, cal.acceptance_target, cal.threshold_method, cal.delta)
     anomalies = validation_detection(ctx, net, val_scores, threshold.value)
-    evaluation = {
+    evaluation = validation_summary_record(
+        val_scores, threshold, anomalies,
+        accuracy=float((val_logits.argmax(1) == val_labels).float().mean()), nll_value=nll(val_logits, val_labels, 1.0),
+        inputs=f"all {len(data.val)} validation images vs {ctx.cfg.data.val_anomaly_samples} per validation anomaly "
+        "set (built from the validation split and noise)",
+    )  # fmt: skip
+    evaluation["val_nll_temperature_scaled"] = nll(val_logits, val_labels, temperature)
+    return Calibration(temperature, threshold, evaluation)
+
+
+def validation_summary_record(
+    val_scores: np.ndarray,
+    threshold: Threshold,
+    anomalies: dict[str, dict[str, float]],
+    *,
+    accuracy: float,
+    nll_value: float,
+    inputs: str,
+) -> dict[str, Any]:
+    """The card's `evaluation` for either modality: validation figures only, never test figures."""
+    return {
         "split": "val",
-        "val_samples": len(data.val),
-        "val_accuracy": float((val_logits.argmax(1) == val_labels).float().mean()),
-        "val_nll": nll(val_logits, val_labels, 1.0),
-        "val_nll_temperature_scaled": nll(val_logits, val_labels, temperature),
+        "val_samples": len(val_scores),
+        "val_accuracy": accuracy,
+        "val_nll": nll_value,
         "val_acceptance_at_threshold": float(np.mean(val_scores < np.float32(threshold.value))),
         "val_anomalies": anomalies,
         "mean_auroc": float(np.mean([a["auroc"] for a in anomalies.values()])) if anomalies else None,
         "mean_fpr95": float(np.mean([a["fpr95"] for a in anomalies.values()])) if anomalies else None,
         "conventions": "score = KL[U||p] (anomalies positive, higher anomaly_score = more anomalous); "
-        f"all {len(data.val)} validation images vs {ctx.cfg.data.val_anomaly_samples} per validation anomaly set "
-        "(built from the validation split and noise). The threshold was fitted on the same validation split, so "
-        "val acceptance is in-sample; test-split figures come from `python -m training evaluate` "
-        "(reports/), never from the pipeline",
+        f"{inputs}. The threshold was fitted on the same validation split, so val acceptance is in-sample; "
+        "test-split figures come from `python -m training evaluate` (reports/), never from the pipeline",
     }
-    return Calibration(temperature, threshold, evaluation)
 
 
 def anomaly_scores(logits: torch.Tensor) -> np.ndarray:

@@ -79,6 +79,14 @@ def checkpoint_path(run_dir: Path, stage: Stage) -> Path:
     return run_dir / "checkpoints" / f"{stage}.pt"
 
 
+def step_on(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimizer step on `loss`; returns its value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def start_or_resume(
     path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, *, resume: bool, stage: Stage, epochs: int
 ) -> tuple[int, list[dict[str, Any]]]:
@@ -200,11 +208,7 @@ def train_stage(
                 x = torch.cat([x, _batch(outliers, out_index)])
             logits = net(normalize(x))  # one forward pass over in + out, as the reference code
             weight = cfg.weight if isinstance(cfg, OEConfig) else 0.0
-            loss = outlier_exposure_loss(logits, y, weight)  # plain cross-entropy when there is no out batch
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_value = float(loss.detach())
+            loss_value = step_on(optimizer, outlier_exposure_loss(logits, y, weight))  # CE alone without outliers
             loss_sum += loss_value * len(index)
             correct += int((logits[: len(index)].argmax(1) == y).sum())
             bar.note(loss=f"{loss_value:.3f}", lr=f"{lr:.4f}")

@@ -24,7 +24,7 @@ from torch import nn
 from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.checkpoint import load_checkpoint
 from training.config import Stage
-from training.pipeline import detection_figures, open_run_dir
+from training.pipeline import detection_figures, open_run_dir, validation_summary_record
 from training.text.anomalies import load_text_validation_anomalies
 from training.text.config import TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
@@ -128,21 +128,12 @@ def validation_summary(ctx: TextContext, run: GraphRunner) -> tuple[Threshold, d
         texts = load_text_validation_anomalies(name, data, size=d.val_anomaly_samples, seed=ctx.cfg.run.seed)
         anomalies[name] = detection_figures(val_scores, run(texts)["anomaly_score"], threshold.value)
     logits = torch.from_numpy(val["logits"].astype(np.float64))
-    evaluation = {
-        "split": "val",
-        "val_samples": len(data.val),
-        "val_accuracy": float(np.mean(val["logits"].argmax(1) == labels)),
-        "val_nll": nll(logits, torch.from_numpy(labels), 1.0),
-        "val_acceptance_at_threshold": float(np.mean(val_scores < np.float32(threshold.value))),
-        "val_anomalies": anomalies,
-        "mean_auroc": float(np.mean([a["auroc"] for a in anomalies.values()])) if anomalies else None,
-        "mean_fpr95": float(np.mean([a["fpr95"] for a in anomalies.values()])) if anomalies else None,
-        "conventions": "score = KL[U||p] (anomalies positive, higher anomaly_score = more anomalous); "
-        f"all {len(data.val)} validation texts vs up to {d.val_anomaly_samples} per validation anomaly set "
-        "(built from the training data, noise and a held-out slice of the OE corpus), on the served graph. The "
-        "threshold was fitted on the same validation split, so val acceptance is in-sample; test-split figures "
-        "come from `python -m training evaluate` (reports/), never from the pipeline",
-    }
+    evaluation = validation_summary_record(
+        val_scores, threshold, anomalies,
+        accuracy=float(np.mean(val["logits"].argmax(1) == labels)), nll_value=nll(logits, torch.from_numpy(labels)),
+        inputs=f"all {len(data.val)} validation texts vs up to {d.val_anomaly_samples} per validation anomaly set "
+        "(built from the training data, noise and held-out slices of the OE corpus), on the served graph",
+    )  # fmt: skip
     return threshold, evaluation
 
 

@@ -26,7 +26,7 @@ from training.progress import Progress
 from training.text.config import TextOEConfig, TextOptimConfig
 from training.text.data import TextSet
 from training.text.tokenize import TextTokenizer
-from training.train import end_epoch, start_or_resume
+from training.train import end_epoch, start_or_resume, step_on
 
 log = logging.getLogger(__name__)
 _STAGE_SEED = {"baseline": 1, "oe": 2}
@@ -148,11 +148,7 @@ def train_text_stage(
                 batch += [out_ids[i] for i in np.take(out_order, np.arange(at, at + out_batch), mode="wrap")]
             y = train_y[index]
             logits = net(*_tensors(tokenizer, batch))
-            loss = outlier_exposure_loss(logits, y, weight)  # plain cross-entropy when there is no outlier batch
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_value = float(loss.detach())
+            loss_value = step_on(optimizer, outlier_exposure_loss(logits, y, weight))  # CE alone without outliers
             loss_sum += loss_value * len(index)
             correct += int((logits[: len(index)].argmax(1) == y).sum())
             bar.note(loss=f"{loss_value:.3f}")
