@@ -14,20 +14,8 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from bench.attack import (
-    AttackRequest,
-    LevelResult,
-    Outcomes,
-    RssSampler,
-    attack,
-    attack_requests,
-    multipart_body,
-    parse_vm_rss,
-    percentile,
-    render,
-    table,
-    verdicts,
-)
+from bench.attack import AttackRequest, RssSampler, attack, attack_requests, multipart_body, parse_vm_rss
+from bench.attack_report import LevelResult, Outcomes, percentile, render, table, verdicts
 
 HANG = 30.0  # seconds: a bound on waiting for something that should happen at once, never a measurement
 
