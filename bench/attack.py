@@ -227,12 +227,14 @@ def lone_client(base_url: str, deadline: float, interval_s: float = LONE_INTERVA
 
 
 @contextmanager
-def service_process(core: int | None, log_path: Path) -> Iterator[tuple[str, int]]:
-    """`python -m service` from the repository root with default settings (no OEGATE_* variable but the port),
-    pinned to `core` if given; yields its base URL and pid once ready, then stops it."""
+def service_process(
+    core: int | None, log_path: Path, settings: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """`python -m service` from the repository root with default settings (no OEGATE_* variable but the port and
+    `settings`), pinned to `core` if given; yields its base URL and pid once ready, then stops it."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("OEGATE_")}
-    env["OEGATE_PORT"] = str(port)
+    env |= {**(settings or {}), "OEGATE_PORT": str(port)}
     command = [sys.executable, "-m", "service"]
     if core is not None:
         command = ["taskset", "-c", str(core), *command]  # taskset execs: the pid is the service's
@@ -248,10 +250,13 @@ def service_process(core: int | None, log_path: Path) -> Iterator[tuple[str, int
             _stop(process, signal.SIGTERM)
 
 
-def run_level(connections: int, seconds: float, server_core: int | None, log_dir: Path) -> LevelResult:
+def run_level(
+    connections: int, seconds: float, server_core: int | None, log_dir: Path, settings: dict[str, str] | None = None
+) -> LevelResult:
     """A fresh service, one warm-up request of each kind, then `seconds` of attack with the lone client."""
-    with service_process(server_core, log_dir / f"service-{connections}.log") as (base_url, pid):
+    with service_process(server_core, log_dir / f"service-{connections}.log", settings) as (base_url, pid):
         status_path = Path(f"/proc/{pid}/status")
+        rss_ready = parse_vm_rss(status_path.read_text()) or 0
         with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
             for request in attack_requests():
                 client.post(request.path, content=request.body, headers={"content-type": request.content_type})
@@ -268,10 +273,12 @@ def run_level(connections: int, seconds: float, server_core: int | None, log_dir
             lone = lone_client(base_url, time.monotonic() + seconds)
             outcomes: dict[str, Outcomes] = results.get(timeout=REQUEST_TIMEOUT_S + 60)
             attackers.join(timeout=60)
-        return LevelResult(connections, seconds, rss_idle, rss.peak, lone, outcomes)
+        return LevelResult(connections, seconds, rss_ready, rss_idle, rss.peak, lone, outcomes)
 
 
-def machine_facts(command: str, seconds: float, server_core: int | None, client_core: int | None) -> dict[str, str]:
+def machine_facts(
+    command: str, seconds: float, server_core: int | None, client_core: int | None, settings: dict[str, str]
+) -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), "?")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
@@ -281,10 +288,11 @@ def machine_facts(command: str, seconds: float, server_core: int | None, client_
         "machine": f"{os.cpu_count()} x {cpu_model}, Linux {platform.release()}, Python {platform.python_version()}",
         "load average before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "git": commit.stdout.strip() or "?",
-        "service": "`python -m service`, default settings (no OEGATE_* but the port), default models in models/ "
+        "settings": ", ".join(f"{key}={value}" for key, value in settings.items()) or "the defaults (no OEGATE_* set)",
+        "service": "`python -m service` (OEGATE_PORT set; other settings above), default models in models/ "
         f"(mnist-baseline, mnist-oe, topics-baseline, topics-oe), pinned to core {server_core}"
         if server_core is not None
-        else "`python -m service`, default settings, unpinned",
+        else "`python -m service`, unpinned",
         "clients": f"attackers (one process, httpx async, one connection each) and the lone client (one request to "
         f"{IMAGE_MODEL} every {LONE_INTERVAL_S:g} s, its own connection) on core {client_core}; "
         f"RSS (VmRSS) sampled every {RSS_INTERVAL_S * 1000:.0f} ms",
@@ -306,21 +314,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--server-core", type=int, default=0, help="core the service is pinned to; -1: unpinned")
     parser.add_argument("--client-core", type=int, default=1, help="core the clients are pinned to; -1: unpinned")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="OEGATE_NAME=VALUE",
+        help="a setting for the service (repeatable; default: none, the service's defaults)",
+    )
     default_out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-attack.md"
     parser.add_argument("--out", type=Path, default=default_out, help="Markdown results (bench/results/...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the progress
     server_core = None if args.server_core < 0 else args.server_core
     client_core = None if args.client_core < 0 else args.client_core
     if client_core is not None:
         os.sched_setaffinity(0, {client_core})  # the attacker process inherits it; the service is pinned by taskset
     command = shlex.join(["python", "-m", "bench.attack", *(sys.argv[1:] if argv is None else argv)])
-    facts = machine_facts(command, args.seconds, server_core, client_core)
+    settings = dict(pair.split("=", 1) for pair in args.env)
+    if any(not key.startswith("OEGATE_") for key in settings):
+        parser.error("--env takes OEGATE_NAME=VALUE")
+    facts = machine_facts(command, args.seconds, server_core, client_core, settings)
     results = []
     with tempfile.TemporaryDirectory(prefix="oegate-attack-") as log_dir:
         for connections in args.connections:
             logger.info("%d attackers for %g s", connections, args.seconds)
-            results.append(run_level(connections, args.seconds, server_core, Path(log_dir)))
+            results.append(run_level(connections, args.seconds, server_core, Path(log_dir), settings))
             logger.info("%s", verdicts(results[-1:]))
     facts["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)

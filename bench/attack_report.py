@@ -46,7 +46,8 @@ class Outcomes:
 class LevelResult:
     connections: int
     seconds: float
-    rss_idle_bytes: int
+    rss_ready_bytes: int  # once /v2/health/ready answered
+    rss_idle_bytes: int  # after one warm-up request of each kind
     rss_peak_bytes: int
     lone: Outcomes
     attackers: dict[str, Outcomes]
@@ -77,15 +78,16 @@ def _yes(holds: bool) -> str:
 def table(results: list[LevelResult]) -> str:
     """One row per attacker level: RSS, the lone request's latency and statuses, what the attackers got."""
     lines = [
-        "| attackers | RSS warm idle (MB) | RSS peak (MB) | lone requests | lone p50 / p99 / max (ms) | lone statuses "
-        "| attacker requests/s | attacker statuses | 503 p50 / p99 (ms) |",
+        "| attackers | RSS ready / warm (MB) | RSS peak (MB) | lone requests | lone p50 / p99 / max (ms) "
+        "| lone statuses | attacker requests/s | attacker statuses | 503 p50 / p99 (ms) |",
         "|---:|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for r in results:
         lone, total = r.lone.all_seconds(), r.attackers_total()
         refused = total.seconds.get("503", [])
         lines.append(
-            f"| {r.connections} | {_mb(r.rss_idle_bytes)} | {_mb(r.rss_peak_bytes)} | {len(lone)} "
+            f"| {r.connections} | {_mb(r.rss_ready_bytes)} / {_mb(r.rss_idle_bytes)} | {_mb(r.rss_peak_bytes)} "
+            f"| {len(lone)} "
             f"| {_ms(percentile(lone, 50))} / {_ms(percentile(lone, 99))} / {_ms(max(lone, default=None))} "
             f"| {_counts(r.lone.statuses)} | {sum(total.statuses.values()) / r.seconds:,.1f} "
             f"| {_counts(total.statuses)} | {_ms(percentile(refused, 50))} / {_ms(percentile(refused, 99))} |"

@@ -130,6 +130,7 @@ RESULTS = [
     LevelResult(
         connections=8,
         seconds=2.0,
+        rss_ready_bytes=250 * 2**20,
         rss_idle_bytes=300 * 2**20,
         rss_peak_bytes=400 * 2**20,
         lone=outcomes(s200=[0.01, 0.02, 0.03]),
@@ -138,6 +139,7 @@ RESULTS = [
     LevelResult(
         connections=160,
         seconds=2.0,
+        rss_ready_bytes=250 * 2**20,
         rss_idle_bytes=300 * 2**20,
         rss_peak_bytes=600 * 2**20,
         lone=outcomes(s200=[0.5, 1.5], s503=[0.001]),
@@ -149,8 +151,11 @@ RESULTS = [
 def test_the_table_has_one_row_per_level() -> None:
     lines = table(RESULTS).splitlines()
     assert len(lines) == 2 + len(RESULTS)
-    assert lines[2] == ("| 8 | 300 | 400 | 3 | 20 / 30 / 30 | 200: 3 | 2.5 | 200: 1, 422: 2, 503: 2 | 3 / 4 |")
-    assert lines[3] == "| 160 | 300 | 600 | 3 | 500 / 1,480 / 1,500 | 200: 2, 503: 1 | 0.5 | ReadTimeout: 1 | - / - |"
+    assert lines[2] == ("| 8 | 250 / 300 | 400 | 3 | 20 / 30 / 30 | 200: 3 | 2.5 | 200: 1, 422: 2, 503: 2 | 3 / 4 |")
+    assert (
+        lines[3]
+        == "| 160 | 250 / 300 | 600 | 3 | 500 / 1,480 / 1,500 | 200: 2, 503: 1 | 0.5 | ReadTimeout: 1 | - / - |"
+    )
 
 
 def test_the_verdicts_check_the_issues_targets() -> None:
