@@ -175,5 +175,6 @@ def test_the_report_holds_the_facts_and_both_tables() -> None:
     assert text.startswith("# The reliability issue's attack, measured")
     assert "- command: `python -m bench.attack`\n- machine: 2 x cpu\n" in text
     assert table(RESULTS) in text and verdicts(RESULTS) in text
-    assert "| 8 | texts | 200: 1, 503: 2 | 4 / 490 |" in text
+    assert "| 8 | lone: 1 x 28^2 PNG | 200 | 3 | 20 / 30 / 30 |\n| 8 | bomb | 422 | 2 | 150 / 199 / 200 |" in text
+    assert "| 8 | texts | 503 | 2 | 3 / 4 / 4 |\n| 160 | lone: 1 x 28^2 PNG | 200 | 2 |" in text
     assert Counter(RESULTS[0].attackers_total().statuses) == Counter({"200": 1, "422": 2, "503": 2})
