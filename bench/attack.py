@@ -201,9 +201,14 @@ async def attack(
 
 
 def _attack_process(
-    base_url: str, connections: int, seconds: float, ready: EventType, results: Queue[dict[str, Outcomes]]
+    base_url: str,
+    connections: int,
+    seconds: float,
+    instances: int,
+    ready: EventType,
+    results: Queue[dict[str, Outcomes]],
 ) -> None:
-    requests = attack_requests()  # built before `ready`, so that the measured window is all attack
+    requests = attack_requests(instances=instances)  # built before `ready`, so that the measured window is all attack
     ready.set()
     results.put(asyncio.run(attack(base_url, connections, seconds, requests)))
 
@@ -251,20 +256,25 @@ def service_process(
 
 
 def run_level(
-    connections: int, seconds: float, server_core: int | None, log_dir: Path, settings: dict[str, str] | None = None
+    connections: int,
+    seconds: float,
+    server_core: int | None,
+    log_dir: Path,
+    settings: dict[str, str] | None = None,
+    instances: int = 64,
 ) -> LevelResult:
     """A fresh service, one warm-up request of each kind, then `seconds` of attack with the lone client."""
     with service_process(server_core, log_dir / f"service-{connections}.log", settings) as (base_url, pid):
         status_path = Path(f"/proc/{pid}/status")
         rss_ready = parse_vm_rss(status_path.read_text()) or 0
         with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
-            for request in attack_requests():
+            for request in attack_requests(instances=instances):
                 client.post(request.path, content=request.body, headers={"content-type": request.content_type})
         rss_idle = parse_vm_rss(status_path.read_text()) or 0
         context = multiprocessing.get_context("spawn")
         ready, results = context.Event(), context.Queue()
         attackers = context.Process(
-            target=_attack_process, args=(base_url, connections, seconds, ready, results), daemon=True
+            target=_attack_process, args=(base_url, connections, seconds, instances, ready, results), daemon=True
         )
         with RssSampler(status_path) as rss:
             attackers.start()
@@ -277,7 +287,12 @@ def run_level(
 
 
 def machine_facts(
-    command: str, seconds: float, server_core: int | None, client_core: int | None, settings: dict[str, str]
+    command: str,
+    seconds: float,
+    server_core: int | None,
+    client_core: int | None,
+    settings: dict[str, str],
+    instances: int = 64,
 ) -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), "?")
@@ -297,7 +312,7 @@ def machine_facts(
         f"{IMAGE_MODEL} every {LONE_INTERVAL_S:g} s, its own connection) on core {client_core}; "
         f"RSS (VmRSS) sampled every {RSS_INTERVAL_S * 1000:.0f} ms",
         "window": f"{seconds:g} s per level, a fresh service per level after one warm-up request of each kind",
-        "attacker requests, in turn": "; ".join(request.kind for request in attack_requests()),
+        "attacker requests, in turn": "; ".join(request.kind for request in attack_requests(instances=instances)),
     }
 
 
@@ -314,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--server-core", type=int, default=0, help="core the service is pinned to; -1: unpinned")
     parser.add_argument("--client-core", type=int, default=1, help="core the clients are pinned to; -1: unpinned")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=64,
+        help="images or texts per attacker request (default 64, the issue's; lower to fit a lowered max_instances)",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -334,12 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(pair.split("=", 1) for pair in args.env)
     if any(not key.startswith("OEGATE_") for key in settings):
         parser.error("--env takes OEGATE_NAME=VALUE")
-    facts = machine_facts(command, args.seconds, server_core, client_core, settings)
+    facts = machine_facts(command, args.seconds, server_core, client_core, settings, args.instances)
     results = []
     with tempfile.TemporaryDirectory(prefix="oegate-attack-") as log_dir:
         for connections in args.connections:
             logger.info("%d attackers for %g s", connections, args.seconds)
-            results.append(run_level(connections, args.seconds, server_core, Path(log_dir), settings))
+            results.append(run_level(connections, args.seconds, server_core, Path(log_dir), settings, args.instances))
             logger.info("%s", verdicts(results[-1:]))
     facts["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
