@@ -202,7 +202,8 @@ class Metrics:
         threshold: float,
         acceptance_target: float | None,
     ) -> None:
-        """A version went live: set its info and card gauges, drop the replaced ones, start its counters at zero."""
+        """A version went live: set its info and card gauges, drop the replaced ones, start its counters and
+        histograms at zero."""
         for old_version, old_provider in replaced:
             self.model_info.remove(model, old_version, old_provider)
             for gauge in (self.model_threshold, self.model_acceptance_target):
@@ -215,5 +216,10 @@ class Metrics:
         for outcome in ("accepted", "rejected"):
             self.predictions.labels(model, version, outcome)
         self.queue_depth.labels(model).set(0)
-        self.queue_wait.labels(model, version)
+        # Every per-model histogram starts at zero too: rate() needs a first sample before the first prediction,
+        # else dashboards show nothing for about one scrape after a version goes live.
+        for histogram in (self.queue_wait, self.anomaly_score, self.confidence):
+            histogram.labels(model, version)
+        for per_model in (self.batch_size, self.inference_duration):
+            per_model.labels(model)
         self._loaded_models.add(model)

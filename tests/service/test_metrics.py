@@ -149,3 +149,17 @@ def test_a_replaced_version_drops_its_card_gauges() -> None:
     assert value(exposed, "oegate_model_threshold", model="m", version="2") == 0.3
     assert value(exposed, "oegate_model_acceptance_target", model="m", version="2") is None  # card had none
     assert value(exposed, "oegate_model_info", model="m", version="2", provider="CPU") == 1.0
+
+
+def test_a_loaded_version_exports_its_histograms_at_zero_before_any_prediction() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.model_loaded("m", "3", "CPU", [], threshold=0.2, acceptance_target=0.95)
+    exposed = samples(generate_latest(metrics.registry).decode())
+    for name in ("oegate_anomaly_score", "oegate_confidence", "oegate_queue_wait_seconds"):
+        assert value(exposed, f"{name}_count", model="m", version="3") == 0.0, name
+    for name in ("oegate_inference_batch_size", "oegate_inference_duration_seconds"):
+        assert value(exposed, f"{name}_count", model="m") == 0.0, name
