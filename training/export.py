@@ -144,6 +144,15 @@ def next_version(models_dir: Path, name: str) -> int:
     return max(existing, default=0) + 1
 
 
+def new_version_target(models_dir: Path, name: str, version: int | None) -> tuple[int, Path]:
+    """(version, its directory): the asked version, or one past the newest; ArtifactExistsError if it exists."""
+    version = next_version(models_dir, name) if version is None else version
+    target = models_dir / name / str(version)
+    if target.exists():
+        raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
+    return version, target
+
+
 def publish_artifact(
     gate: Gate,
     *,
@@ -165,10 +174,7 @@ def publish_artifact(
     and checksum re-read), then renamed into place; a crash leaves only a `.tmp-*` directory, which the service
     ignores. An existing version is never overwritten.
     """
-    version = next_version(models_dir, name) if version is None else version
-    target = models_dir / name / str(version)
-    if target.exists():
-        raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
+    version, target = new_version_target(models_dir, name, version)
     if not np.isfinite(threshold.value):
         raise ValueError(f"threshold must be finite, got {threshold.value}")
     with temporary_version(models_dir / name, version) as staging:

@@ -31,10 +31,11 @@ from training.calibrate import choose_threshold
 from training.checkpoint import load_checkpoint
 from training.data.base import DataError
 from training.data.splits import draw
+from training.evaluation.metrics import detection_figures
 from training.evaluation.report_sections import loso_table
 from training.image.pool.build import full_view, load_default_pool_groups
 from training.image.pool.sources import default_sources
-from training.pipeline import Context, anomaly_scores, detection_figures, run_baseline
+from training.pipeline import Context, anomaly_scores, run_baseline
 from training.train import predict_logits, train_stage
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
-from training.evaluation.metrics import detection_metrics
+from training.evaluation.metrics import detection_figures
 from training.export import Gate, publish_artifact
 from training.image.nets import NetConfig, build_net
 from training.scores import anomaly_score_from_kl, kl_uniform
@@ -193,14 +193,6 @@ class Calibration:
     temperature: float
     threshold: Threshold
     evaluation: dict[str, Any]
-
-
-def detection_figures(in_scores: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUROC, AUPR and FPR at 95% recall of anomalies `scores` against in-distribution `in_scores`, and the share of
-    the anomalies the gate accepts at `threshold` (anomaly_score < threshold)."""
-    m = detection_metrics(in_scores, scores, recall=0.95)
-    accepted = float(np.mean(scores < np.float32(threshold)))
-    return {"auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr, "accepted_fraction": accepted}
 
 
 def validation_detection(

@@ -103,6 +103,13 @@ def start_or_resume(
     return 0, []
 
 
+def completed_stage(path: Path, net: nn.Module) -> dict[str, Any]:
+    """The last checkpoint of a stage that had no epoch left to run, its weights loaded into `net`."""
+    state = load_latest_checkpoint(path)
+    net.load_state_dict(state["net_state"])
+    return state
+
+
 def end_epoch(
     path: Path,
     net: nn.Module,
@@ -219,7 +226,4 @@ def train_stage(
             train_loss=loss_sum / len(train), train_accuracy=correct / len(train), val_logits=val_logits,
             val_labels=val_y, started=started,
         )  # fmt: skip
-    if not state:  # already complete: nothing left to run
-        state = load_latest_checkpoint(path)
-        net.load_state_dict(state["net_state"])
-    return state
+    return state or completed_stage(path, net)  # nothing left to run: the stage was complete

@@ -271,3 +271,11 @@ def selective_risk(correct: np.ndarray, accept: np.ndarray) -> tuple[float, floa
     coverage = float(mask.mean())
     risk = float(1.0 - hits[mask].mean()) if mask.any() else 0.0
     return coverage, risk
+
+
+def detection_figures(in_scores: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUROC, AUPR and FPR at 95% recall of anomalies `scores` against in-distribution `in_scores`, and the share of
+    the anomalies the gate accepts at `threshold` (anomaly_score < threshold)."""
+    m = detection_metrics(in_scores, scores, recall=0.95)
+    accepted = float(np.mean(scores < np.float32(threshold)))
+    return {"auroc": m.auroc, "aupr": m.aupr, "fpr95": m.fpr, "accepted_fraction": accepted}

@@ -21,7 +21,7 @@ from training.text.corpora import load_text_in_distribution
 def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one text artifact (validation data only)."""
     from training.artifact import load_artifact  # onnxruntime and torch only when the command runs
-    from training.pipeline import detection_figures
+    from training.evaluation.metrics import detection_figures
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card

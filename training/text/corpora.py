@@ -293,6 +293,7 @@ def _faker(locale: str) -> Any:
 
 def faker_lorem_sentences() -> list[str]:
     """`FAKER_LOREM_PER_LOCALE` random sentences of 6 to 20 words from each of Faker's lorem word lists."""
+    _faker("en_US")  # a DataError naming the package if faker is missing
     from faker.providers import lorem
 
     locales = sorted(p.name for p in Path(lorem.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_"))

@@ -24,12 +24,11 @@ from torch import nn
 
 from training.artifact import run_text_session, sha256_file
 from training.calibrate import Threshold
-from training.card import Card, TextInputSpec
+from training.card import OUTPUT_NAMES, Card, TextInputSpec
 from training.export import (
-    ArtifactExistsError,
     framework_versions,
     gate_outputs,
-    next_version,
+    new_version_target,
     publish_version,
     temporary_version,
     threshold_spec,
@@ -103,9 +102,7 @@ def max_abs_difference(gate: TextGate, path: Path, tokenizer: TextTokenizer, tex
         torch_outputs = gate.eval()(torch.from_numpy(input_ids), torch.from_numpy(mask))
     return {
         name: float(np.max(np.abs(a - b.numpy())))
-        for name, a, b in zip(
-            ("logits", "probs", "kl_uniform", "anomaly_score", "confidence"), ort_outputs, torch_outputs, strict=True
-        )
+        for name, a, b in zip(OUTPUT_NAMES, ort_outputs, torch_outputs, strict=True)
     }
 
 
@@ -125,10 +122,7 @@ def publish_text_artifact(
     tolerance: float = 1e-4,
 ) -> Path:
     """Export, verify, calibrate on the served graph and publish `models_dir/name/version/` atomically."""
-    version = next_version(models_dir, name) if version is None else version
-    target = models_dir / name / str(version)
-    if target.exists():
-        raise ArtifactExistsError(f"{target} already exists; published versions are immutable (use a new version)")
+    version, target = new_version_target(models_dir, name, version)
     with temporary_version(models_dir / name, version) as staging:
         staging.mkdir(parents=True)
         fp32 = staging / "model.fp32.onnx"

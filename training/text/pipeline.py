@@ -24,7 +24,8 @@ from torch import nn
 from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.checkpoint import load_checkpoint
 from training.config import Stage
-from training.pipeline import detection_figures, open_run_dir, validation_summary_record
+from training.evaluation.metrics import detection_figures
+from training.pipeline import open_run_dir, validation_summary_record
 from training.text.anomalies import load_text_validation_anomalies
 from training.text.config import TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus

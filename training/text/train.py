@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.checkpoint import load_latest_checkpoint
 from training.config import Stage
 from training.losses import outlier_exposure_loss
 from training.progress import Progress
 from training.text.config import TextOEConfig, TextOptimConfig
 from training.text.data import TextSet
 from training.text.tokenize import TextTokenizer
-from training.train import end_epoch, start_or_resume, step_on
+from training.train import completed_stage, end_epoch, start_or_resume, step_on
 
 log = logging.getLogger(__name__)
 _STAGE_SEED = {"baseline": 1, "oe": 2}
@@ -158,7 +157,4 @@ def train_text_stage(
             train_loss=loss_sum / len(train), train_accuracy=correct / len(train), val_logits=val_logits,
             val_labels=val_y, started=started,
         )  # fmt: skip
-    if not state:  # already complete: nothing left to run
-        state = load_latest_checkpoint(path)
-        net.load_state_dict(state["net_state"])
-    return state
+    return state or completed_stage(path, net)  # nothing left to run: the stage was complete
