@@ -34,6 +34,8 @@ def test_the_codecs_survive_fuzzed_images_and_texts(tmp_path: Path) -> None:
             "-seed=1",
             "-rss_limit_mb=4096",
             "-malloc_limit_mb=1024",
+            # Crash/OOM reproducers go to the test's temp dir (libFuzzer's default is the working directory: the repo).
+            f"-artifact_prefix={tmp_path}/",
             str(corpus),
         ],
         cwd=REPO,
