@@ -47,7 +47,8 @@ class DataConfig(_Section):
     test split."""
     outlier_pool: str = "default"
     """OE pool spec: `default` (the cached openclipart + arcade pool of random crops), `default-mixed` (crops,
-    outlines and placed objects), npy:PATH or imagefolder:PATH."""
+    outlines and placed objects), `default-scribbles` (default-mixed plus a group of procedurally drawn pen strokes,
+    `training/image/pool/scribbles.py`; 28 x 28 grayscale only), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)
@@ -114,6 +115,10 @@ class OEConfig(OptimConfig):
     weight_decay: float | None = Field(default=None, ge=0.0)  # type: ignore[assignment]
     """None (default): the baseline's weight decay, so both twins are regularized alike (resolved in the run's
     config.json)."""
+    screen_confidence: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Drop outlier pool images that the net OE starts from (the baseline) classifies with a top softmax
+    probability >= this before the fine-tune: pool images that are in fact in-distribution would teach the gate to
+    reject its own classes. None (default): keep every pool image. The count dropped goes in the card."""
 
 
 class CalibrationConfig(_Section):

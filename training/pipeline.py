@@ -164,9 +164,25 @@ def load_pool(ctx: Context) -> np.ndarray:
     return pool
 
 
+def screen_pool(ctx: Context, net: nn.Module, pool: np.ndarray) -> np.ndarray:
+    """The pool minus the images `net` classifies with top softmax probability >= `oe.screen_confidence` (when set):
+    pool images that are really in-distribution would teach OE to reject its own classes."""
+    threshold = ctx.cfg.oe.screen_confidence
+    if threshold is None or len(pool) == 0:
+        return pool
+    confidence = torch.softmax(predict_logits(net, ctx.normalize, pool), dim=1).amax(dim=1).numpy()
+    keep = confidence < threshold
+    log.info(
+        "outlier pool screen: %d of %d images dropped (the net reads them as a class with p >= %g)",
+        int((~keep).sum()), len(pool), threshold,
+    )  # fmt: skip
+    return pool[keep]
+
+
 def run_outlier_exposure(ctx: Context, start_from: nn.Module, pool: np.ndarray | None = None) -> tuple[nn.Module, int]:
-    """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
-    pool = load_pool(ctx) if pool is None else pool
+    """Fine-tune a copy of `start_from` with OE (on the pool screened by `start_from`, when `oe.screen_confidence` is
+    set); returns the net and the number of pool images used."""
+    pool = screen_pool(ctx, start_from, load_pool(ctx) if pool is None else pool)
     net = copy.deepcopy(start_from)
     train_stage(
         stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
