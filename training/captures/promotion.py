@@ -75,8 +75,9 @@ def report(title: str, rows: list[dict[str, Any]], curation: dict[str, Any], not
     lines = [
         f"# {title}",
         "",
-        f"**Promotion rule: {'PASSED' if passed else 'FAILED'}** "
-        + ("" if passed else "(`python -m training promote` refuses it without `--force`)"),
+        "**Promotion rule: PASSED**"
+        if passed
+        else "**Promotion rule: FAILED** (`python -m training promote` refuses it without `--force`)",
         "",
         "| check | candidate | live | requirement | passed |",
         "|---|---|---|---|---|",
