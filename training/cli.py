@@ -69,7 +69,12 @@ def _pipeline_with_captures(args: argparse.Namespace) -> int:
     from training.captures.commands import DEFAULT_LABELS
     from training.captures.retrain import newest_version, run_with_captures
 
-    cfg = _config(args)  # text configs are refused here: retraining with captures is for image models
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        raise ValueError(
+            "--with-captures retrains image models only: text captures can be listed, sampled, labelled and curated "
+            "(`python -m training captures`), not yet trained on"
+        )
+    cfg = _config(args)
     live = args.live if args.live is not None else newest_version(args.served_models, cfg.export.name)
     published = run_with_captures(
         cfg, captures_dir=args.with_captures, labels_path=args.labels or args.with_captures / DEFAULT_LABELS,
