@@ -85,12 +85,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     (args.out / "sample.tsv").write_text("\n".join(index_lines(captures)) + "\n")
     texts = [c for c in captures if c.input_kind == "text"]
     images = [c for c in captures if c.input_kind != "text"]
+    written = [args.out / "sample.tsv"]
     if images:
         contact_sheet(args.store, images, args.shape, args.out / "sample.png")
+        written.append(args.out / "sample.png")
     if texts:
         (args.out / "sample.md").write_text(text_table(args.store, texts))
-    written = [p for p in ("sample.png", "sample.md") if (args.out / p).exists() and (images or texts)]
-    print(f"{len(captures)} captures: {', '.join(str(args.out / p) for p in ['sample.tsv', *written])}")
+        written.append(args.out / "sample.md")
+    print(f"{len(captures)} captures: {', '.join(map(str, written))}")
     return 0
 
 
