@@ -72,8 +72,15 @@ class Predictor:
         self._capture = capture
 
     async def predict(
-        self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
+        self,
+        name: str,
+        version: str | None,
+        decode: Decoder,
+        threshold_override: float | None = None,
+        source: str = "",
     ) -> GateResult:
+        """The gated result of one request; `source` (the client's declared name, for capture) is stored with any
+        captured instance."""
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
@@ -93,7 +100,7 @@ class Predictor:
             finished = time.perf_counter()
             result = self._gate(model.name, model.version, model.card, outputs, threshold_override)
             if capture is not None and raw is not None:
-                capture.offer(result, raw)  # sampling and a non-blocking put: never waits, never raises
+                capture.offer(result, raw, source)  # sampling and a non-blocking put: never waits, never raises
             statistics.compute_output.add(time.perf_counter() - finished)
             statistics.record_request(True, time.perf_counter() - started)
         return result

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.captures.curate import CurationConfig
+from training.captures.promotion import PromotionRule
 from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
 from training.image.nets import NetConfig
 
@@ -153,6 +155,8 @@ class PipelineConfig(_Section):
     oe: OEConfig = Field(default_factory=OEConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    captures: CurationConfig = Field(default_factory=CurationConfig)
+    promotion: PromotionRule = Field(default_factory=PromotionRule)
 
     @model_validator(mode="after")
     def _names_differ(self) -> PipelineConfig:

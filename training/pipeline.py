@@ -278,14 +278,28 @@ def anomaly_scores(logits: torch.Tensor) -> np.ndarray:
     return anomaly_score_from_kl(kl_uniform(logits.float())).numpy().astype(np.float32)
 
 
-def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size: int | None) -> Path:
+def publish(
+    ctx: Context,
+    net: nn.Module,
+    *,
+    name: str,
+    stage: Stage,
+    pool_size: int | None,
+    calibration: Calibration | None = None,
+    extra_training: dict[str, Any] | None = None,
+    extra_evaluation: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Calibrate, evaluate and publish `net` as models_dir/name/version. When resuming, a version this same run
-    already published (same run directory and stage) is kept rather than refused."""
+    already published (same run directory and stage) is kept rather than refused.
+
+    A caller that already calibrated passes its `calibration`; `extra_training` and `extra_evaluation` join the
+    card's records, `extra_files` (name -> bytes, e.g. a comparison report) are published, checksummed, with it."""
     done = _published_by_this_run(ctx, name, stage)
     if done is not None:
         log.info("%s was already published by this run; keeping it", done)
         return done
-    cal = calibrate_and_evaluate(ctx, net)
+    cal = calibration if calibration is not None else calibrate_and_evaluate(ctx, net)
     gate = Gate(copy.deepcopy(net).eval(), ctx.normalize.mean, ctx.normalize.std, cal.temperature)
     c, h, w = ctx.data.shape
     rng = np.random.default_rng(ctx.cfg.run.seed)
@@ -315,6 +329,7 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
         "net": cfg.net.model_dump(mode="json"),
         "baseline": cfg.baseline.model_dump(mode="json"),
         "oe": cfg.oe.model_dump(mode="json") if stage == "oe" else None,
+        **(extra_training or {}),
     }
     path = publish_artifact(
         gate,
@@ -325,9 +340,10 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
         input_spec=ImageInputSpec(channels=c, height=h, width=w, mean=ctx.normalize.mean, std=ctx.normalize.std),
         threshold=cal.threshold,
         calibration_split=f"{cfg.data.in_distribution}:val ({len(ctx.data.val)} images)",
-        evaluation=cal.evaluation,
+        evaluation={**cal.evaluation, **(extra_evaluation or {})},
         training=training,
         check_images=check,
+        extra_files=extra_files,
     )
     log.info("published %s (T=%.3f, threshold=%.4f)", path, cal.temperature, cal.threshold.value)
     return path

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from service.capture import request_source
 from service.deps import LimitsDep, PredictorDep, SettingsDep, require_inference_token
 from service.protocol.native import parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
@@ -69,5 +70,6 @@ async def _predict(
     limits: LimitsDep,
 ) -> PredictResponse:
     parsed = await parse_predict_request(request, settings, limits)
-    result = await predictor.predict(name, version, parsed.decode, parsed.threshold)
+    source = request_source(request.headers.get(settings.capture_source_header))
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, source)
     return predict_response(result, parsed.top_k)

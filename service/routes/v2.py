@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.capture import request_source
 from service.deps import LimitsDep, PredictorDep, RegistryDep, SettingsDep, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.body import parse_off_loop
@@ -154,5 +155,6 @@ async def _infer(
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
-    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
+    source = request_source(request.headers.get(settings.capture_source_header))
+    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold, source)
     return infer_response(result, parsed, outputs, classifications)
