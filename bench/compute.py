@@ -60,6 +60,22 @@ class Row:
     p99_ms: float
     batch: float | None  # batch size (in-process) or mean batch size read from the server's counters
     errors: int = 0
+    per_cpu_s: float = 0.0  # the same per CPU-second of the process(es) doing the work
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in process group `pgid`: a server and its children (Triton's
+    server binary and Python-backend stubs run in the group PyTriton's process leads)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def inprocess(workload: Workload, batch_sizes: tuple[int, ...], seconds: float, core: int) -> list[Row]:
@@ -74,14 +90,15 @@ def inprocess(workload: Workload, batch_sizes: tuple[int, ...], seconds: float, 
             batch = workload.batch(size)
             runtime.run(batch)  # warm-up: first-run allocations
             times: list[float] = []
-            deadline = time.perf_counter() + seconds
+            deadline, cpu_started = time.perf_counter() + seconds, time.process_time()
             while time.perf_counter() < deadline or len(times) < 3:
                 started = time.perf_counter()
                 runtime.run(batch)
                 times.append(time.perf_counter() - started)
+            per_cpu_s = size * len(times) / (time.process_time() - cpu_started)
             per_s = size * len(times) / sum(times)
             p50, p99 = (1e3 * float(np.percentile(times, q)) for q in (50, 99))
-            rows.append(Row(workload.model, "inprocess", 0, per_s, p50, p99, float(size)))
+            rows.append(Row(workload.model, "inprocess", 0, per_s, p50, p99, float(size), per_cpu_s=per_cpu_s))
         return rows
     finally:
         os.sched_setaffinity(0, previous)
@@ -93,17 +110,27 @@ def reference_score(workload: Workload) -> float:
     return float(runtime.run(workload.batch(1))["anomaly_score"][0])
 
 
-def server_specs() -> dict[str, ServerSpec]:
+def admission(connections: int) -> tuple[str, str]:
+    """OEGATE_MAX_REQUESTS_IN_FLIGHT above the connection count: the default (64) equals the 64 connections, and a
+    connection's next request can arrive before the previous one has left the admission count (503s)."""
+    return (
+        "OEGATE_MAX_REQUESTS_IN_FLIGHT",
+        str(max(Settings.model_fields["max_requests_in_flight"].default, 2 * connections)),
+    )
+
+
+def server_specs(connections: int) -> dict[str, ServerSpec]:
     fields = Settings.model_fields
     batch_size, delay_ms = fields["max_batch_size"].default, fields["max_delay_ms"].default
+    admit = admission(connections)
     return {
-        "oegate": ServerSpec("oegate", "python -m service, default batching", ("native", "v2"), "oegate"),
+        "oegate": ServerSpec("oegate", "python -m service, default batching", ("native", "v2"), "oegate", env=(admit,)),
         "oegate-nobatch": ServerSpec(
             "oegate-nobatch",
             "OEGATE_MAX_BATCH_SIZE=1",
             ("native", "v2"),
             "oegate",
-            env=(("OEGATE_MAX_BATCH_SIZE", "1"),),
+            env=(admit, ("OEGATE_MAX_BATCH_SIZE", "1")),
         ),
         "triton": ServerSpec(
             "triton",
@@ -134,12 +161,14 @@ def measure_server(
             raise RuntimeError(f"{spec.name} answered anomaly_score {score}, in-process {expected}")
         if args.warmup > 0:
             wrk.run_wrk(url, script, connections=args.connections, duration_s=args.warmup, core=args.client_core)
-        before = server.batch_counters()
+        before, cpu_before = server.batch_counters(), group_cpu_seconds(server.pid)
         result = wrk.run_wrk(url, script, connections=args.connections, duration_s=args.duration, core=args.client_core)
-        after = server.batch_counters()
+        after, cpu = server.batch_counters(), group_cpu_seconds(server.pid) - cpu_before
+    answered = result.requests - result.errors  # successful answers only
     return Row(
-        workload.model, spec.name, round_, result.requests_per_s, result.latency_p50_ms, result.latency_p99_ms,
-        servers.mean_batch_size(before, after), result.errors,
+        workload.model, spec.name, round_, answered / result.duration_s, result.latency_p50_ms,
+        result.latency_p99_ms, servers.mean_batch_size(before, after), result.errors,
+        per_cpu_s=answered / cpu if cpu > 0 else 0.0,
     )  # fmt: skip
 
 
@@ -152,14 +181,14 @@ def measure(args: argparse.Namespace, work_dir: Path) -> tuple[list[Row], dict[s
         else:
             workloads.append(text_workload())
     facts = machine_facts(args, workloads)
-    specs = server_specs()
+    specs = server_specs(args.connections)
     rows: list[Row] = []
     for workload in workloads:
         expected = reference_score(workload)
         names = [name for name in args.servers if not (name == "triton" and workload.api != "v2")]
         for round_ in range(args.rounds):
             rows += [
-                Row(r.model, r.server, round_, r.per_s, r.p50_ms, r.p99_ms, r.batch)
+                Row(r.model, r.server, round_, r.per_s, r.p50_ms, r.p99_ms, r.batch, per_cpu_s=r.per_cpu_s)
                 for r in inprocess(workload, args.batch_sizes, args.sweep_seconds, args.server_core)
             ]
             for name in names if round_ % 2 == 0 else names[::-1]:
@@ -187,8 +216,11 @@ def machine_facts(args: argparse.Namespace, workloads: list[Workload]) -> dict[s
         f"{args.client_core}",
         "versions": f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, numpy "
         f"{np.__version__}",
-        "oegate batching": f"max_batch_size {fields['max_batch_size'].default}, max_delay_ms "
-        f"{fields['max_delay_ms'].default} (defaults)",
+        "oegate settings": f"max_batch_size {fields['max_batch_size'].default}, max_delay_ms "
+        f"{fields['max_delay_ms'].default} (defaults); {'='.join(admission(args.connections))} (default "
+        f"{fields['max_requests_in_flight'].default}: with as many connections as admissions, a connection's next "
+        "request can arrive before its previous one has left the count, and gets 503)",
+        "rates": "successful answers per second (wrk's requests minus its errors); errors are counted beside",
         "load average before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "git": commit.stdout.strip() or "?",
         **{f"model {w.model}": w.description for w in workloads},
@@ -197,43 +229,60 @@ def machine_facts(args: argparse.Namespace, workloads: list[Workload]) -> dict[s
     }
 
 
+def _best(sweep: list[Row], key: str) -> tuple[float, float]:
+    """(best median rate over the sweep's batch sizes, that batch size) for `key` ("per_s" or "per_cpu_s")."""
+    best, size_at = 0.0, 0.0
+    for size in sorted({r.batch for r in sweep if r.batch is not None}):
+        rate = statistics.median(getattr(r, key) for r in sweep if r.batch == size)
+        if rate > best:
+            best, size_at = rate, size
+    return best, size_at
+
+
 def render(rows: list[Row], facts: dict[str, str]) -> str:
     lines = ["# Compute-bound serving: in-process limit, oegate with and without batching, Triton", ""]
     lines += [f"- {key}: {value}" for key, value in facts.items()]
     for model in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == model]
         sweep = [r for r in mine if r.server == "inprocess"]
-        sizes = sorted({r.batch for r in sweep if r.batch is not None})
-        lines += ["", f"## {model}", "", "In-process (a), instances/s by batch size (median over rounds), p99 per run:"]
-        lines += ["", "| batch | instances/s | p50 ms | p99 ms |", "|---:|---:|---:|---:|"]
-        best_per_s, best_size = 0.0, 0.0
-        for size in sizes:
+        lines += ["", f"## {model}", "", "(a) in-process by batch size (medians over rounds; p50 / p99 per run):", ""]
+        lines += ["| batch | instances/s | instances per CPU-s | p50 ms | p99 ms |", "|---:|---:|---:|---:|---:|"]
+        for size in sorted({r.batch for r in sweep if r.batch is not None}):
             at = [r for r in sweep if r.batch == size]
-            per_s = statistics.median(r.per_s for r in at)
-            p50, p99 = statistics.median(r.p50_ms for r in at), statistics.median(r.p99_ms for r in at)
-            lines.append(f"| {size:.0f} | {per_s:,.0f} | {p50:.2f} | {p99:.2f} |")
-            if per_s > best_per_s:
-                best_per_s, best_size = per_s, size
-        lines += ["", "| row | per s | vs (a) | p50 ms | p99 ms | mean batch | errors |"]
-        lines += ["|---|---:|---:|---:|---:|---:|---:|"]
-        lines.append(f"| (a) in-process, best batch {best_size:.0f} | {best_per_s:,.0f} | 1.00x | | | | |")
-        medians: dict[str, float] = {}
+            lines.append(
+                f"| {size:.0f} | {statistics.median(r.per_s for r in at):,.0f} | "
+                f"{statistics.median(r.per_cpu_s for r in at):,.0f} | {statistics.median(r.p50_ms for r in at):.2f} | "
+                f"{statistics.median(r.p99_ms for r in at):.2f} |"
+            )
+        best, best_size = _best(sweep, "per_s")
+        best_cpu, best_cpu_size = _best(sweep, "per_cpu_s")
+        lines += ["", "| row | answers/s | vs (a) | per CPU-s | vs (a) | p50 ms | p99 ms | mean batch | errors |"]
+        lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| (a) in-process, best batch {best_size:.0f} (per CPU-s: {best_cpu_size:.0f}) | {best:,.0f} | 1.00x | "
+            f"{best_cpu:,.0f} | 1.00x | | | | |"
+        )
+        wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for server in SERVER_NAMES:
             at = [r for r in mine if r.server == server]
             if not at:
                 continue
-            medians[server] = statistics.median(r.per_s for r in at)
+            wall[server] = statistics.median(r.per_s for r in at)
+            cpu[server] = statistics.median(r.per_cpu_s for r in at)
             batches = [r.batch for r in at if r.batch is not None]
             batch = f"{statistics.median(batches):.1f}" if batches else "?"
             lines.append(
-                f"| {server} | {medians[server]:,.0f} | {medians[server] / best_per_s:.2f}x | "
-                f"{statistics.median(r.p50_ms for r in at):.1f} | {statistics.median(r.p99_ms for r in at):.1f} | "
-                f"{batch} | {sum(r.errors for r in at)} |"
+                f"| {server} | {wall[server]:,.0f} | {wall[server] / best:.2f}x | {cpu[server]:,.0f} | "
+                f"{cpu[server] / best_cpu:.2f}x | {statistics.median(r.p50_ms for r in at):.1f} | "
+                f"{statistics.median(r.p99_ms for r in at):.1f} | {batch} | {sum(r.errors for r in at)} |"
             )
-        if "oegate" in medians and "oegate-nobatch" in medians:
-            lines += ["", f"oegate / oegate-nobatch: **{medians['oegate'] / medians['oegate-nobatch']:.2f}x**"]
-        if "oegate" in medians and "triton" in medians:
-            lines += [f"oegate / triton: **{medians['oegate'] / medians['triton']:.2f}x**"]
+        for other in ("oegate-nobatch", "triton"):
+            if "oegate" in wall and other in wall:
+                lines.append(
+                    f"\noegate / {other}: **{wall['oegate'] / wall[other]:.2f}x** answers/s, "
+                    f"**{cpu['oegate'] / cpu[other]:.2f}x** per CPU-second"
+                )
     return "\n".join(lines) + "\n"
 
 
