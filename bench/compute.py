@@ -142,6 +142,18 @@ def server_specs(connections: int) -> dict[str, ServerSpec]:
     }
 
 
+def drain(server: servers.RunningServer, poll_s: float = 0.5, timeout_s: float = 120.0) -> None:
+    """Wait until the server has finished the requests wrk abandoned when its warm-up ended (its batch counters
+    stop moving), so the measured window does not start behind a queue of work nobody waits for."""
+    deadline, last = time.monotonic() + timeout_s, server.batch_counters()
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        now = server.batch_counters()
+        if now == last:
+            return
+        last = now
+
+
 def measure_server(
     workload: Workload, spec: ServerSpec, args: argparse.Namespace, work_dir: Path, expected: float, round_: int
 ) -> Row:
@@ -161,6 +173,7 @@ def measure_server(
             raise RuntimeError(f"{spec.name} answered anomaly_score {score}, in-process {expected}")
         if args.warmup > 0:
             wrk.run_wrk(url, script, connections=args.connections, duration_s=args.warmup, core=args.client_core)
+            drain(server)
         before, cpu_before = server.batch_counters(), group_cpu_seconds(server.pid)
         result = wrk.run_wrk(url, script, connections=args.connections, duration_s=args.duration, core=args.client_core)
         after, cpu = server.batch_counters(), group_cpu_seconds(server.pid) - cpu_before
