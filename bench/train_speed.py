@@ -47,7 +47,7 @@ from training.data.base import ImageSet, InDistribution
 from training.data.registry import load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import auroc
 from training.image.nets import build_net
-from training.pipeline import anomaly_scores
+from training.pipeline import anomaly_scores, set_threads
 from training.train import Normalizer, predict_logits, train_stage
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,7 @@ def measure(args: argparse.Namespace) -> tuple[PipelineConfig, list[Result], dic
     if args.threads:
         overrides.append(f"run.threads={args.threads}")
     cfg = load_config(args.config, overrides)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    set_threads(cfg.run.threads)  # as the pipeline does: run.threads, else the usable CPUs
     data = load_data(cfg, args.train_limit)
     pool = load_outlier_pool(cfg.data.outlier_pool, data.shape, seed=cfg.run.seed, limit=args.pool_limit)
     n_anomalies = args.val_anomaly_samples or cfg.data.val_anomaly_samples
@@ -260,7 +259,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--val-anomaly-samples", type=int, default=0, help="per validation anomaly set (default: the config's)")
     add("--baseline-epochs", type=int, default=1, help="epochs of the shared baseline trained here (default 1)")
     add("--baseline-checkpoint", type=Path, default=None, help="start from this baseline checkpoint instead")
-    add("--threads", type=int, default=0, help="torch threads for both loops (default: the config's, else torch's)")
+    add(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for both loops (default: the config's, else the usable CPUs)",
+    )
     add("--out", type=Path, default=None, help="report path (default bench/results/<stamp>-train-speed.md)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.epochs < 0 or args.baseline_epochs < 1:
