@@ -58,6 +58,7 @@ class RunningServer:
     base_url: str
     model: str
     metrics_url: str | None
+    pid: int = 0  # the server's process, leader of its own process group (0: not known)
 
     def url(self, api: Api) -> str:
         if api == "native":
@@ -191,7 +192,7 @@ def start_server(
         )
         try:
             _wait_ready(process, base_url + ready_path, log_path, timeout_s=180.0)
-            yield RunningServer(spec, base_url, model, metrics_url)
+            yield RunningServer(spec, base_url, model, metrics_url, process.pid)
         finally:
             _stop(process, stop_signal)
 

@@ -33,7 +33,8 @@ class RunConfig(_Section):
     run_dir: Path | None = None
     """Where config, logs, checkpoints and metrics go (default runs/<name>)."""
     threads: int = Field(default=0, ge=0)
-    """torch intra-op threads (0 = torch's default)."""
+    """torch intra-op threads (0 = one per CPU this process may use: its affinity mask and its cgroup's CPU quota,
+    which torch's default ignores; logged at the start of a run)."""
 
     @property
     def directory(self) -> Path:

@@ -28,6 +28,7 @@ from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
+from training.cpus import usable_cpus
 from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import detection_figures
@@ -96,8 +97,7 @@ def prepare(
     Resuming under a config other than the recorded one is refused (a checkpoint built on the old baseline would be
     continued silently) unless `force`. `record=False` (export) leaves the run's config.json as the run wrote it.
     """
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    set_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
     data = load_in_distribution(
         cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction
@@ -108,6 +108,15 @@ def prepare(
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
     return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
+
+
+def set_threads(requested: int) -> int:
+    """torch's intra-op threads: `requested`, or 0 = one per CPU this process may use (`training/cpus.py`: affinity
+    and cgroup quota, which torch's own default ignores); logged, returned."""
+    threads = requested or usable_cpus()
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (%s)", threads, "run.threads" if requested else "usable CPUs")
+    return threads
 
 
 def open_run_dir(cfg: BaseModel, run_dir: Path, *, resume: bool, force: bool, record: bool) -> Path:
