@@ -15,8 +15,9 @@ Policy:
 4. **Refusal.** A request over the bound is refused at once (503 + Retry-After before its body is read, by
    `InFlightLimitMiddleware`); `oegate_admissions_total{lane, outcome}` counts both outcomes per lane.
 5. **Priority after admission.** The lane goes with the request (`current_lane`): a light one decodes in threads
-   of its own, goes to the front of its model's batch queue and runs in a batch of light requests only, on an
-   inference thread of its own (service/limits.py, service/batching.py), so it never waits behind heavy work.
+   of its own, and its model's micro-batcher queues it in a queue with a worker of its own, whose batches hold
+   light requests only and run on an inference limiter of their own (service/limits.py, service/batching.py), so
+   it never waits behind heavy work.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Policy:
    their own anyio `CapacityLimiter`, sized from the settings, instead of sharing anyio's default 40-thread pool
    with each other and with Starlette's file reads: a flood of uploads queues for decode tokens and cannot hold
    the threads the session runs need. Light requests have a decode limiter and an inference limiter of their own
-   (as many decode threads, one inference thread): they never queue behind heavy requests' decoding or runs.
+   (as many threads as the heavy ones'): they never queue behind heavy requests' decoding or runs.
 3. **Pixels.** An image may have at most `max(image_pixels_factor x model pixels, image_pixels_floor)` pixels
    (never above `max_image_pixels`), and one request at most `max_request_pixels` in all; both are checked from
    each image's header before its pixels are decoded (`PixelBudget`).
@@ -49,7 +49,7 @@ class WorkLimits:
         usable = cpu_budget().usable
         self.decode_tokens = settings.decode_concurrency or usable
         self.inference_tokens = settings.inference_concurrency or usable
-        self.light_inference_tokens = 1  # light batches are small: one run at a time keeps their memory bounded
+        self.light_inference_tokens = self.inference_tokens  # at most twice the runs at once, half of them light
 
     # The limiters are made on first use: anyio builds them for the running event loop's backend.
     @functools.cached_property
@@ -69,7 +69,7 @@ class WorkLimits:
 
     @functools.cached_property
     def light_inference(self) -> CapacityLimiter:
-        """The worker thread for session runs of light requests' batches (all models and versions together)."""
+        """Worker threads for session runs of light requests' batches (all models and versions together)."""
         return CapacityLimiter(self.light_inference_tokens)
 
     def decode_limiter(self, lane: Lane) -> CapacityLimiter:

@@ -40,9 +40,14 @@ class Settings(BaseSettings):
     """onnxruntime threads across independent operators (0 = 1: the gate graph runs its operators in order)."""
     cpu_mem_arena: bool = True
     """Whether onnxruntime keeps a CPU memory arena per session (grown to the largest run's peak and never given
-    back) instead of allocating and freeing each run's tensors."""
-    max_batch_size: int = Field(default=64, ge=1, le=4096)
-    """Most instances the micro-batcher puts into one session run."""
+    back) instead of allocating and freeing each run's tensors. Off, RSS falls back after a burst (224 instead of
+    298 MB after 64 long texts at max_batch_size 16) but the peak under bench.attack was no lower (300-348 MB
+    against 304-342 MB with it), so it stays on."""
+    max_batch_size: int = Field(default=16, ge=1, le=4096)
+    """Most instances the micro-batcher puts into one session run. It sets the service's memory peak: onnxruntime's
+    arena keeps the largest run's activations, and a text run of 64 x 128 tokens grew RSS by ~200 MB per run shape
+    (peak 602-691 MB under bench.attack at 64; 304-342 MB at 16, README Guarantees). Single-image traffic rarely
+    fills 16 (mean batch 11.6 at 32 connections, README Speed); larger requests are split into runs of 16."""
     max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     """Longest time the first queued instance waits for others to join its batch. 0 (the default, as Triton's
     `max_queue_delay_microseconds`) batches greedily: a run takes every instance queued when it starts, so batches
