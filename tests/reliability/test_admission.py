@@ -225,8 +225,12 @@ async def test_a_priority_job_runs_while_the_ordinary_worker_waits_for_its_run()
 async def test_room_reserved_before_decoding_refuses_at_once_and_is_freed_by_submit() -> None:
     """A request reserves room for its declared instances before it is decoded; a queue without that room refuses
     the next one at once, and submitting the decoded instances turns the reservation into queued instances."""
+
+    def run(inputs: Any) -> dict[str, np.ndarray]:
+        return {"x": inputs[:, 0]}
+
     batcher = MicroBatcher(
-        lambda inputs: {"x": inputs[:, 0]},
+        run,
         name="m",
         max_batch_size=8,
         max_delay_s=0.0,
