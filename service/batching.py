@@ -15,10 +15,6 @@ waits for the ordinary jobs queued before it, nor for the ordinary worker's wait
 at most for the priority run in progress. Each queue has the instance bound: ordinary jobs cannot fill the priority
 queue's.
 
-Room can be reserved before the instances exist (`reserve`: a request's declared instance count, before it is
-decoded): a request is then refused while it is cheap to refuse, not after waiting for a decode thread, and the
-instance bound counts queued and reserved instances together. `submit` uses and frees the reservation it is given.
-
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
 ids, joined as they are; the runtime pads the joined batch to its longest text).
@@ -66,19 +62,6 @@ class _Stop:
     """Queued by `close()`: the worker finishes every job before it, then exits."""
 
 
-class Reservation:
-    """Room for `instances` instances in one of a batcher's queues (`MicroBatcher.reserve`); `release()` frees it
-    (at most once, so it is safe in a `finally` after `submit` already used it)."""
-
-    def __init__(self, held: dict[bool, int], priority: bool, instances: int) -> None:
-        self._held, self.priority, self.instances = held, priority, instances
-        held[priority] += instances
-
-    def release(self) -> None:
-        self._held[self.priority] -= self.instances
-        self.instances = 0
-
-
 class MicroBatcher:
     """Gathers submitted instances into batches for `run` (a blocking function, e.g. `Runtime.run`)."""
 
@@ -109,7 +92,6 @@ class MicroBatcher:
         self._limiter = limiter
         self._queues: dict[bool, asyncio.Queue[_Job | _Stop]] = {False: asyncio.Queue(), True: asyncio.Queue()}
         self._depths = {False: 0, True: 0}  # instances queued and not yet taken into a batch, per queue
-        self._reserved = {False: 0, True: 0}  # instances reserved by requests still decoding, per queue
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -141,33 +123,19 @@ class MicroBatcher:
         """True once `close()` was called (the worker may still be finishing queued jobs)."""
         return self._closing
 
-    def reserve(self, instances: int, priority: bool = False) -> Reservation:
-        """Hold room for `instances` instances in the (priority) queue, or raise OverloadedError at once."""
-        self._check_room(instances, priority)
-        return Reservation(self._reserved, priority, instances)
-
-    def _check_room(self, instances: int, priority: bool) -> None:
-        """Raise OverloadedError unless `instances` more fit in the queue with what is queued and reserved (each
-        queue has the bound: ordinary jobs cannot fill the priority queue's)."""
-        taken = self._depths[priority] + self._reserved[priority]
-        if taken + instances > self._max_queue_size:
-            raise OverloadedError(
-                f"model {self._name} is overloaded ({taken} instances queued, limit {self._max_queue_size}); "
-                f"retry after {self._retry_after_s} s",
-                retry_after_s=self._retry_after_s,
-            )
-
-    async def submit(
-        self, inputs: ModelInputs, priority: bool = False, reservation: Reservation | None = None
-    ) -> Outputs:
+    async def submit(self, inputs: ModelInputs, priority: bool = False) -> Outputs:
         """Queue `inputs` [n, ...] (in the priority queue if `priority`) and wait for their outputs, in order;
-        raises OverloadedError if the queue is full. A `reservation` (of this queue) is used and freed here."""
+        raises OverloadedError if the queues are full."""
         if self._closing or not self._workers:
             raise ServiceError(f"model {self._name}: batcher is not running")
         n = len(inputs)
-        if reservation is not None:
-            reservation.release()  # its room becomes these instances'
-        self._check_room(n, priority)
+        if self._depths[priority] + n > self._max_queue_size:  # each queue has the bound: heavy jobs cannot fill it
+            raise OverloadedError(
+                f"model {self._name} is overloaded ({self._depths[priority]} instances queued, limit "
+                f"{self._max_queue_size}); "
+                f"retry after {self._retry_after_s} s",
+                retry_after_s=self._retry_after_s,
+            )
         loop = asyncio.get_running_loop()
         jobs = [
             _Job(inputs[start : start + self._max_batch_size], loop.create_future())

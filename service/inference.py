@@ -73,15 +73,8 @@ class Predictor:
         self._capture = capture
 
     async def predict(
-        self,
-        name: str,
-        version: str | None,
-        decode: Decoder,
-        threshold_override: float | None = None,
-        instances: int | None = None,
+        self, name: str, version: str | None, decode: Decoder, threshold_override: float | None = None
     ) -> GateResult:
-        """Decode, batch, run and gate one request. `instances`, the count the request declares (known from its
-        parsing), is reserved in the model's queue before decoding, so a full queue refuses it at once."""
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
@@ -92,18 +85,10 @@ class Predictor:
             try:
                 lane = current_lane.get()  # light requests decode and run ahead of heavy ones (service/admission.py)
                 limiter = None if self._limits is None else self._limits.decode_limiter(lane)  # None: anyio's pool
-                priority = lane is Lane.LIGHT
-                reservation = None if instances is None else model.batcher.reserve(instances, priority)
-                try:
-                    inputs = await anyio.to_thread.run_sync(
-                        decode, model.card, model.text_encoder, raw, limiter=limiter
-                    )
-                    decoded = time.perf_counter()
-                    statistics.compute_input.add(decoded - started)
-                    outputs = await model.batcher.submit(inputs, priority, reservation)
-                finally:
-                    if reservation is not None:
-                        reservation.release()
+                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, raw, limiter=limiter)
+                decoded = time.perf_counter()
+                statistics.compute_input.add(decoded - started)
+                outputs = await model.batcher.submit(inputs, priority=lane is Lane.LIGHT)
             except BaseException:  # a bad input, an overload, a failed run or a cancelled request: a failure
                 statistics.record_request(False, time.perf_counter() - started)
                 raise

@@ -48,12 +48,11 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class NativeRequest:
-    """A parsed predict request: how to decode its instances, how many there are, and its options."""
+    """A parsed predict request: how to decode its instances, and its options."""
 
     decode: Decoder
     top_k: int
     threshold: float | None
-    instances: int
 
 
 def _check_count(count: int, settings: Settings) -> None:
@@ -72,7 +71,7 @@ async def parse_predict_request(request: Request, settings: Settings, limits: Wo
         )
         _check_count(len(parsed.instances), settings)
         decode = partial(decode_instances, parsed.instances, settings=settings)
-        return NativeRequest(decode, parsed.top_k, parsed.threshold, len(parsed.instances))
+        return NativeRequest(decode=decode, top_k=parsed.top_k, threshold=parsed.threshold)
     if kind == "multipart/form-data":
         return await _parse_multipart(request, settings)
     raise UnsupportedMediaTypeError(
@@ -99,8 +98,9 @@ async def _parse_multipart(request: Request, settings: Settings) -> NativeReques
         options = MultipartOptions.model_validate(fields)
     except ValidationError as e:
         raise InvalidInputError(format_validation_errors(e.errors(), ())) from e
-    decode = partial(decode_files, files, settings=settings)
-    return NativeRequest(decode, options.top_k, options.threshold, len(files))
+    return NativeRequest(
+        decode=partial(decode_files, files, settings=settings), top_k=options.top_k, threshold=options.threshold
+    )
 
 
 def decode_instances(

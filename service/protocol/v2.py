@@ -187,13 +187,6 @@ def classification_counts(request: InferenceRequest) -> dict[str, int]:
     return counts
 
 
-def declared_instances(request: InferenceRequest, settings: Settings) -> int:
-    """The instance count the request declares (its tensors' largest first dimension, within 1 and
-    `max_instances`), known before decoding; the decoder checks the shapes themselves."""
-    firsts = [tensor.shape[0] for tensor in request.inputs if tensor.shape]
-    return min(max([1, *firsts]), settings.max_instances)
-
-
 def make_decoder(request: InferenceRequest, binaries: list[bytes | None], settings: Settings) -> Decoder:
     return partial(_decode_inputs, request, binaries, settings)
 

@@ -69,5 +69,5 @@ async def _predict(
     limits: LimitsDep,
 ) -> PredictResponse:
     parsed = await parse_predict_request(request, settings, limits)
-    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, parsed.instances)
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold)
     return predict_response(result, parsed.top_k)

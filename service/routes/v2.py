@@ -16,7 +16,6 @@ from service.protocol.v2 import (
     BINARY_HEADER,
     check_parameters,
     classification_counts,
-    declared_instances,
     infer_response,
     make_decoder,
     parse_infer_request,
@@ -155,6 +154,5 @@ async def _infer(
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
-    decode = make_decoder(parsed, binaries, settings)
-    result = await predictor.predict(name, version, decode, threshold, declared_instances(parsed, settings))
+    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
     return infer_response(result, parsed, outputs, classifications)

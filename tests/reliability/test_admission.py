@@ -19,7 +19,6 @@ from service.admission import Admission, Lane, Ticket
 from service.batching import MicroBatcher
 from service.errors import OverloadedError
 from service.metrics import Metrics
-from service.protocol import native
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -219,70 +218,3 @@ async def test_a_priority_job_runs_while_the_ordinary_worker_waits_for_its_run()
     finally:
         release.set()
         await batcher.close()
-
-
-@pytest.mark.anyio
-async def test_room_reserved_before_decoding_refuses_at_once_and_is_freed_by_submit() -> None:
-    """A request reserves room for its declared instances before it is decoded; a queue without that room refuses
-    the next one at once, and submitting the decoded instances turns the reservation into queued instances."""
-
-    def run(inputs: Any) -> dict[str, np.ndarray]:
-        return {"x": inputs[:, 0]}
-
-    batcher = MicroBatcher(
-        run,
-        name="m",
-        max_batch_size=8,
-        max_delay_s=0.0,
-        max_queue_size=6,
-        retry_after_s=1,
-    )
-    batcher.start()
-    try:
-        first = batcher.reserve(4)
-        with pytest.raises(OverloadedError, match=r"model m is overloaded \(4 instances queued, limit 6\)"):
-            batcher.reserve(3)
-        light = batcher.reserve(6, priority=True)  # the priority queue has a bound of its own
-        assert (await batcher.submit(np.ones((4, 1)), reservation=first))["x"].tolist() == [1.0] * 4
-        assert first.instances == 0
-        second = batcher.reserve(6)  # all the room is free again
-        second.release()
-        second.release()  # at most once
-        batcher.reserve(6).release()
-        light.release()
-        assert batcher.depth == 0
-    finally:
-        await batcher.close()
-
-
-@pytest.mark.anyio
-async def test_a_request_is_refused_before_decoding_when_its_models_queue_lacks_room(
-    serve: Any, blocked_runtime: tuple[threading.Event, threading.Event], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One run held, two instances queued: the queue (2) is full, so a third request gets 503 without being
-    decoded (it would otherwise wait for a decode thread first, under load for seconds)."""
-    started, release = blocked_runtime
-    decoded: list[int] = []
-    original = native.decode_instances
-
-    def counting_decode(instances: list[Any], *args: Any, **kwargs: Any) -> Any:
-        decoded.append(len(instances))
-        return original(instances, *args, **kwargs)
-
-    monkeypatch.setattr(native, "decode_instances", counting_decode)
-    one = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
-    two = {"instances": one["instances"] * 2}
-    async with serve(max_batch_size=1, max_queue_size=2, max_instances=2, max_delay_ms=0.0) as (app, client):
-        batcher = app.state.components.registry.get("tiny").batcher
-        running = asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=one))
-        assert await anyio.to_thread.run_sync(started.wait, HANG)
-        queued = asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=two))
-        with anyio.fail_after(HANG):
-            while batcher.depth < 2:  # a counter, not a clock
-                await asyncio.sleep(0.01)
-        refused = await client.post("/v1/models/tiny/predict", json=one)
-        assert refused.status_code == 503
-        assert refused.json()["error"].startswith("model tiny/1 is overloaded (2 instances queued, limit 2)")
-        assert decoded == [1, 2]  # the refused request was never decoded
-        release.set()
-        assert [r.status_code for r in await asyncio.gather(running, queued)] == [200, 200]
