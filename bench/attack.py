@@ -264,7 +264,8 @@ def run_level(
     instances: int = 64,
 ) -> LevelResult:
     """A fresh service, one warm-up request of each kind, then `seconds` of attack with the lone client."""
-    with service_process(server_core, log_dir / f"service-{connections}.log", settings) as (base_url, pid):
+    log_path = log_dir / f"service-{connections}.log"
+    with service_process(server_core, log_path, settings) as (base_url, pid):
         status_path = Path(f"/proc/{pid}/status")
         rss_ready = parse_vm_rss(status_path.read_text()) or 0
         with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
@@ -283,7 +284,22 @@ def run_level(
             lone = lone_client(base_url, time.monotonic() + seconds)
             outcomes: dict[str, Outcomes] = results.get(timeout=REQUEST_TIMEOUT_S + 60)
             attackers.join(timeout=60)
-        return LevelResult(connections, seconds, rss_ready, rss_idle, rss.peak, lone, outcomes)
+    refusals = refusal_seconds(log_path.read_text(errors="replace"))  # the log is complete once the service stopped
+    return LevelResult(connections, seconds, rss_ready, rss_idle, rss.peak, lone, outcomes, refusals)
+
+
+def refusal_seconds(log_text: str) -> list[float]:
+    """The duration of each 503 answered by the service, in seconds, from its JSON access log lines
+    (`{"message": "request", "status": 503, "duration_ms": ...}`); other lines are skipped."""
+    seconds = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("message") == "request" and record.get("status") == 503:
+            seconds.append(float(record["duration_ms"]) / 1000)
+    return seconds
 
 
 def machine_facts(

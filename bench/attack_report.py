@@ -52,6 +52,9 @@ class LevelResult:
     rss_peak_bytes: int
     lone: Outcomes
     attackers: dict[str, Outcomes]
+    # Each 503's time inside the service (its access log's duration_ms: from the request's headers to its
+    # response), which the clients' times exceed by uploading the body and by their own scheduling.
+    server_refusal_seconds: list[float] = field(default_factory=list)
 
     def attackers_total(self) -> Outcomes:
         total = Outcomes()
@@ -123,6 +126,12 @@ def verdicts(results: list[LevelResult]) -> str:
             f"{_yes(r.rss_peak_bytes < RSS_BOUND_BYTES)}; every lone request 200 within {LONE_BOUND_S:g} s: "
             f"{_yes(lone_ok)} (max {_ms(slowest if lone else None)} ms, {_counts(r.lone.statuses)}); 503s: "
             + (f"{len(refused)}, p99 {_ms(p99)} ms" if refused else "none (the in-flight bound was not reached)")
+            + (
+                f" (in the service: p99 {_ms(percentile(r.server_refusal_seconds, 99))} ms, "
+                f"max {_ms(max(r.server_refusal_seconds))} ms)"
+                if r.server_refusal_seconds
+                else ""
+            )
         )
     return "\n".join(lines)
 

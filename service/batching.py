@@ -9,6 +9,12 @@ that takes it) is reported to `on_queue_wait`, each run's size and duration to `
 instances: a request that does not fit is refused at once (`OverloadedError`, HTTP 503 with Retry-After) rather
 than waiting without limit.
 
+Priority (light requests, service/admission.py): jobs submitted with `priority=True` have a queue and a worker of
+their own, whose batches hold only priority jobs and run with the priority limiter. A lone small request thus never
+waits for the ordinary jobs queued before it, nor for the ordinary worker's wait for an inference thread; it waits
+at most for the priority run in progress. Each queue has the instance bound: ordinary jobs cannot fill the priority
+queue's.
+
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
 ids, joined as they are; the runtime pads the joined batch to its longest text).
@@ -71,7 +77,7 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         on_depth: Callable[[int], None] = lambda depth: None,
         on_queue_wait: Callable[[float], None] = lambda seconds: None,
-        limiter: Callable[[], CapacityLimiter] | None = None,
+        limiter: Callable[[bool], CapacityLimiter] | None = None,
     ) -> None:
         self._run = run
         self._name = name
@@ -82,43 +88,51 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._on_queue_wait = on_queue_wait
-        self._limiter = limiter  # gives the inference threads' limiter (None: anyio's default pool)
-        self._queue: asyncio.Queue[_Job | _Stop] = asyncio.Queue()
-        self._depth = 0  # instances queued and not yet taken into a batch
-        self._worker: asyncio.Task[None] | None = None
+        # Gives the inference threads' limiter for a batch of priority (True) or ordinary jobs (None: anyio's pool).
+        self._limiter = limiter
+        self._queues: dict[bool, asyncio.Queue[_Job | _Stop]] = {False: asyncio.Queue(), True: asyncio.Queue()}
+        self._depths = {False: 0, True: 0}  # instances queued and not yet taken into a batch, per queue
+        self._workers: list[asyncio.Task[None]] = []
         self._closing = False
 
     def start(self) -> None:
-        """Start the worker task (needs a running event loop)."""
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{self._name}")
+        """Start the worker tasks, ordinary and priority (needs a running event loop)."""
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._work(False), name=f"batcher:{self._name}"),
+                loop.create_task(self._work(True), name=f"batcher:{self._name}:priority"),
+            ]
 
     async def close(self) -> None:
         """Stop accepting work, finish every queued job, then stop the worker."""
         if self._closing:
             return
         self._closing = True
-        self._queue.put_nowait(_Stop())
-        if self._worker is not None:
-            await self._worker
+        for queue in self._queues.values():
+            queue.put_nowait(_Stop())
+        await asyncio.gather(*self._workers)
 
     @property
     def depth(self) -> int:
-        return self._depth
+        """Instances queued (both queues) and not yet taken into a batch."""
+        return self._depths[False] + self._depths[True]
 
     @property
     def closing(self) -> bool:
         """True once `close()` was called (the worker may still be finishing queued jobs)."""
         return self._closing
 
-    async def submit(self, inputs: ModelInputs) -> Outputs:
-        """Queue `inputs` [n, ...] and wait for their outputs, in order; raises OverloadedError if the queue is full."""
-        if self._closing or self._worker is None:
+    async def submit(self, inputs: ModelInputs, priority: bool = False) -> Outputs:
+        """Queue `inputs` [n, ...] (in the priority queue if `priority`) and wait for their outputs, in order;
+        raises OverloadedError if the queues are full."""
+        if self._closing or not self._workers:
             raise ServiceError(f"model {self._name}: batcher is not running")
         n = len(inputs)
-        if self._depth + n > self._max_queue_size:
+        if self._depths[priority] + n > self._max_queue_size:  # each queue has the bound: heavy jobs cannot fill it
             raise OverloadedError(
-                f"model {self._name} is overloaded ({self._depth} instances queued, limit {self._max_queue_size}); "
+                f"model {self._name} is overloaded ({self._depths[priority]} instances queued, limit "
+                f"{self._max_queue_size}); "
                 f"retry after {self._retry_after_s} s",
                 retry_after_s=self._retry_after_s,
             )
@@ -128,22 +142,23 @@ class MicroBatcher:
             for start in range(0, n, self._max_batch_size)
         ]
         for job in jobs:
-            self._queue.put_nowait(job)
-        self._set_depth(self._depth + n)
+            self._queues[priority].put_nowait(job)
+        self._set_depth(priority, n)
         results = await asyncio.gather(*(job.future for job in jobs))
         if len(results) == 1:
             return results[0]
         return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
 
-    def _set_depth(self, depth: int) -> None:
-        self._depth = depth
-        self._on_depth(depth)
+    def _set_depth(self, priority: bool, change: int) -> None:
+        self._depths[priority] += change
+        self._on_depth(self.depth)
 
-    async def _work(self) -> None:
+    async def _work(self, priority: bool) -> None:
         loop = asyncio.get_running_loop()
+        queue = self._queues[priority]
         carry: _Job | _Stop | None = None
         while True:
-            first = carry if carry is not None else await self._queue.get()
+            first = carry if carry is not None else await queue.get()
             carry = None
             if isinstance(first, _Stop):
                 return
@@ -153,11 +168,7 @@ class MicroBatcher:
             while size < self._max_batch_size:
                 remaining = deadline - loop.time()
                 try:
-                    job = (
-                        self._queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(self._queue.get(), remaining)
-                    )
+                    job = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
                 if isinstance(job, _Stop) or size + len(job.inputs) > self._max_batch_size:
@@ -165,10 +176,10 @@ class MicroBatcher:
                     break
                 batch.append(job)
                 size += len(job.inputs)
-            self._set_depth(self._depth - size)
-            await self._execute(batch, size)
+            self._set_depth(priority, -size)
+            await self._execute(batch, size, priority)
 
-    async def _execute(self, batch: list[_Job], size: int) -> None:
+    async def _execute(self, batch: list[_Job], size: int, priority: bool) -> None:
         live = [job for job in batch if not job.future.done()]  # a cancelled request needs no run
         if not live:
             return
@@ -177,7 +188,7 @@ class MicroBatcher:
         for job in live:
             self._on_queue_wait(started - job.queued_at)
         try:
-            limiter = None if self._limiter is None else self._limiter()
+            limiter = None if self._limiter is None else self._limiter(priority)
             outputs = await anyio.to_thread.run_sync(self._run, inputs, limiter=limiter)
         except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker
             logger.exception("inference failed", extra={"model": self._name, "batch_size": size})

@@ -16,6 +16,7 @@ from typing import Protocol
 import anyio.to_thread
 import numpy as np
 
+from service.admission import Lane, current_lane
 from service.batching import ModelInputs
 from service.capture import Capture, RawInputs
 from service.card import Card
@@ -89,11 +90,12 @@ class Predictor:
             capture = self._capture if self._capture is not None and self._capture.wants(model.name) else None
             raw: RawInputs | None = [] if capture is not None else None
             try:
-                limiter = None if self._limits is None else self._limits.decode  # None: anyio's default pool
+                lane = current_lane.get()  # light requests decode and run ahead of heavy ones (service/admission.py)
+                limiter = None if self._limits is None else self._limits.decode_limiter(lane)  # None: anyio's pool
                 inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, raw, limiter=limiter)
                 decoded = time.perf_counter()
                 statistics.compute_input.add(decoded - started)
-                outputs = await model.batcher.submit(inputs)
+                outputs = await model.batcher.submit(inputs, priority=lane is Lane.LIGHT)
             except BaseException:  # a bad input, an overload, a failed run or a cancelled request: a failure
                 statistics.record_request(False, time.perf_counter() - started)
                 raise

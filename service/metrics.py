@@ -144,6 +144,19 @@ class Metrics:
             "ones get 503 (reason overloaded).",
             registry=registry,
         )
+        self.request_bytes_in_flight = Gauge(
+            "oegate_requests_in_flight_bytes",
+            "Cost (declared body bytes) of the predict/infer requests in flight; at max_request_bytes_in_flight "
+            "new ones get 503.",
+            registry=registry,
+        )
+        self.admissions = Counter(
+            "oegate_admissions_total",
+            "Predict/infer requests admitted or refused (503) by the in-flight bound, by lane (light: a body of at "
+            "most light_request_bytes; heavy: any other).",
+            ["lane", "outcome"],
+            registry=registry,
+        )
         self.captures = Counter(
             "oegate_captures_total",
             "Instances stored by capture (service/capture.py), by model and sampling kind (rejected: the gate "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.admission import current_lane
 from service.errors import OverloadedError
 from service.limits import WorkLimits
 from service.logs import request_id_var
@@ -89,12 +90,13 @@ async def send_error(send: Send, status: int, message: str, headers: list[tuple[
 
 
 ADMITTED_PATHS = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?/predict|/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
-"""The paths whose POST requests count against `max_requests_in_flight` (the native predict and V2 infer routes)."""
+"""The paths whose POST requests count against the in-flight bound (the native predict and V2 infer routes)."""
 
 
 class InFlightLimitMiddleware:
-    """Admits at most `limits.max_in_flight` predict/infer requests at once; the next one gets 503 with
-    Retry-After and `{"error": ...}` at once, before its body is read (service/limits.py states the policy)."""
+    """Admits predict/infer requests within the cost-weighted in-flight bound (`limits.admission`); the next one gets
+    503 with Retry-After and `{"error": ...}` at once, before its body is read (service/admission.py states the
+    policy). The request's lane is set in `current_lane` for the code that serves it."""
 
     def __init__(self, app: ASGIApp, limits: WorkLimits, metrics: Metrics) -> None:
         self.app = app
@@ -105,21 +107,25 @@ class InFlightLimitMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or not ADMITTED_PATHS.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if not self.limits.try_admit():
-            limits = self.limits
+        admission = self.limits.admission
+        headers = Headers(scope=scope)
+        encoded = headers.get("content-encoding", "identity").strip().lower() not in ("identity", "")
+        ticket = admission.ticket(headers.get("content-length"), encoded)
+        if not admission.try_admit(ticket):
             error = OverloadedError(
-                f"the server is overloaded ({limits.in_flight} requests in flight, limit {limits.max_in_flight}); "
-                f"retry after {limits.retry_after_s} s",
-                retry_after_s=limits.retry_after_s,
+                f"the server is overloaded ({admission.refusal(ticket)}); retry after {self.limits.retry_after_s} s",
+                retry_after_s=self.limits.retry_after_s,
             )
             self.metrics.record_error(error.reason)
-            headers = [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
-            await send_error(send, error.status_code, error.message, headers)
+            headers_out = [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
+            await send_error(send, error.status_code, error.message, headers_out)
             return
+        token = current_lane.set(ticket.lane)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.limits.release()
+            current_lane.reset(token)
+            admission.release(ticket)
 
 
 class _BodyRejectedError(Exception):

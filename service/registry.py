@@ -289,7 +289,12 @@ class Registry:
             card = read_verified_card(path, name, version)
             encoder = TextEncoder.load(path, card.input) if isinstance(card.input, TextInputSpec) else None
             runtime = Runtime(
-                path / "model.onnx", card, settings.providers, settings.intra_op_threads, settings.inter_op_threads
+                path / "model.onnx",
+                card,
+                settings.providers,
+                settings.intra_op_threads,
+                settings.inter_op_threads,
+                cpu_mem_arena=settings.cpu_mem_arena,
             )
             return card, runtime, encoder
 
@@ -329,7 +334,7 @@ class Registry:
             on_batch=on_batch,
             on_depth=self._metrics.queue_depth.labels(name).set,
             on_queue_wait=on_queue_wait,
-            limiter=None if self._limits is None else self._limits.inference_limiter,
+            limiter=None if self._limits is None else self._limits.priority_inference_limiter,
         )
         batcher.start()
         report.loaded.append({"name": name, "version": str(version), "provider": runtime.provider})

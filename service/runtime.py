@@ -82,7 +82,13 @@ class Runtime:
     """A verified ONNX graph ready to run: `run(inputs) -> {output name: array}` for images or token ids."""
 
     def __init__(
-        self, model_path: Path, card: Card, providers: list[str], intra_op_threads: int, inter_op_threads: int
+        self,
+        model_path: Path,
+        card: Card,
+        providers: list[str],
+        intra_op_threads: int,
+        inter_op_threads: int,
+        cpu_mem_arena: bool = True,
     ) -> None:
         available = ort.get_available_providers()
         built = [p for p in providers if p in available]
@@ -98,6 +104,9 @@ class Runtime:
         options.intra_op_num_threads = intra
         options.inter_op_num_threads = inter
         self.threads = (intra, inter)
+        # Off: each run's tensors are malloc'd and freed (large ones mmap'd, so returned to the OS), instead of an
+        # arena that keeps the largest batch's peak for the life of the session (service/settings.py).
+        options.enable_cpu_mem_arena = cpu_mem_arena
         options.log_severity_level = 3  # errors only; the provider fallback is reported by us, below
         try:
             self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=usable)

@@ -38,8 +38,16 @@ class Settings(BaseSettings):
     cgroup's CPU quota, not the host's core count; logged at start-up)."""
     inter_op_threads: int = Field(default=0, ge=0)
     """onnxruntime threads across independent operators (0 = 1: the gate graph runs its operators in order)."""
-    max_batch_size: int = Field(default=64, ge=1, le=4096)
-    """Most instances the micro-batcher puts into one session run."""
+    cpu_mem_arena: bool = True
+    """Whether onnxruntime keeps a CPU memory arena per session (grown to the largest run's peak and never given
+    back) instead of allocating and freeing each run's tensors. Off, RSS falls back after a burst (224 instead of
+    298 MB after 64 long texts at max_batch_size 16) but the peak under bench.attack was no lower (300-348 MB
+    against 304-342 MB with it), so it stays on."""
+    max_batch_size: int = Field(default=16, ge=1, le=4096)
+    """Most instances the micro-batcher puts into one session run. It sets the service's memory peak: onnxruntime's
+    arena keeps the largest run's activations, and a text run of 64 x 128 tokens grew RSS by ~200 MB per run shape
+    (peak 602-691 MB under bench.attack at 64; 304-342 MB at 16, README Guarantees). Single-image traffic rarely
+    fills 16 (mean batch 11.6 at 32 connections, README Speed); larger requests are split into runs of 16."""
     max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     """Longest time the first queued instance waits for others to join its batch. 0 (the default, as Triton's
     `max_queue_delay_microseconds`) batches greedily: a run takes every instance queued when it starts, so batches
@@ -74,6 +82,17 @@ class Settings(BaseSettings):
     max_requests_in_flight: int = Field(default=64, ge=1)
     """Predict/infer requests admitted at once (being read, decoded, queued or run); beyond it requests get 503
     with Retry-After before their body is read, and `/v2/health/ready` says not ready while the bound is reached."""
+    max_request_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Most bytes of request body (the cost of each admitted predict/infer request: its `Content-Length`, or
+    `max_body_bytes` for a body of unknown or compressed size) in flight at once; beyond it requests get 503 with
+    Retry-After before their body is read (service/admission.py). It bounds the bodies, parsed instances and
+    decoded texts held at once, which the request count alone does not (64 requests may be 8 MB each)."""
+    light_request_bytes: int = Field(default=16 * 1024, ge=0)
+    """Largest body (in bytes) of a *light* request (a digit is ~0.5 KB of JSON): light requests may use the
+    reserve below, decode in threads of their own and run ahead of heavy ones in their model's batch queue."""
+    light_reserved_share: float = Field(default=0.125, ge=0.0, lt=1.0)
+    """Share of `max_requests_in_flight` (rounded down; 8 of 64), each with `light_request_bytes` of the byte bound,
+    that heavy requests may not use, so that light ones are still admitted while heavy ones saturate the server."""
     limit_concurrency: int = Field(default=512, ge=2)
     """uvicorn's backstop: most connections (or tasks) at once, beyond which it answers a plain 503; must be above
     `max_requests_in_flight` so that probes and metrics keep working while predictions are refused."""
@@ -168,12 +187,28 @@ class Settings(BaseSettings):
             pins[name.strip()] = version.strip()
         return pins
 
+    @property
+    def light_reserved_requests(self) -> int:
+        """Requests in flight kept for light ones (`light_reserved_share` of `max_requests_in_flight`)."""
+        return int(self.max_requests_in_flight * self.light_reserved_share)
+
+    @property
+    def light_reserved_bytes(self) -> int:
+        """Bytes of the in-flight bound kept for light requests."""
+        return self.light_reserved_requests * self.light_request_bytes
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_queue_size < self.max_instances:
             raise ValueError(
                 f"max_queue_size ({self.max_queue_size}) must be >= max_instances ({self.max_instances}), "
                 "or a full-size request could never be queued"
+            )
+        if self.max_request_bytes_in_flight < self.max_body_bytes + self.light_reserved_bytes:
+            raise ValueError(
+                f"max_request_bytes_in_flight ({self.max_request_bytes_in_flight}) must be >= max_body_bytes "
+                f"({self.max_body_bytes}) + the light reserve ({self.light_reserved_bytes}), or a request of "
+                "max_body_bytes could never be admitted"
             )
         if self.limit_concurrency <= self.max_requests_in_flight:
             raise ValueError(

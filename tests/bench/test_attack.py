@@ -14,7 +14,15 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from bench.attack import AttackRequest, RssSampler, attack, attack_requests, multipart_body, parse_vm_rss
+from bench.attack import (
+    AttackRequest,
+    RssSampler,
+    attack,
+    attack_requests,
+    multipart_body,
+    parse_vm_rss,
+    refusal_seconds,
+)
 from bench.attack_report import LevelResult, Outcomes, percentile, render, table, verdicts
 
 HANG = 30.0  # seconds: a bound on waiting for something that should happen at once, never a measurement
@@ -178,3 +186,27 @@ def test_the_report_holds_the_facts_and_both_tables() -> None:
     assert "| 8 | lone: 1 x 28^2 PNG | 200 | 3 | 20 / 30 / 30 |\n| 8 | bomb | 422 | 2 | 150 / 199 / 200 |" in text
     assert "| 8 | texts | 503 | 2 | 3 / 4 / 4 |\n| 160 | lone: 1 x 28^2 PNG | 200 | 2 |" in text
     assert Counter(RESULTS[0].attackers_total().statuses) == Counter({"200": 1, "422": 2, "503": 2})
+
+
+def test_the_services_own_503_times_are_read_from_its_access_log() -> None:
+    log = "\n".join(
+        [
+            '{"message": "service started", "loaded": 4}',
+            '{"message": "request", "status": 503, "duration_ms": 1.5}',
+            '{"message": "request", "status": 200, "duration_ms": 40.0}',
+            "a line that is not JSON",
+            '{"message": "request", "status": 503, "duration_ms": 0.25}',
+        ]
+    )
+    assert refusal_seconds(log) == [0.0015, 0.00025]
+    level = LevelResult(
+        connections=40,
+        seconds=2.0,
+        rss_ready_bytes=250 * 2**20,
+        rss_idle_bytes=300 * 2**20,
+        rss_peak_bytes=400 * 2**20,
+        lone=outcomes(s200=[0.01]),
+        attackers={"bomb": outcomes(s503=[2.0, 4.0])},
+        server_refusal_seconds=refusal_seconds(log),
+    )
+    assert verdicts([level]).endswith("503s: 2, p99 3,980 ms (in the service: p99 1 ms, max 2 ms)")

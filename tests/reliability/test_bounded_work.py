@@ -140,10 +140,12 @@ async def test_decoding_has_its_own_threads_while_every_inference_thread_is_busy
     serve: Any, blocked_runtime: tuple[threading.Event, threading.Event]
 ) -> None:
     """One inference thread, held by a session run: the next requests are still decoded (in the decode
-    limiter's threads) and queued, and anyio's default pool is not used by either."""
+    limiter's threads) and queued, and anyio's default pool is not used by either. (Heavy requests: with
+    `light_request_bytes=0` no request is light.)"""
     started, release = blocked_runtime
     request = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
-    async with serve(inference_concurrency=1, decode_concurrency=1, max_delay_ms=0.0) as (app, client):
+    settings = {"inference_concurrency": 1, "decode_concurrency": 1, "max_delay_ms": 0.0, "light_request_bytes": 0}
+    async with serve(**settings) as (app, client):
         limits = app.state.components.limits
         batcher = app.state.components.registry.get("tiny").batcher
         first = asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=request))
