@@ -6,8 +6,8 @@ strings in JSON (JSON strings cannot carry raw bytes), raw bytes with Triton's b
 (`Inference-Header-Content-Length` header, `parameters.binary_data_size` per input), which tritonclient uses by
 default. Text models take one BYTES tensor named `text`, shape [N] (or [N, 1]), of UTF-8 texts: JSON strings, or
 raw UTF-8 bytes with the binary extension; texts longer than the card's `max_length` tokens are truncated
-(service/codecs/text.py). A request body or text that is not valid UTF-8 is a 400. Responses are always JSON
-(tritonclient reads JSON outputs whether or not it asked for binary ones).
+(service/codecs/text.py). A request body or text that is not valid UTF-8 is a 400. Outputs are JSON, or binary
+when the request asks (service/protocol/v2_outputs.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from service.card import Card, ImageInputSpec, TextInputSpec
 from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
 from service.codecs.text import IndexedCodecError
 from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
-from service.inference import Decoder, GateResult
+from service.inference import Decoder
 from service.limits import pixel_budget
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
 from service.schemas.v2 import (
@@ -35,8 +35,6 @@ from service.schemas.v2 import (
     OUTPUT_PARAMETERS,
     REQUEST_PARAMETERS,
     InferenceRequest,
-    InferenceResponse,
-    ResponseOutput,
 )
 from service.settings import Settings
 
@@ -363,48 +361,3 @@ def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:
         elements.append(binary[offset : offset + size])
         offset += size
     return elements
-
-
-def infer_response(
-    result: GateResult, request: InferenceRequest, outputs: list[str], classifications: dict[str, int] | None = None
-) -> InferenceResponse:
-    n = int(result.label_index.shape[0])
-    values: dict[str, np.ndarray] = {
-        "label_index": result.label_index,
-        "confidence": result.confidence,
-        "anomaly_score": result.anomaly_score,
-        "kl_uniform": result.kl_uniform,
-        "reject": result.reject,
-        "probs": result.probs,
-    }
-    classifications = classifications or {}
-
-    def output(name: str) -> ResponseOutput:
-        if name in classifications:
-            top = top_k_classes(result.probs, result.labels, classifications[name])
-            k = len(top[0]) if top else 0
-            return ResponseOutput(name=name, shape=[n, k], datatype="BYTES", data=[item for row in top for item in row])
-        return ResponseOutput(
-            name=name,
-            shape=[n, result.probs.shape[1]] if name == "probs" else [n],
-            datatype=OUTPUT_DATATYPES[name],
-            data=values[name].ravel().tolist(),
-        )
-
-    return InferenceResponse(
-        model_name=result.model,
-        model_version=result.version,
-        id=request.id,
-        parameters={"threshold": result.threshold},
-        outputs=[output(name) for name in outputs],
-    )
-
-
-def top_k_classes(probs: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
-    """Triton's classification output: per instance, the `k` most probable classes (at most all of them), most
-    probable first (ties: lower index first), each `"score:index:label"` with the score as C's `%f` prints it."""
-    k = min(k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return [
-        [f"{row[i]:f}:{i}:{labels[i]}" for i in indices.tolist()] for row, indices in zip(probs, order, strict=True)
-    ]

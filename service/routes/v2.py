@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service import __version__
 from service.deps import LimitsDep, PredictorDep, RegistryDep, SettingsDep, require_inference_token
@@ -16,13 +16,13 @@ from service.protocol.v2 import (
     BINARY_HEADER,
     check_parameters,
     classification_counts,
-    infer_response,
     make_decoder,
     parse_infer_request,
     requested_outputs,
     threshold_parameter,
 )
 from service.protocol.v2_metadata import SERVER_EXTENSIONS, model_config, model_metadata, model_statistics
+from service.protocol.v2_outputs import binary_flags, infer_response
 from service.schemas.native import ErrorBody
 from service.schemas.v2 import InferenceResponse, ModelMetadata, ModelReadiness, ServerMetadata
 
@@ -112,18 +112,25 @@ def _readiness(registry: RegistryDep, name: str, version: str | None) -> JSONRes
     return JSONResponse(ModelReadiness(name=model.name, ready=True).model_dump())
 
 
+BINARY_REPLY: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; or, when any output is asked for in binary, the JSON header (its length in the "
+        "Inference-Header-Content-Length response header) followed by the binary outputs",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 INFER_ROUTE: dict[str, Any] = {
     "response_model": InferenceResponse,
     "response_model_exclude_none": True,
     "openapi_extra": INFER_DOC,
-    "responses": ERRORS,
+    "responses": BINARY_REPLY | ERRORS,
 }
 
 
 @router.post("/v2/models/{name}/infer", **INFER_ROUTE)
 async def infer(
     name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> InferenceResponse:
+) -> Response:
     """Run the model on V2 input tensors (served version)."""
     return await _infer(name, None, request, predictor, settings, limits)
 
@@ -131,7 +138,7 @@ async def infer(
 @router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
 async def infer_version(
     name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> InferenceResponse:
+) -> Response:
     """Same, only if `version` is the one being served (404 otherwise)."""
     return await _infer(name, version, request, predictor, settings, limits)
 
@@ -143,7 +150,7 @@ async def _infer(
     predictor: PredictorDep,
     settings: SettingsDep,
     limits: LimitsDep,
-) -> InferenceResponse:
+) -> Response:
     body, binary_header = await request.body(), request.headers.get(BINARY_HEADER)
     parsed, binaries = await parse_off_loop(
         len(body), settings.large_json_bytes, limits.decode, parse_infer_request, body, binary_header
@@ -151,8 +158,9 @@ async def _infer(
     check_parameters(parsed)
     outputs = requested_outputs(parsed)
     classifications = classification_counts(parsed)
+    binary = binary_flags(parsed, outputs)
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
     result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
-    return infer_response(result, parsed, outputs, classifications)
+    return infer_response(result, parsed.id, outputs, classifications, binary)
