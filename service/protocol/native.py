@@ -1,4 +1,4 @@
-"""The native API's request parsing (JSON or multipart/form-data) and response shaping.
+"""The native API's request parsing (JSON, multipart/form-data, or a body that is one image) and response shaping.
 
 Image models take `image_b64` and `array` instances (and multipart image files); text models take `text`
 instances. One request holds one kind: texts mixed with images are refused before the model is asked, and a kind
@@ -45,6 +45,10 @@ from service.schemas.native import (
 )
 from service.settings import Settings
 
+RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+"""Content types of a body that is one encoded image (PNG or JPEG, whichever the declared type): no JSON, no
+base64, no multipart to parse; the prediction uses the default options (top_k 3, the card's threshold)."""
+
 
 @dataclass(frozen=True)
 class NativeRequest:
@@ -74,8 +78,19 @@ async def parse_predict_request(request: Request, settings: Settings, limits: Wo
         return NativeRequest(decode=decode, top_k=parsed.top_k, threshold=parsed.threshold)
     if kind == "multipart/form-data":
         return await _parse_multipart(request, settings)
+    if kind in RAW_IMAGE_TYPES:
+        body = await request.body()
+        if not body:
+            raise InvalidInputError(f"the {kind} body is empty: send one PNG or JPEG image")
+        defaults = MultipartOptions()
+        return NativeRequest(
+            decode=partial(decode_raw_image, body, kind, settings=settings),
+            top_k=defaults.top_k,
+            threshold=defaults.threshold,
+        )
     raise UnsupportedMediaTypeError(
-        f"unsupported content type '{kind or '(none)'}': send application/json or multipart/form-data"
+        f"unsupported content type '{kind or '(none)'}': send application/json, multipart/form-data, or one image "
+        f"as {', '.join(RAW_IMAGE_TYPES)}"
     )
 
 
@@ -190,6 +205,30 @@ def decode_files(
     if raw is not None:
         raw.extend(RawInput("image", data) for data in files)
     return np.stack(arrays)
+
+
+def decode_raw_image(
+    body: bytes,
+    kind: str,
+    card: Card,
+    text_encoder: TextEncoder | None,
+    raw: RawInputs | None = None,
+    *,
+    settings: Settings,
+) -> np.ndarray:
+    """A body that is one PNG/JPEG image -> float32 [1, C, H, W]; a text model gets a 422 saying what to send."""
+    if isinstance(card.input, TextInputSpec):
+        raise InvalidInputError(
+            f"model '{card.name}' takes text, not an image ({kind} body): send JSON "
+            '{"instances": [{"text": "..."}]}'
+        )
+    try:
+        array = decode_image(body, card.input, pixel_budget(card.input, settings))
+    except CodecError as e:
+        raise InvalidInputError(f"{kind} body: {e}") from e
+    if raw is not None:
+        raw.append(RawInput("image", body))
+    return array[np.newaxis]
 
 
 def predict_response(result: GateResult, top_k: int) -> PredictResponse:

@@ -1,4 +1,5 @@
-"""The native JSON API: `POST /v1/models/{name}[/versions/{version}]/predict` (JSON or multipart/form-data)."""
+"""The native JSON API: `POST /v1/models/{name}[/versions/{version}]/predict` (JSON, multipart/form-data, or one
+image as the body: `image/png`, `image/jpeg` or `application/octet-stream`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from service.deps import LimitsDep, PredictorDep, SettingsDep, require_inference_token
-from service.protocol.native import parse_predict_request, predict_response
+from service.protocol.native import RAW_IMAGE_TYPES, parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["native"], dependencies=[Depends(require_inference_token)])
@@ -31,6 +32,8 @@ PREDICT_DOC: dict[str, Any] = {
                     "additionalProperties": False,
                 }
             },
+            # One PNG or JPEG image as the whole body (image models; default top_k and the card's threshold).
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_IMAGE_TYPES},
         },
     }
 }
