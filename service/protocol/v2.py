@@ -25,10 +25,12 @@ from service.batching import ModelInputs
 from service.capture import RawInput, RawInputs
 from service.card import Card, ImageInputSpec, TextInputSpec
 from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
+from service.codecs.image import small_pngs
 from service.codecs.text import IndexedCodecError
 from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
 from service.inference import Decoder
 from service.limits import pixel_budget
+from service.protocol import fast_parse
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
 from service.schemas.v2 import (
     INPUT_PARAMETERS,
@@ -84,7 +86,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
 def _parse_json_part(body: bytes) -> InferenceRequest:
     """The JSON request. A body that is not JSON, not UTF-8, or holds a string that is not (a lone surrogate escape
     such as \\ud800, which the JSON parser refuses) is a 400, as Triton answers; valid JSON that is not a valid
-    request (a missing field, a wrong type) is a 422 naming the fields, as on the native API."""
+    request (a missing field, a wrong type) is a 422 naming the fields, as on the native API. A plainly valid
+    request skips pydantic (service/protocol/fast_parse.py)."""
+    plain = fast_parse.parse_infer_request(body)
+    if plain is not None:
+        return plain
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -215,6 +221,24 @@ def _decode_inputs(
     if tensor.datatype == "BYTES":
         return _decode_bytes(tensor.shape, tensor.data, binary, spec, settings, raw)
     raise InvalidInputError(f"input '{name}': datatype {tensor.datatype} is not supported; use FP32 or BYTES")
+
+
+def decode_inline(request: InferenceRequest, binaries: list[bytes | None], body_size: int, settings: Settings) -> bool:
+    """Whether to decode on the event loop rather than in a decode thread (service/inference.py): one FP32 tensor in
+    a body of at most `large_json_bytes` (parsed on the loop already; only checking and stacking are left), or one
+    binary BYTES tensor of small PNGs (service/codecs/image.py, `INLINE_DECODE_PIXELS`)."""
+    if body_size > settings.large_json_bytes or len(request.inputs) != 1:
+        return False
+    tensor, binary = request.inputs[0], binaries[0] if binaries else None
+    if tensor.datatype == "FP32":
+        return True
+    if tensor.datatype != "BYTES" or binary is None:
+        return False
+    try:
+        elements = _split_length_prefixed(tensor.name, binary)
+    except InvalidInputError:
+        return False  # the decoder reports it
+    return bool(elements) and small_pngs(elements)
 
 
 def _check_batch(name: str, count: int, settings: Settings) -> None:

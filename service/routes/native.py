@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
-from service.deps import LimitsDep, PredictorDep, SettingsDep, require_inference_token
+from service.deps import ComponentsDep, require_inference_token
 from service.protocol.native import RAW_IMAGE_TYPES, parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
 
@@ -43,11 +43,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/models/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC, responses=ERRORS)
-async def predict(
-    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> PredictResponse:
+async def predict(name: str, request: Request, components: ComponentsDep) -> Response:
     """Classify instances with the served (newest valid, or pinned) version and flag anomalies."""
-    return await _predict(name, None, request, predictor, settings, limits)
+    return await _predict(name, None, request, components)
 
 
 @router.post(
@@ -56,21 +54,19 @@ async def predict(
     openapi_extra=PREDICT_DOC,
     responses=ERRORS,
 )
-async def predict_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> PredictResponse:
+async def predict_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
     """Same, but only if `version` is the one being served (404 otherwise)."""
-    return await _predict(name, version, request, predictor, settings, limits)
+    return await _predict(name, version, request, components)
 
 
 async def _predict(
     name: str,
     version: str | None,
     request: Request,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-) -> PredictResponse:
+    components: ComponentsDep,
+) -> Response:
+    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+    predictor, settings, limits = components.predictor, components.settings, components.limits
     parsed = await parse_predict_request(request, settings, limits)
-    result = await predictor.predict(name, version, parsed.decode, parsed.threshold)
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, inline=parsed.inline)
     return predict_response(result, parsed.top_k)

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import __version__
-from service.deps import LimitsDep, PredictorDep, RegistryDep, SettingsDep, require_inference_token
+from service.deps import ComponentsDep, RegistryDep, SettingsDep, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.body import parse_off_loop
 from service.protocol.v2 import (
     BINARY_HEADER,
     check_parameters,
     classification_counts,
+    decode_inline,
     make_decoder,
     parse_infer_request,
     requested_outputs,
@@ -128,29 +129,25 @@ INFER_ROUTE: dict[str, Any] = {
 
 
 @router.post("/v2/models/{name}/infer", **INFER_ROUTE)
-async def infer(
-    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> Response:
+async def infer(name: str, request: Request, components: ComponentsDep) -> Response:
     """Run the model on V2 input tensors (served version)."""
-    return await _infer(name, None, request, predictor, settings, limits)
+    return await _infer(name, None, request, components)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
-async def infer_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> Response:
+async def infer_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
     """Same, only if `version` is the one being served (404 otherwise)."""
-    return await _infer(name, version, request, predictor, settings, limits)
+    return await _infer(name, version, request, components)
 
 
 async def _infer(
     name: str,
     version: str | None,
     request: Request,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
+    components: ComponentsDep,
 ) -> Response:
+    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+    predictor, settings, limits = components.predictor, components.settings, components.limits
     body, binary_header = await request.body(), request.headers.get(BINARY_HEADER)
     parsed, binaries = await parse_off_loop(
         len(body), settings.large_json_bytes, limits.decode, parse_infer_request, body, binary_header
@@ -162,5 +159,6 @@ async def _infer(
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
-    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold)
+    inline = decode_inline(parsed, binaries, len(body), settings)
+    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold, inline=inline)
     return infer_response(result, parsed.id, outputs, classifications, binary)
