@@ -1,6 +1,6 @@
 """`python -m bench`: the side-by-side HTTP benchmark (oegate, oegate without batching, plain FastAPI, Triton).
 
-python -m bench                                       # everything, 12 s per row at 1, 8 and 32 connections
+python -m bench                                       # everything, 12 s per row at 1, 8, 32 and 128 connections
 python -m bench --duration 2 --warmup 1 --connections 8 --servers oegate,baseline --output-dir /tmp/b  # smoke
 python -m bench --wait-quiet 3600                     # first wait up to an hour for a quiet machine
 """
@@ -49,7 +49,9 @@ def parse_options(argv: list[str]) -> Options:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--connections", type=_counts, default=defaults.connections, help="wrk connections per row (default 1,8,32)")
+    add(
+        "--connections", type=_counts, default=defaults.connections, help="wrk connections per row (default 1,8,32,128)"
+    )
     add("--duration", type=float, default=defaults.duration_s, help="measured seconds per row (default %(default)s)")
     add("--warmup", type=float, default=defaults.warmup_s, help="warm-up seconds before each row (default %(default)s)")
     add("--rounds", type=int, default=defaults.rounds, help="times every server is measured (median; default 1)")

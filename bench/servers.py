@@ -58,9 +58,14 @@ class RunningServer:
     base_url: str
     model: str
     metrics_url: str | None
+    process_group: int | None = None  # the server's own process group (Triton's children are in it too)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) used so far by the server's processes, or None if unknown."""
+        return None if self.process_group is None else group_cpu_seconds(self.process_group)
 
     def url(self, api: Api) -> str:
-        if api == "native":
+        if api in ("native", "native-raw"):
             return f"{self.base_url}/v1/models/{self.model}/predict"
         return f"{self.base_url}/v2/models/{self.model}/infer"
 
@@ -95,6 +100,22 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(key) == value for key, value in labels.items()):
             return float(match["value"])
     return 0.0
+
+
+def group_cpu_seconds(process_group: int, proc: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of the live processes in `process_group`, from `proc`/<pid>/stat (utime and
+    stime, fields 14 and 15, in clock ticks). Divided by the requests answered in a window, it is the server's CPU
+    per request: a figure that other work on a loaded machine moves much less than req/s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # the process ended while we looked
+            continue
+        if int(fields[2]) == process_group:  # fields[0] is field 3 (state): pgrp is field 5
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def mean_batch_size(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
@@ -191,7 +212,7 @@ def start_server(
         )
         try:
             _wait_ready(process, base_url + ready_path, log_path, timeout_s=180.0)
-            yield RunningServer(spec, base_url, model, metrics_url)
+            yield RunningServer(spec, base_url, model, metrics_url, process_group=process.pid)
         finally:
             _stop(process, stop_signal)
 
