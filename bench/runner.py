@@ -59,7 +59,12 @@ class Options:
     quiet_load: float = 0.5
     wait_quiet_s: float = 0.0
     oegate_env: tuple[tuple[str, str], ...] = ()
+    variants: tuple[tuple[str, Path], ...] = ()  # (name, checkout): oegate from another source tree, e.g. main
     command: str = ""
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return self.servers + tuple(name for name, _ in self.variants)
 
 
 def server_specs(options: Options) -> dict[str, ServerSpec]:
@@ -99,6 +104,21 @@ def server_specs(options: Options) -> dict[str, ServerSpec]:
             args=("--max-batch-size", str(batch_size), "--max-queue-delay-us", str(round(delay_ms * 1000))),
         ),
     }
+
+
+def variant_spec(name: str, source: Path, options: Options) -> ServerSpec:
+    """oegate as `source` (another checkout, e.g. `git worktree add /tmp/before main`) serves it, with the same
+    settings as `oegate`: before/after rows measured in one run, interleaved, by the same harness."""
+    commit = _run_text(["git", "-C", str(source), "rev-parse", "--short", "HEAD"])
+    commit = commit if commit.isalnum() else "not a git checkout"
+    return ServerSpec(
+        name,
+        f"`python -m service` from {source} (git {commit}), otherwise as oegate{_env_text(options.oegate_env)}",
+        inputs.APIS,
+        "oegate",
+        env=options.oegate_env,
+        source=source,
+    )
 
 
 def _env_text(env: tuple[tuple[str, str], ...]) -> str:
@@ -156,14 +176,15 @@ def run(options: Options) -> int:
         "model": f"{source} (model.onnx sha256 {hashlib.sha256((artifact / 'model.onnx').read_bytes()).hexdigest()})",
     }
 
-    specs = server_specs(options)
+    specs = server_specs(options) | {name: variant_spec(name, source, options) for name, source in options.variants}
+    names = options.server_names
     for round_ in range(1, options.rounds + 1):
         # Alternate the order so that a slow drift of the machine does not always favour the same servers.
-        for name in options.servers if round_ % 2 else reversed(options.servers):
+        for name in names if round_ % 2 else reversed(names):
             _measure_server(state, specs[name], facts, round_)
     facts["load_average_after"] = list(os.getloadavg())
     facts["checks"] = state.checks
-    descriptions = {name: specs[name].description for name in options.servers}
+    descriptions = {name: specs[name].description for name in names}
     md_path, json_path = report.write_results(
         options.output_dir, stamp, facts, descriptions, state.measurements, state.skipped
     )

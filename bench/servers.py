@@ -40,6 +40,7 @@ class ServerSpec:
     kind: str  # "oegate", "baseline" or "triton": how it is started and read
     env: tuple[tuple[str, str], ...] = ()  # extra environment (OEGATE_* settings)
     args: tuple[str, ...] = ()  # extra command-line arguments
+    source: Path | None = None  # an oegate checkout to run instead of this one (its own `service` package)
 
 
 class ServerUnavailable(RuntimeError):  # noqa: N818 - reads as a reason in the report
@@ -199,12 +200,14 @@ def start_server(
         stop_signal = signal.SIGINT  # PyTriton shuts Triton down cleanly on SIGINT
     command += spec.args
     env |= dict(spec.env)
+    if spec.source is not None:  # `python -m service` imports the checkout's package: its directory comes first
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.source), env.get("PYTHONPATH")]))
     base_url = f"http://127.0.0.1:{port}"
     log_path = log_dir / f"{spec.name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["taskset", "-c", str(core), *command],
-            cwd=REPO,
+            cwd=spec.source or REPO,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
