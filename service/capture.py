@@ -6,6 +6,9 @@ each instance of a captured model (`capture_models`, default all) falls in one k
 - `rejected`: anomaly_score >= threshold, kept with probability `capture_rejected_rate`;
 - `band`: accepted, threshold - `capture_band` <= anomaly_score < threshold, kept with `capture_band_rate`;
 - `control`: accepted below the band, kept with `capture_control_rate`.
+Each sample records its `source`: the value of the request's `capture_source_header` (default `X-OEGate-Source`),
+a client's own declaration (set it at a proxy to make it trustworthy), kept only if it is 1-64 characters of
+`[A-Za-z0-9._:@-]`, else "" (unknown); curation caps how many samples one source contributes to the next pool.
 A rate of 1 or 0 draws nothing; any other rate draws one number from the capture's random generator per instance of
 that kind, in request order, so a seeded generator gives exact, testable samples.
 
@@ -26,6 +29,7 @@ import io
 import logging
 import queue
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -53,6 +57,7 @@ KINDS = ("rejected", "band", "control")
 DROP_REASONS = ("queue_full", "too_large", "store_error", "shutdown")
 RETENTION_INTERVAL_S = 60.0  # an idle writer still deletes expired captures this often
 CLOSE_TIMEOUT_S = 10.0  # at shutdown, the writer gets this long to store what is queued
+SOURCE_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
@@ -97,6 +102,12 @@ def encode_payload(raw: RawInput) -> tuple[bytes, str, str]:
     if raw.data.startswith(JPEG_SIGNATURE):
         return raw.data, "image/jpeg", ".jpg"
     return raw.data, "application/octet-stream", ".bin"
+
+
+def request_source(value: str | None) -> str:
+    """The source a request declares (its source header's value) as stored: the value if it is 1-64 characters of
+    `[A-Za-z0-9._:@-]`, else "" (absent or not a plain name: never stored as sent)."""
+    return value if value is not None and SOURCE_PATTERN.fullmatch(value) else ""
 
 
 class Capture:
@@ -144,8 +155,9 @@ class Capture:
 
     # -- the request path: sample, then a non-blocking put -------------------------------------------------------
 
-    def offer(self, result: GateResult, raw: Sequence[RawInput]) -> None:
-        """Sample `result`'s instances and queue the kept ones (never blocks, never raises for a full queue)."""
+    def offer(self, result: GateResult, raw: Sequence[RawInput], source: str = "") -> None:
+        """Sample `result`'s instances and queue the kept ones (never blocks, never raises for a full queue);
+        `source` is the request's, already checked by `request_source`."""
         count = int(result.reject.shape[0])
         if len(raw) != count:  # a decoder that did not fill its raw inputs: a bug, not a reason to fail a request
             logger.warning("capture skipped: %d raw inputs for %d instances", len(raw), count)
@@ -162,6 +174,7 @@ class Capture:
                 anomaly_score=scores[index], threshold=result.threshold, label=result.labels[labels[index]],
                 label_index=labels[index], reject=rejects[index], input_kind=raw[index].kind,
                 media_type="", extension="",  # the writer's, once it has encoded the file
+                source=source,
             )  # fmt: skip
             self._put(_Sample(record, raw[index]))
 

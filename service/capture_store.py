@@ -2,8 +2,9 @@
 
 Layout: `files/<YYYYMMDD>/<id>.<ext>` holds each input as it was received (`.png`/`.jpg` image bytes, `.txt` UTF-8
 text, `.npy` float32 [C, H, W] array; `.bin` for image bytes of another kind) and the `captures` table one row per
-file. A `totals` row, kept by triggers, holds the bytes of every indexed file, so the store's size is one read for
-any connection (the writer's, and the admin API's in another thread).
+file, with the client's declared `source` (so curation can cap what one client contributes; an index made before
+that column existed gets it, empty, when opened). A `totals` row, kept by triggers, holds the bytes of every indexed
+file, so the store's size is one read for any connection (the writer's, and the admin API's in another thread).
 
 Every function here blocks (file and SQLite I/O): the service calls them from the capture writer's thread or a worker
 thread, never on the event loop. A file is written under a temporary name and renamed before its row is inserted,
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS captures (
     media_type TEXT NOT NULL,
     file TEXT NOT NULL,
     sha256 TEXT NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS captures_by_time ON captures (time);
 CREATE INDEX IF NOT EXISTS captures_by_model_time ON captures (model, time);
@@ -57,7 +59,7 @@ CREATE TRIGGER IF NOT EXISTS captures_removed AFTER DELETE ON captures
 """
 COLUMNS = (
     "id", "time", "model", "version", "kind", "anomaly_score", "threshold", "label", "label_index", "reject",
-    "input_kind", "media_type", "file", "sha256", "bytes",
+    "input_kind", "media_type", "file", "sha256", "bytes", "source",
 )  # fmt: skip
 
 
@@ -78,6 +80,7 @@ class CaptureRecord:
     input_kind: str  # image | array | text
     media_type: str  # image/png, image/jpeg, application/octet-stream, text/plain; charset=utf-8, application/x-npy
     extension: str  # .png, .jpg, .bin, .txt, .npy
+    source: str = ""  # who sent it, from the request's source header (service/capture.py); "" when not given
 
 
 def connect(directory: Path) -> sqlite3.Connection:
@@ -86,6 +89,9 @@ def connect(directory: Path) -> sqlite3.Connection:
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA journal_mode=WAL")
     connection.executescript(SCHEMA)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(captures)")}
+    if "source" not in columns:  # an index made before captures recorded their source: "" for its rows
+        connection.execute("ALTER TABLE captures ADD COLUMN source TEXT NOT NULL DEFAULT ''")
     return connection
 
 
@@ -118,7 +124,7 @@ def add(directory: Path, connection: sqlite3.Connection, record: CaptureRecord, 
         "kind": record.kind, "anomaly_score": record.anomaly_score, "threshold": record.threshold,
         "label": record.label, "label_index": record.label_index, "reject": int(record.reject),
         "input_kind": record.input_kind, "media_type": record.media_type, "file": relative,
-        "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "source": record.source,
     }  # fmt: skip
     try:
         connection.execute(

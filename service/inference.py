@@ -81,11 +81,13 @@ class Predictor:
         version: str | None,
         decode: Decoder,
         threshold_override: float | None = None,
+        source: str = "",
         *,
         inline: bool = False,
     ) -> GateResult:
-        """The gated result of `decode`d inputs. `inline` decodes on the event loop instead of a decode thread: for
-        inputs whose decoding is only checking numbers already parsed on the loop (a thread hand-off costs more)."""
+        """The gated result of one request; `source` (the client's declared name, for capture) is stored with any
+        captured instance. `inline` decodes on the event loop instead of a decode thread: for inputs whose decoding
+        is only checking numbers already parsed on the loop, or a small PNG (a thread hand-off costs more)."""
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
@@ -110,7 +112,7 @@ class Predictor:
             finished = time.perf_counter()
             result = self._gate(model.name, model.version, model.card, outputs, threshold_override)
             if capture is not None and raw is not None:
-                capture.offer(result, raw)  # sampling and a non-blocking put: never waits, never raises
+                capture.offer(result, raw, source)  # sampling and a non-blocking put: never waits, never raises
             statistics.compute_output.add(time.perf_counter() - finished)
             statistics.record_request(True, time.perf_counter() - started)
         return result

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     """Most bytes of captured input files kept; beyond it the oldest captures are deleted (the index not counted)."""
     capture_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0.0)
     """Longest time a capture is kept (7 days by default); older ones are deleted by the writer."""
+    capture_source_header: str = Field(default="X-OEGate-Source", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    """Request header whose value is stored as each capture's `source` (1-64 of `[A-Za-z0-9._:@-]`, else empty),
+    so curation can cap what one client contributes. A client's own claim: set it at a trusted proxy if it
+    matters."""
     capture_queue_size: int = Field(default=256, ge=1)
     """Most captured instances waiting for (or being written by) the background writer; beyond it samples are
     dropped and counted."""

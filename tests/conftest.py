@@ -21,6 +21,7 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "openclipart-png": lambda: pool_sources.OPENCLIPART_DIR,
     "dataset-fashion-mnist": lambda: real_anomalies.FASHION_MNIST_TEST,
     "fonts-aenigma": lambda: rendered_sets.AENIGMA_DIR,
+    "fonts-dejavu-core": lambda: Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     "fonts-noto-core": lambda: rendered_sets.NOTO_DIR,
     # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),

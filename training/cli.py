@@ -46,6 +46,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
+    if args.with_captures is not None:
+        return _pipeline_with_captures(args)
     if is_text_config(read_raw_config(args.config, args.overrides)):
         from training.text.config import load_text_config
         from training.text.pipeline import run_text_pipeline
@@ -58,6 +60,29 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         published = run_pipeline(_config(args), command=args.command_line, resume=args.resume, force=args.force)
     for path in published:
         print(path)
+    for line in results_summary(published):
+        print(line)
+    return 0
+
+
+def _pipeline_with_captures(args: argparse.Namespace) -> int:
+    from training.captures.commands import DEFAULT_LABELS
+    from training.captures.retrain import newest_version, run_with_captures
+
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        raise ValueError(
+            "--with-captures retrains image models only: text captures can be listed, sampled, labelled and curated "
+            "(`python -m training captures`), not yet trained on"
+        )
+    cfg = _config(args)
+    live = args.live if args.live is not None else newest_version(args.served_models, cfg.export.name)
+    published = run_with_captures(
+        cfg, captures_dir=args.with_captures, labels_path=args.labels or args.with_captures / DEFAULT_LABELS,
+        live_dir=live, command=args.command_line, resume=args.resume, force=args.force,
+    )  # fmt: skip
+    for path in published:
+        print(path)
+        print(path / "comparison.md")
     for line in results_summary(published):
         print(line)
     return 0
@@ -143,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from training.promote import promote
 
-    print(promote(args.name, args.version, staging=args.staging, models=args.models))
+    print(promote(args.name, args.version, staging=args.staging, models=args.models, force=args.force))
     return 0
 
 
@@ -208,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="data -> baseline -> OE -> calibrate -> evaluate -> export, in one go")
     _add_config_arguments(p)
+    p.add_argument(
+        "--with-captures", type=Path, metavar="DIR",
+        help="retrain the live version with the reviewed captures in DIR (the OE flywheel; image models)",
+    )  # fmt: skip
+    p.add_argument("--labels", type=Path, help="with --with-captures: the labels file (default DIR/labels.txt)")
+    p.add_argument(
+        "--live", type=Path, metavar="VERSION_DIR",
+        help="with --with-captures: the live version (default: the newest of export.name under --served-models)",
+    )  # fmt: skip
+    p.add_argument("--served-models", type=Path, default=Path("models"), help="the served model directory")
     p.set_defaults(func=_cmd_pipeline)
 
     p = sub.add_parser("train", help="train the baseline (cross-entropy only); publishes it if export.baseline_name")
@@ -236,7 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", type=int)
     p.add_argument("--staging", type=Path, default=Path("staging"), help="where training published it")
     p.add_argument("--models", type=Path, default=Path("models"), help="the served model directory")
+    p.add_argument(
+        "--force", action="store_true",
+        help="promote even though the version's promotion rule failed or its comparison is stale",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_promote)
+
+    from training.captures.commands import add_captures_parser
+
+    add_captures_parser(sub)
 
     config = sub.add_parser("config", help="inspect configs").add_subparsers(dest="config_command", required=True)
     p = config.add_parser("show", help="print the resolved config (file + --set) with every field's documentation")

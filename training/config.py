@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.captures.curate import CurationConfig
+from training.captures.promotion import PromotionRule
 from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
 from training.image.nets import NetConfig
 
@@ -31,7 +33,8 @@ class RunConfig(_Section):
     run_dir: Path | None = None
     """Where config, logs, checkpoints and metrics go (default runs/<name>)."""
     threads: int = Field(default=0, ge=0)
-    """torch intra-op threads (0 = torch's default)."""
+    """torch intra-op threads (0 = one per CPU this process may use: its affinity mask and its cgroup's CPU quota,
+    which torch's default ignores; logged at the start of a run)."""
 
     @property
     def directory(self) -> Path:
@@ -47,7 +50,8 @@ class DataConfig(_Section):
     test split."""
     outlier_pool: str = "default"
     """OE pool spec: `default` (the cached openclipart + arcade pool of random crops), `default-mixed` (crops,
-    outlines and placed objects), npy:PATH or imagefolder:PATH."""
+    outlines and placed objects), `default-scribbles` (default-mixed plus a group of procedurally drawn pen strokes,
+    `training/image/pool/scribbles.py`; 28 x 28 grayscale only), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)
@@ -114,6 +118,10 @@ class OEConfig(OptimConfig):
     weight_decay: float | None = Field(default=None, ge=0.0)  # type: ignore[assignment]
     """None (default): the baseline's weight decay, so both twins are regularized alike (resolved in the run's
     config.json)."""
+    screen_confidence: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Drop outlier pool images that the net OE starts from (the baseline) classifies with a top softmax
+    probability >= this before the fine-tune: pool images that are in fact in-distribution would teach the gate to
+    reject its own classes. None (default): keep every pool image. The count dropped goes in the card."""
 
 
 class CalibrationConfig(_Section):
@@ -148,6 +156,8 @@ class PipelineConfig(_Section):
     oe: OEConfig = Field(default_factory=OEConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    captures: CurationConfig = Field(default_factory=CurationConfig)
+    promotion: PromotionRule = Field(default_factory=PromotionRule)
 
     @model_validator(mode="after")
     def _names_differ(self) -> PipelineConfig:

@@ -167,14 +167,19 @@ def publish_artifact(
     training: dict[str, Any],
     check_images: np.ndarray,
     tolerance: float = 1e-4,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Export, verify and publish `models_dir/name/version/` atomically; returns the version directory.
 
     The version is written under a hidden temporary name, fsynced, checked (ORT vs torch on `check_images`, card
     and checksum re-read), then renamed into place; a crash leaves only a `.tmp-*` directory, which the service
-    ignores. An existing version is never overwritten.
+    ignores. An existing version is never overwritten. `extra_files` (name -> bytes, e.g. a comparison report) are
+    written beside the graph and listed in the card's checksums.
     """
     version, target = new_version_target(models_dir, name, version)
+    reserved = {"model.onnx", "card.json"} & set(extra_files or {})
+    if reserved:
+        raise ValueError(f"extra files may not replace {sorted(reserved)}")
     if not np.isfinite(threshold.value):
         raise ValueError(f"threshold must be finite, got {threshold.value}")
     with temporary_version(models_dir / name, version) as staging:
@@ -185,6 +190,8 @@ def publish_artifact(
         worst = max(differences.values())
         if not worst < tolerance:
             raise RuntimeError(f"ONNX Runtime disagrees with torch by {worst:.2e} (> {tolerance}): {differences}")
+        for file_name, content in (extra_files or {}).items():
+            (staging / file_name).write_bytes(content)
         publish_version(
             staging,
             target,
@@ -200,7 +207,10 @@ def publish_artifact(
                 evaluation={**evaluation, "onnx_vs_torch_max_abs_diff": differences},
                 training=training,
                 frameworks=framework_versions(),
-                sha256={"model.onnx": sha256_file(onnx_path)},
+                sha256={
+                    "model.onnx": sha256_file(onnx_path),
+                    **{file_name: sha256_file(staging / file_name) for file_name in extra_files or {}},
+                },
                 created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
             ),
         )

@@ -30,12 +30,13 @@ import numpy as np
 from training.calibrate import choose_threshold
 from training.checkpoint import load_checkpoint
 from training.data.base import DataError
+from training.data.registry import POOL_RECIPES
 from training.data.splits import draw
 from training.evaluation.metrics import detection_figures
 from training.evaluation.report_sections import loso_table
-from training.image.pool.build import full_view, load_default_pool_groups
+from training.image.pool.build import SCRIBBLES_GROUP, full_view, load_default_pool_groups
 from training.image.pool.sources import default_sources
-from training.pipeline import Context, anomaly_scores, run_baseline
+from training.pipeline import Context, anomaly_scores, run_baseline, screen_pool
 from training.train import predict_logits, train_stage
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ HELD_OUT_SAMPLES = 2000  # images of the held-out group scored per run (all of i
 
 
 def _recipe(pool_spec: str) -> str:
-    if pool_spec not in ("default", "default-mixed"):
-        raise ValueError(f"LOSO needs a default pool with source groups (default, default-mixed), not {pool_spec!r}")
-    return "mixed" if pool_spec == "default-mixed" else "crops"
+    if pool_spec not in POOL_RECIPES:
+        raise ValueError(f"LOSO needs a default pool with source groups ({', '.join(POOL_RECIPES)}), not {pool_spec!r}")
+    return POOL_RECIPES[pool_spec]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
         pool = images[group_of != g]
         if cfg.data.outlier_pool_limit is not None and cfg.data.outlier_pool_limit < len(pool):
             pool = pool[np.sort(draw(cfg.data.outlier_pool_limit, len(pool), cfg.run.seed, "LOSO pool"))]
+        pool = screen_pool(ctx, baseline_net, pool)
         net = copy.deepcopy(baseline_net)
         train_stage(
             stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,
@@ -130,7 +132,12 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
             "oe": oe.figures(ctx, held_out),
             "baseline": baseline.figures(ctx, held_out),
         }
-        whole = whole_pictures(sources.get(name, ()), ctx.data.shape, HELD_OUT_SAMPLES, cfg.run.seed, name)
+        # A drawn group (scribbles) has no source pictures: its samples are already whole.
+        whole = (
+            held_out
+            if name == SCRIBBLES_GROUP
+            else whole_pictures(sources.get(name, ()), ctx.data.shape, HELD_OUT_SAMPLES, cfg.run.seed, name)
+        )
         if whole is not None:
             rows[name]["whole_images"] = len(whole)
             rows[name]["whole_oe"] = oe.figures(ctx, whole)

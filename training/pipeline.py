@@ -28,6 +28,7 @@ from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
+from training.cpus import usable_cpus
 from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import detection_figures
@@ -96,8 +97,7 @@ def prepare(
     Resuming under a config other than the recorded one is refused (a checkpoint built on the old baseline would be
     continued silently) unless `force`. `record=False` (export) leaves the run's config.json as the run wrote it.
     """
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    set_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
     data = load_in_distribution(
         cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction
@@ -108,6 +108,15 @@ def prepare(
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
     normalize = Normalizer.fit(data.train.images) if cfg.net.standardize else Normalizer.identity(data.shape[0])
     return Context(cfg, data, normalize, run_dir, command, resume, time.monotonic())
+
+
+def set_threads(requested: int) -> int:
+    """torch's intra-op threads: `requested`, or 0 = one per CPU this process may use (`training/cpus.py`: affinity
+    and cgroup quota, which torch's own default ignores); logged, returned."""
+    threads = requested or usable_cpus()
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (%s)", threads, "run.threads" if requested else "usable CPUs")
+    return threads
 
 
 def open_run_dir(cfg: BaseModel, run_dir: Path, *, resume: bool, force: bool, record: bool) -> Path:
@@ -164,9 +173,25 @@ def load_pool(ctx: Context) -> np.ndarray:
     return pool
 
 
+def screen_pool(ctx: Context, net: nn.Module, pool: np.ndarray) -> np.ndarray:
+    """The pool minus the images `net` classifies with top softmax probability >= `oe.screen_confidence` (when set):
+    pool images that are really in-distribution would teach OE to reject its own classes."""
+    threshold = ctx.cfg.oe.screen_confidence
+    if threshold is None or len(pool) == 0:
+        return pool
+    confidence = torch.softmax(predict_logits(net, ctx.normalize, pool), dim=1).amax(dim=1).numpy()
+    keep = confidence < threshold
+    log.info(
+        "outlier pool screen: %d of %d images dropped (the net reads them as a class with p >= %g)",
+        int((~keep).sum()), len(pool), threshold,
+    )  # fmt: skip
+    return pool[keep]
+
+
 def run_outlier_exposure(ctx: Context, start_from: nn.Module, pool: np.ndarray | None = None) -> tuple[nn.Module, int]:
-    """Fine-tune a copy of `start_from` with OE; returns the net and the outlier pool size."""
-    pool = load_pool(ctx) if pool is None else pool
+    """Fine-tune a copy of `start_from` with OE (on the pool screened by `start_from`, when `oe.screen_confidence` is
+    set); returns the net and the number of pool images used."""
+    pool = screen_pool(ctx, start_from, load_pool(ctx) if pool is None else pool)
     net = copy.deepcopy(start_from)
     train_stage(
         stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
@@ -262,14 +287,28 @@ def anomaly_scores(logits: torch.Tensor) -> np.ndarray:
     return anomaly_score_from_kl(kl_uniform(logits.float())).numpy().astype(np.float32)
 
 
-def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size: int | None) -> Path:
+def publish(
+    ctx: Context,
+    net: nn.Module,
+    *,
+    name: str,
+    stage: Stage,
+    pool_size: int | None,
+    calibration: Calibration | None = None,
+    extra_training: dict[str, Any] | None = None,
+    extra_evaluation: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Calibrate, evaluate and publish `net` as models_dir/name/version. When resuming, a version this same run
-    already published (same run directory and stage) is kept rather than refused."""
+    already published (same run directory and stage) is kept rather than refused.
+
+    A caller that already calibrated passes its `calibration`; `extra_training` and `extra_evaluation` join the
+    card's records, `extra_files` (name -> bytes, e.g. a comparison report) are published, checksummed, with it."""
     done = _published_by_this_run(ctx, name, stage)
     if done is not None:
         log.info("%s was already published by this run; keeping it", done)
         return done
-    cal = calibrate_and_evaluate(ctx, net)
+    cal = calibration if calibration is not None else calibrate_and_evaluate(ctx, net)
     gate = Gate(copy.deepcopy(net).eval(), ctx.normalize.mean, ctx.normalize.std, cal.temperature)
     c, h, w = ctx.data.shape
     rng = np.random.default_rng(ctx.cfg.run.seed)
@@ -299,6 +338,7 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
         "net": cfg.net.model_dump(mode="json"),
         "baseline": cfg.baseline.model_dump(mode="json"),
         "oe": cfg.oe.model_dump(mode="json") if stage == "oe" else None,
+        **(extra_training or {}),
     }
     path = publish_artifact(
         gate,
@@ -309,9 +349,10 @@ def publish(ctx: Context, net: nn.Module, *, name: str, stage: Stage, pool_size:
         input_spec=ImageInputSpec(channels=c, height=h, width=w, mean=ctx.normalize.mean, std=ctx.normalize.std),
         threshold=cal.threshold,
         calibration_split=f"{cfg.data.in_distribution}:val ({len(ctx.data.val)} images)",
-        evaluation=cal.evaluation,
+        evaluation={**cal.evaluation, **(extra_evaluation or {})},
         training=training,
         check_images=check,
+        extra_files=extra_files,
     )
     log.info("published %s (T=%.3f, threshold=%.4f)", path, cal.temperature, cal.threshold.value)
     return path

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.capture import request_source
 from service.deps import ComponentsDep, require_inference_token
 from service.protocol.native import RAW_IMAGE_TYPES, parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
@@ -68,5 +69,6 @@ async def _predict(
     # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
     predictor, settings, limits = components.predictor, components.settings, components.limits
     parsed = await parse_predict_request(request, settings, limits)
-    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, inline=parsed.inline)
+    source = request_source(request.headers.get(settings.capture_source_header))
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, source, inline=parsed.inline)
     return predict_response(result, parsed.top_k)

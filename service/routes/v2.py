@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import __version__
+from service.capture import request_source
 from service.deps import ComponentsDep, RegistryDep, SettingsDep, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.body import parse_off_loop
@@ -160,5 +161,7 @@ async def _infer(
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
     inline = decode_inline(parsed, binaries, len(body), settings)
-    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold, inline=inline)
+    source = request_source(request.headers.get(settings.capture_source_header))
+    decoder = make_decoder(parsed, binaries, settings)
+    result = await predictor.predict(name, version, decoder, threshold, source, inline=inline)
     return infer_response(result, parsed.id, outputs, classifications, binary)

@@ -27,7 +27,9 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_oe_dir(models_dir: Path) -> Path:
-    directory = models_dir / "mnist-oe" / "2"
+    """The newest committed mnist-oe version: the one the service serves by default."""
+    versions = [int(p.name) for p in (models_dir / "mnist-oe").iterdir() if p.name.isdigit()]
+    directory = models_dir / "mnist-oe" / str(max(versions, default=0))
     # The artifact is committed: its absence is a broken checkout, not a reason to skip.
     assert (directory / "card.json").is_file(), f"{directory} is missing: the committed MNIST OE artifact is needed"
     return directory

@@ -192,7 +192,7 @@ async def test_rejected_images_and_texts_are_stored_as_sent_with_exact_index_row
             "anomaly_score": score, "threshold": 0.0, "label": label,
             "label_index": (IMAGE_LABELS if model == "strict" else TEXT_LABELS).index(label), "reject": 1,
             "input_kind": input_kind, "media_type": media_type, "file": f"files/20231114/{row['id']}{extension}",
-            "sha256": sha256(data), "bytes": len(data),
+            "sha256": sha256(data), "bytes": len(data), "source": "",
         }  # fmt: skip
     store_bytes = sum(row["bytes"] for row in stored)
     assert sorted(path.name for path in (store / "files" / "20231114").iterdir()) == sorted(
@@ -495,6 +495,42 @@ async def test_v2_fp32_arrays_are_stored_as_the_model_got_them(models: Path, tmp
         loaded = np.load(store / row["file"])
         assert loaded.dtype == np.float32 and np.array_equal(loaded, array)
         assert row["sha256"] == sha256((store / row["file"]).read_bytes())
+
+
+async def test_each_capture_records_the_source_its_request_declared(models: Path, tmp_path: Path) -> None:
+    store = tmp_path / "captures"
+    png = png_bytes(digit_like(2))
+    v2_body, v2_headers = v2_binary_images([png])
+    declared = ["scanner-7", "app:eu@2.1", "bad source", "x" * 65, None]
+    async with serving(models, capture_dir=store, capture_models="strict") as (_, client, capture):
+        for source in declared:
+            headers = {} if source is None else {"X-OEGate-Source": source}
+            body = {"instances": [{"image_b64": b64(png)}]}
+            assert (await client.post("/v1/models/strict/predict", json=body, headers=headers)).status_code == 200
+        response = await client.post(
+            "/v2/models/strict/infer", content=v2_body, headers={**v2_headers, "X-OEGate-Source": "v2-client"}
+        )
+        assert response.status_code == 200
+        await settled(capture)
+    # Plain names are kept as sent; anything else (a space, past 64 characters, absent) is stored as "".
+    assert [row["source"] for row in rows(store)] == ["scanner-7", "app:eu@2.1", "", "", "", "v2-client"]
+
+
+def test_an_index_made_before_sources_gains_the_column_with_empty_values(tmp_path: Path) -> None:
+    old_schema = capture_store.SCHEMA.replace(",\n    source TEXT NOT NULL DEFAULT ''", "")
+    assert "source" not in old_schema
+    connection = sqlite3.connect(tmp_path / capture_store.INDEX)
+    connection.executescript(old_schema)
+    old_columns = [c for c in capture_store.COLUMNS if c != "source"]
+    connection.execute(
+        f"INSERT INTO captures ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
+        ["c0", 1.0, "m", "1", "rejected", 0.5, 0.1, "a", 0, 1, "text", "text/plain", "files/x/c0.txt", "00", 1],
+    )
+    connection.commit()
+    connection.close()
+    with capture_store.opened(tmp_path) as upgraded:
+        [row] = capture_store.list_rows(upgraded, None, None, None, 10)
+    assert (row["id"], row["source"]) == ("c0", "")
 
 
 def test_stored_files_are_named_by_what_they_hold() -> None:

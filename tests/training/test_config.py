@@ -86,7 +86,9 @@ def test_config_show_prints_every_field_with_its_documentation(capsys: pytest.Ca
     assert main(["config", "show", "--config", str(CONFIGS / "mnist-oe.toml"), "--set", "oe.epochs=3"]) == 0
     out = capsys.readouterr().out
     sections = [line for line in out.splitlines() if line.startswith("[")]
-    assert sections == ["[run]", "[data]", "[net]", "[baseline]", "[oe]", "[calibration]", "[export]"]
+    assert sections == [
+        "[run]", "[data]", "[net]", "[baseline]", "[oe]", "[calibration]", "[export]", "[captures]", "[promotion]"
+    ]  # fmt: skip
     oe = out[out.index("[oe]") : out.index("[calibration]")]
     assert "epochs = 3\n#   Passes over the in-distribution training split (each paired with outlier" in oe
     assert 'threshold_method = "pac"' in out and "# run_dir is unset" in out

@@ -12,6 +12,7 @@ from tests.training.test_pipeline_validation_only import _tiny_digits
 from training.cli import main
 from training.data.cache import CACHE_ENV_VAR, save_npz_atomic
 from training.evaluation.report_sections import loso_table
+from training.image.pool import build as pool_build
 from training.image.pool.build import POOL_FORMAT, pool_path
 
 
@@ -55,6 +56,31 @@ def test_loso_holds_out_each_group_and_scores_it(tmp_path: Path, monkeypatch: py
     assert "| dark | 30 |" in table and "**mean** (worst)" in table
 
     assert main([*argv[:-1], "nosuch"]) == 2  # an unknown group is named
+
+
+@pytest.mark.slow
+def test_loso_holds_out_the_drawn_scribbles_and_scores_them_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _grouped_pool(tmp_path / "cache", monkeypatch)
+    mixed = pool_path((1, 28, 28), "mixed")
+    pool_path((1, 28, 28)).rename(mixed)  # the scribbles pool is the mixed recipe's cache plus the drawn group
+    monkeypatch.setattr(pool_build, "SCRIBBLE_SAMPLES", 30)
+    data = _tiny_digits(tmp_path / "digits.npz")
+    argv = [
+        "loso",
+        "--set", f"data.in_distribution='npz:{data}'", "--set", "data.outlier_pool='default-scribbles'",
+        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
+        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
+        "--set", "oe.epochs=1", "--set", "oe.batch_size=50",
+        "--set", f"run.run_dir='{tmp_path / 'run'}'",
+        "--groups", "scribbles",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    row = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())["groups"]["scribbles"]
+    assert row["group_images"] == 30 and row["pool_without_group"] == 90
+    # Drawn samples have no source pictures: the whole view is the held-out samples themselves.
+    assert row["whole_images"] == 30 and row["whole_oe"] == row["oe"] and row["whole_baseline"] == row["baseline"]
 
 
 def test_loso_table_rows_and_summary() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,30 @@ def test_cli_resume_with_a_changed_config_fails_with_one_line(
     prepare(load_config(None, argv[2::2]), "first")
     assert main([*argv, "--resume", "--set", "baseline.lr=0.5"]) == 2
     assert "baseline.lr: 0.1 -> 0.5" in capsys.readouterr().err
+
+
+def test_validate_recomputes_an_image_cards_validation_figures(
+    forbid_test_anomalies: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`validate` on the committed default artifact: the same seed and sample count as the pipeline give the card's
+    own figures; the test split stays sealed and no test anomaly set is read."""
+    artifact = Path(__file__).resolve().parents[2] / "models" / "mnist-oe" / "2"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["validate", "--artifact", str(artifact), "--sets", "val-mirror", "val-jigsaw"]) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "| artifact | val accuracy | val-mirror AUROC / FPR95 / accepted | val-jigsaw AUROC / FPR95 / accepted | "
+        "mean AUROC / FPR95 / accepted |"
+    )
+    card = load_artifact(artifact).card
+    cells = lines[2].split(" | ")
+    assert cells[0].startswith("| mnist-oe/2 (")
+    assert cells[1] == f"{100 * card.evaluation['val_accuracy']:.2f}"
+    keys = ("auroc", "fpr95", "accepted_fraction")
+    figures = [card.evaluation["val_anomalies"][name] for name in ("val-mirror", "val-jigsaw")]
+    for cell, figure in zip(cells[2:4], figures, strict=True):
+        assert cell == " / ".join(f"{100 * figure[k]:.2f}" for k in keys)
+    assert cells[4].rstrip(" |") == " / ".join(f"{50 * (figures[0][k] + figures[1][k]):.2f}" for k in keys)
+    assert main(["validate", "--artifact", str(artifact), "--sets", "val-chars"]) == 2
+    assert "mnist-oe/2 is an image artifact: val-chars are text validation sets" in capsys.readouterr().err

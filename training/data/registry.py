@@ -7,7 +7,7 @@ A spec is a plain name or `kind:argument`:
 - test anomalies: gaussian, rademacher, bernoulli, blobs, negative, fashion-mnist, notmnist, omniglot;
   npy:PATH, imagefolder:PATH
 - validation anomalies (built from the validation split and noise, `validation_sets.py`): val-uniform,
-  val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror
+  val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror, val-rotate, val-chimera
 
 Test anomalies are for evaluation only: never train or tune on them. Every choice is made on the validation split
 and the validation anomaly sets.
@@ -40,7 +40,8 @@ from training.image.torchvision_sets import TORCHVISION_NAMES, load_torchvision
 
 IN_DISTRIBUTION_NAMES = ("mnist", "mnist5k")
 IN_DISTRIBUTION_FORMS = ("npz:PATH", "npy:PATH", "imagefolder:PATH", "torchvision:NAME:ROOT")
-POOL_NAMES = ("default", "default-mixed")
+POOL_NAMES = ("default", "default-mixed", "default-scribbles")
+POOL_RECIPES = {"default": "crops", "default-mixed": "mixed", "default-scribbles": "mixed+scribbles"}
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
 TEST_ANOMALY_SET_NAMES = (*SYNTHETIC_NAMES, *REAL_SET_NAMES)
@@ -118,13 +119,15 @@ def load_outlier_pool(
     """The OE outlier pool as uint8 [N, C, H, W] with (C, H, W) = `shape`; `limit` keeps a seeded subset.
 
     `default` is the cached pool of random clip-art crops, `default-mixed` the recipe with outline and placed views
-    (`pool.py`); `exclude` drops source groups of either (leave-one-source-out runs).
+    (`pool/build.py`), `default-scribbles` default-mixed plus a group of drawn pen strokes (`pool/scribbles.py`);
+    `exclude` drops source groups of any of them (leave-one-source-out runs).
     """
     parsed = parse_spec(spec)
     if parsed.kind == "name":
         if parsed.argument in POOL_NAMES:
-            recipe = "mixed" if parsed.argument == "default-mixed" else "crops"
-            return load_default_pool(shape, seed=seed, limit=limit, exclude=exclude, recipe=recipe)
+            return load_default_pool(
+                shape, seed=seed, limit=limit, exclude=exclude, recipe=POOL_RECIPES[parsed.argument]
+            )
         raise _unknown("outlier pool", parsed.argument, POOL_NAMES, POOL_FORMS)
     if exclude:
         raise DataError(f"outlier pool {spec}: only the default pools have source groups to exclude")

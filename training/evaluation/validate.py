@@ -1,9 +1,11 @@
-"""`python -m training validate`: score published text artifacts on validation anomaly sets, never on test data.
+"""`python -m training validate`: score published artifacts (text or image) on validation anomaly sets, never on
+test data.
 
 For comparing recipes after the fact on sets a card does not hold (for example one OE group's held-out slice, for
-a leave-one-source-out estimate): the in-distribution validation split is rebuilt from the card (the test split
-stays sealed), every input runs through the artifact's own graph and tokenizer, and each set is scored against the
-validation split as the pipeline does (AUROC, FPR95, share accepted at the card's threshold).
+a leave-one-source-out estimate, or a validation set added after the artifact was published): the in-distribution
+validation split is rebuilt from the card (the test split stays sealed), every input runs through the artifact's own
+graph (and tokenizer), and each set is scored against the validation split as the pipeline does (AUROC, FPR95, share
+accepted at the card's threshold).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
 from training.text.anomalies import TEXT_VALIDATION_SETS, load_text_validation_anomalies
 from training.text.corpora import load_text_in_distribution
+
+MEAN_KEYS = ("auroc", "fpr95", "accepted_fraction")
 
 
 def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
@@ -47,24 +52,79 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
     return {"artifact": f"{card.name}/{card.version}", "val_accuracy": accuracy, "sets": figures}
 
 
+def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
+    """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
+    from training.artifact import load_artifact
+    from training.data.base import as_float
+    from training.data.registry import load_anomalies, load_in_distribution
+    from training.evaluation.metrics import detection_figures
+
+    artifact = load_artifact(artifact_dir)
+    card = artifact.card
+    summary = card.training.get("data", {})
+    seed = int(card.training.get("seed", 0))
+    data = load_in_distribution(
+        summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1))
+    ).sealed()
+    assert data.val.labels is not None
+    val = artifact.run(as_float(data.val.images))
+    figures = {
+        name: detection_figures(
+            val["anomaly_score"],
+            artifact.run(as_float(load_anomalies(name, data, n=samples, seed=seed)))["anomaly_score"],
+            card.threshold.value,
+        )
+        for name in sets
+    }
+    accuracy = float(np.mean(val["logits"].argmax(1) == data.val.labels))
+    return {"artifact": f"{card.name}/{card.version}", "val_accuracy": accuracy, "sets": figures}
+
+
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact", type=Path, action="append", required=True, metavar="DIR", help="repeatable")
     parser.add_argument(
-        "--sets", nargs="+", default=["val-oe-heldout"], choices=sorted(TEXT_VALIDATION_SETS), metavar="SET",
-        help=f"validation anomaly sets (one of: {', '.join(TEXT_VALIDATION_SETS)})",
+        "--sets", nargs="+", choices=sorted({*TEXT_VALIDATION_SETS, *VALIDATION_SET_NAMES}), metavar="SET",
+        help=f"validation anomaly sets; text: {', '.join(TEXT_VALIDATION_SETS)} (default val-oe-heldout); image: "
+        f"{', '.join(VALIDATION_SET_NAMES)} (default: all)",
     )  # fmt: skip
-    parser.add_argument("--samples", type=int, default=500, help="texts per set (at most; default 500)")
+    parser.add_argument("--samples", type=int, help="inputs per set (at most; default 500 texts, 2000 images)")
+
+
+def _validate_one(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from training.artifact import read_card
+
+    card = read_card(path)
+    if card.task == "text":
+        sets = args.sets or ["val-oe-heldout"]
+        wrong = sorted(set(sets) - set(TEXT_VALIDATION_SETS))
+        if wrong:
+            raise ValueError(f"{path} is a text artifact: {', '.join(wrong)} are image validation sets")
+        return validate_text_artifact(path, sets, args.samples or 500)
+    sets = args.sets or list(VALIDATION_SET_NAMES)
+    wrong = sorted(set(sets) - set(VALIDATION_SET_NAMES))
+    if wrong:
+        raise ValueError(f"{path} is an image artifact: {', '.join(wrong)} are text validation sets")
+    return validate_image_artifact(path, sets, args.samples or 2000)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    results = [validate_text_artifact(path, args.sets, args.samples) for path in args.artifact]
-    print("| artifact | val accuracy | " + " | ".join(f"{s} AUROC / FPR95 / accepted" for s in args.sets) + " |")
-    print("|---|---:|" + "---:|" * len(args.sets))
+    results = [_validate_one(path, args) for path in args.artifact]
+    names = list(results[0]["sets"])
+    if any(list(r["sets"]) != names for r in results):
+        raise ValueError("compare artifacts of one task at a time (their validation sets differ)")
+    print(
+        "| artifact | val accuracy | "
+        + " | ".join(f"{s} AUROC / FPR95 / accepted" for s in names)
+        + " | mean AUROC / FPR95 / accepted |"
+    )
+    print("|---|---:|" + "---:|" * (len(names) + 1))
     for r in results:
         cells = [
             f"{100 * f['auroc']:.2f} / {100 * f['fpr95']:.2f} / {100 * f['accepted_fraction']:.2f}"
             for f in r["sets"].values()
         ]
+        means = [100 * float(np.mean([f[key] for f in r["sets"].values()])) for key in MEAN_KEYS]
+        cells.append(" / ".join(f"{m:.2f}" for m in means))
         print(
             f"| {r['artifact']} (`{args.artifact[results.index(r)]}`) | {100 * r['val_accuracy']:.2f} | "
             + " | ".join(cells)

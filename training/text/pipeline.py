@@ -25,7 +25,7 @@ from training.calibrate import Threshold, choose_threshold, fit_temperature, nll
 from training.checkpoint import load_checkpoint
 from training.config import Stage
 from training.evaluation.metrics import detection_figures
-from training.pipeline import open_run_dir, validation_summary_record
+from training.pipeline import open_run_dir, set_threads, validation_summary_record
 from training.text.anomalies import load_text_validation_anomalies
 from training.text.config import TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
@@ -61,8 +61,7 @@ def prepare_text(
     cfg: TextPipelineConfig, command: str, *, resume: bool = False, force: bool = False, record: bool = True
 ) -> TextContext:
     """Load and seal the data, check the validation sets, create the run directory and record the config."""
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    set_threads(cfg.run.threads)
     d = cfg.data
     data = load_text_in_distribution(
         d.in_distribution, seed=cfg.run.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,

@@ -245,7 +245,7 @@ def test_validate_scores_published_artifacts_on_validation_sets_only(text_run: t
     lines = out.getvalue().splitlines()
     assert lines[0] == (
         "| artifact | val accuracy | val-chars AUROC / FPR95 / accepted | "
-        "val-oe-heldout-parliament-es AUROC / FPR95 / accepted |"
+        "val-oe-heldout-parliament-es AUROC / FPR95 / accepted | mean AUROC / FPR95 / accepted |"
     )
     assert len(lines) == 4 and lines[2].startswith("| topics-baseline/1 (") and lines[3].startswith("| topics-oe/1 (")
     # The card's own figure for val-chars (same seed, same 40 texts) is what validate recomputes.

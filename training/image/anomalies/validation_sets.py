@@ -16,6 +16,11 @@ applied to *validation* images instead of test images; every generator returns f
 - val-mirror:       for the ten MNIST digits, the reference's flips: upside down for digits other than 0, 1, 3,
                     8 and left-right for digits other than 0, 1, 8 (their mirror images are still digits); for
                     other label sets, every image flipped left-right
+- val-rotate:       a quarter turn (90 or 270 degrees, at random) of validation digits other than 0 (a turned 0 is
+                    still a 0); for other label sets, of every image. Turned handwriting: pen strokes of the right
+                    width and style that are not digits, a stand-in for characters of scripts nobody trained on
+- val-chimera:      the left half of one validation digit joined to the right half of a digit of another class
+                    (for unlabelled data, of another image): pen strokes that make a glyph of no class
 
 Each set has its own stream seeded by (seed, crc32(name)).
 """
@@ -37,6 +42,7 @@ DIGIT_LABELS = tuple(str(d) for d in range(10))
 # The reference's exclusions: these digits still look like digits when flipped (MNIST/test.py).
 NO_VERTICAL_FLIP = {0, 1, 3, 8}
 NO_HORIZONTAL_FLIP = {0, 1, 8}
+NO_QUARTER_TURN = {0}
 
 
 def _rng(name: str, seed: int) -> np.random.Generator:
@@ -136,6 +142,37 @@ def mirror(data: InDistribution, n: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(flipped[np.sort(index)])
 
 
+def rotate(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-rotate", seed)
+    images, labels = data.val.images, data.val.labels
+    if tuple(data.class_names) == DIGIT_LABELS and labels is not None:
+        candidates = np.flatnonzero(~np.isin(labels, list(NO_QUARTER_TURN)))
+    else:
+        candidates = np.arange(len(images))
+    index = np.sort(rng.choice(candidates, size=n, replace=n > len(candidates)))
+    chosen = as_float(images[index])
+    turns = rng.choice([1, 3], size=n)
+    out = np.empty_like(chosen)
+    for k in (1, 3):
+        out[turns == k] = np.rot90(chosen[turns == k], k=k, axes=(2, 3))
+    return np.ascontiguousarray(out)
+
+
+def chimera(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    rng = _rng("val-chimera", seed)
+    images, labels = as_float(data.val.images), data.val.labels
+    first, second = _partners(n, len(images), rng)
+    if labels is not None and len(np.unique(labels)) > 1:
+        same = labels[first] == labels[second]
+        while np.any(same):  # redraw partners of the same class
+            second[same] = rng.integers(0, len(images), size=int(same.sum()))
+            same = labels[first] == labels[second]
+    half = images.shape[3] // 2
+    out = images[first].copy()
+    out[:, :, :, half:] = images[second][:, :, :, half:]
+    return out
+
+
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-uniform": uniform,
     "val-mean-pair": mean_pair,
@@ -144,6 +181,8 @@ VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-speckle": speckle,
     "val-pixelate": pixelate,
     "val-mirror": mirror,
+    "val-rotate": rotate,
+    "val-chimera": chimera,
 }
 VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 

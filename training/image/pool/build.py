@@ -42,6 +42,7 @@ from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomi
 from training.data.splits import draw
 from training.image.convert import check_pixels, fit_to_shape, flatten_alpha, image_to_chw, to_nchw
 from training.image.image_folder import list_images
+from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, default_sources
 
 Shape = tuple[int, int, int]
@@ -306,15 +307,22 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
     raise DataError(f"{what}: unknown kind '{kind}' (expected npy or imagefolder)")
 
 
+SCRIBBLES_GROUP = "scribbles"
+SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
+SCRIBBLE_SHAPE = (1, 28, 28)
+SCRIBBLE_SEED = 0  # a fixed set, as the cached clip-art pool is built with seed 0
+
+
 def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
-    when it is missing or stale."""
-    path = pool_path(shape, recipe)
+    when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group."""
+    base, _, extra = recipe.partition("+")
+    path = pool_path(shape, base)
     if not path.is_file():
         channels, height, width = shape
         raise DataError(
             f"the default OE outlier pool for shape {shape} is not built ({path} missing): run `make data` or "
-            f"`python -m training data build-pool --recipe {recipe}` (shape {channels}x{height}x{width})"
+            f"`python -m training data build-pool --recipe {base}` (shape {channels}x{height}x{width})"
         )
     arrays, manifest = load_npz_checked(path)
     if manifest.get("format") != POOL_FORMAT:
@@ -322,7 +330,19 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
             f"{path} was built by an older pool recipe (format {manifest.get('format')}, now {POOL_FORMAT}): "
             "rebuild it with `make data` or `python -m training data build-pool`"
         )
-    return arrays["images"], arrays["groups"], list(manifest["groups"])
+    images, groups, names = arrays["images"], arrays["groups"], list(manifest["groups"])
+    if extra == SCRIBBLES_GROUP:
+        if tuple(shape) != SCRIBBLE_SHAPE:
+            raise DataError(
+                f"the scribbles group is drawn for 28 x 28 grayscale models, not shape {shape}: use `default-mixed`"
+            )
+        drawn = scribbles(SCRIBBLE_SAMPLES, SCRIBBLE_SEED)
+        images = np.concatenate([images, drawn])
+        groups = np.concatenate([groups, np.full(len(drawn), len(names), dtype=groups.dtype)])
+        names = [*names, SCRIBBLES_GROUP]
+    elif extra:
+        raise DataError(f"unknown pool recipe {recipe!r}")
+    return images, groups, names
 
 
 def load_default_pool(

@@ -15,6 +15,7 @@ from training.data.registry import load_outlier_pool
 from training.image.pool import build as pool_module
 from training.image.pool import sources as pool_sources
 from training.image.pool.build import MIN_STD, build_default_pool, build_outlier_pool, pool_path
+from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, arcade_files, openclipart_files
 
 WritePng = Callable[..., Path]
@@ -242,3 +243,35 @@ def test_real_openclipart_sources_build() -> None:
     pool, _ = build_outlier_pool(SHAPE, per_image=2, seed=0, sources=files, limit_sources=10)
     assert 10 <= len(pool) <= 20 and pool.shape[1:] == SHAPE
     assert pool_sources.OPENCLIPART_PACKAGE == "openclipart-png"
+
+
+def test_scribbles_pool_is_the_mixed_pool_plus_one_drawn_group(
+    sources: list[Path], monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
+    fake = [PoolSource("clipart", tuple(sources[:3])), PoolSource("sprites", tuple(sources[3:]))]
+    monkeypatch.setattr(pool_module, "default_sources", lambda: fake)
+    monkeypatch.setattr(pool_module, "SCRIBBLE_SAMPLES", 7)
+    build_default_pool(SHAPE, per_image=4, seed=3, workers=1, progress=False, recipe="mixed")
+    mixed = load_outlier_pool("default-mixed", SHAPE)
+    both = load_outlier_pool("default-scribbles", SHAPE)
+    assert len(both) == len(mixed) + 7
+    assert np.array_equal(both[: len(mixed)], mixed)
+    assert np.array_equal(both[len(mixed) :], scribbles(7, pool_module.SCRIBBLE_SEED))
+    _, groups, names = pool_module.load_default_pool_groups(SHAPE, "mixed+scribbles")
+    assert names == ["clipart", "sprites", "scribbles"] and int(np.sum(groups == 2)) == 7
+    assert np.array_equal(load_outlier_pool("default-scribbles", SHAPE, exclude=["scribbles"]), mixed)
+    build_default_pool((3, 28, 28), per_image=1, seed=3, workers=1, progress=False, recipe="mixed")
+    with pytest.raises(DataError, match="28 x 28 grayscale"):
+        load_outlier_pool("default-scribbles", (3, 28, 28))
+
+
+def test_scribbles_are_seeded_mnist_style_pen_strokes() -> None:
+    drawn = scribbles(50, seed=1)
+    assert drawn.shape == (50, 1, 28, 28) and drawn.dtype == np.uint8
+    assert np.array_equal(drawn, scribbles(50, seed=1)) and not np.array_equal(drawn, scribbles(50, seed=2))
+    for image in drawn[:, 0]:
+        rows, cols = np.nonzero(image)
+        assert image.max() == 255  # saturated strokes, as MNIST's
+        assert rows.max() - rows.min() + 1 <= 20 and cols.max() - cols.min() + 1 <= 20  # ink in a 20 x 20 box
+        assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 >= 19  # scaled up to fill it
+        assert 0.05 < np.count_nonzero(image) / image.size < 0.6  # strokes, neither specks nor a filled block

@@ -57,6 +57,8 @@ def test_name_lists() -> None:
         "val-speckle",
         "val-pixelate",
         "val-mirror",
+        "val-rotate",
+        "val-chimera",
     ) == ANOMALY_SET_NAMES
     text = describe_data_specs()
     for name in (*IN_DISTRIBUTION_NAMES, *ANOMALY_SET_NAMES, "default", "torchvision:NAME:ROOT", "CIFAR100"):

@@ -108,3 +108,32 @@ def test_uniform_noise_is_uniform() -> None:
     noise = load_validation_anomalies("val-uniform", _digits(), n=400, seed=0)
     assert abs(float(noise.mean()) - 0.5) < 0.01
     assert abs(float(noise.var()) - 1 / 12) < 0.005
+
+
+def test_rotate_turns_every_digit_but_zero_a_quarter_either_way() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 1, 28, 28), dtype=np.uint8)
+    split = ImageSet(images, np.arange(10))
+    data = InDistribution("digits", DIGITS, split, split, split, "one of each digit")
+    turned = load_validation_anomalies("val-rotate", data, n=300, seed=0)
+    x = as_float(images)
+    found: dict[int, set[int]] = {}
+    for image in turned:
+        hits = [(d, k) for d in range(10) for k in (1, 2, 3) if np.array_equal(image, np.rot90(x[d], k, axes=(1, 2)))]
+        assert len(hits) == 1  # a quarter or three-quarter turn of exactly one digit, never a half turn
+        digit, k = hits[0]
+        assert k in (1, 3)
+        found.setdefault(digit, set()).add(k)
+    assert set(found) == set(range(1, 10))  # a turned 0 is still a 0
+    assert all(turns == {1, 3} for turns in found.values())
+
+
+def test_chimera_joins_halves_of_two_digits_of_different_classes() -> None:
+    data = _digits()
+    val, labels = _val(data), data.val.labels
+    images = load_validation_anomalies("val-chimera", data, n=30, seed=0)
+    for image in images:
+        left = [i for i in range(len(val)) if np.array_equal(val[i][:, :, :14], image[:, :, :14])]
+        right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
+        assert len(left) == 1 and len(right) == 1
+        assert labels[left[0]] != labels[right[0]]

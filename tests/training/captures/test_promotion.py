@@ -1,0 +1,65 @@
+"""The promotion rule's checks and its report, on known figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.captures.promotion import PromotionRule, check, report
+
+
+def figures(accuracy: float, auroc: float, rejected: float | None, accepted: float | None) -> dict[str, Any]:
+    captures: dict[str, Any] = {"outliers": 40 if rejected is not None else 0, "in_distribution": 0}
+    if rejected is not None:
+        captures["outliers_rejected"] = rejected
+    if accepted is not None:
+        captures |= {"in_distribution": 8, "in_distribution_accepted": accepted}
+    return {
+        "val_accuracy": accuracy,
+        "val_acceptance": 0.95,
+        "val_anomalies": {"val-a": {"auroc": auroc}, "val-b": {"auroc": 0.9}},
+        "captures": captures,
+    }
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    return {row["check"]: row["passed"] for row in rows}
+
+
+def test_the_rule_allows_the_tolerance_and_demands_the_gain() -> None:
+    rule = PromotionRule(tolerance=0.01, min_capture_gain=0.05, min_heldout_outliers=10)
+    live = figures(0.96, 0.95, 0.50, 0.75)
+    assert verdicts(check(rule, figures(0.95, 0.94, 0.55, 0.74), live)) == {
+        "val accuracy": True,  # 0.95 >= 0.96 - 0.01
+        "val acceptance": True,
+        "val AUROC val-a": True,  # 0.94 >= 0.95 - 0.01
+        "val AUROC val-b": True,
+        "held-back outlier captures": True,
+        "captures: outliers rejected": True,  # 0.55 >= 0.50 + 0.05
+        "captures: in-distribution accepted": True,  # 0.74 >= 0.75 - 0.01
+    }
+    failed = check(rule, figures(0.9489, 0.9389, 0.5499, 0.7389), live)
+    assert [row["check"] for row in failed if not row["passed"]] == [
+        "val accuracy", "val AUROC val-a", "captures: outliers rejected", "captures: in-distribution accepted",
+    ]  # fmt: skip
+
+
+def test_without_held_back_outliers_nothing_is_shown_better() -> None:
+    rows = check(PromotionRule(), figures(0.96, 0.95, None, None), figures(0.96, 0.95, None, None))
+    assert verdicts(rows)["held-back outlier captures"] is False
+    assert "captures: outliers rejected" not in verdicts(rows)
+
+
+def test_the_report_lists_every_check_and_the_verdict() -> None:
+    rule = PromotionRule()
+    rows = check(rule, figures(0.96, 0.95, 0.9, None), figures(0.96, 0.95, 0.5, None))
+    curation = {
+        "store": "/captures", "model": "m", "window_utc": ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"],
+        "labels_file": "labels.txt", "labels_sha256": "ab" * 32,
+        "counts": {"train": {"outlier": 120}, "heldout": {"outlier": 40}, "near_duplicates_removed": 7,
+                   "over_source_cap": 3, "discarded": 2},
+        "sources": {"kiosk": 160},
+    }  # fmt: skip
+    text = report("m: candidate vs live 1", rows, curation, ["fine-tuned"], passed=True)
+    assert text.startswith("# m: candidate vs live 1\n\n**Promotion rule: PASSED**\n")
+    assert "| captures: outliers rejected | 0.9000 | 0.5000 | >= live + 0.05 | yes |" in text
+    assert "- near-duplicates removed: 7; over the per-source cap: 3; discarded by review: 2" in text
