@@ -1,8 +1,9 @@
 """`python -m bench`: the side-by-side HTTP benchmark (oegate, oegate without batching, plain FastAPI, Triton).
 
-python -m bench                                       # everything, 12 s per row at 1, 8 and 32 connections
+python -m bench                                       # everything, 12 s per row at 1, 8, 32 and 128 connections
 python -m bench --duration 2 --warmup 1 --connections 8 --servers oegate,baseline --output-dir /tmp/b  # smoke
 python -m bench --wait-quiet 3600                     # first wait up to an hour for a quiet machine
+python -m bench --servers oegate --variant before=/tmp/before   # with oegate from another checkout beside it
 """
 
 from __future__ import annotations
@@ -43,13 +44,23 @@ def _env(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _variant(text: str) -> tuple[str, Path]:
+    name, sep, directory = text.partition("=")
+    source = Path(directory).resolve()
+    if not sep or not name or name in SERVER_NAMES or not (source / "service" / "__main__.py").is_file():
+        raise argparse.ArgumentTypeError(f"NAME=DIR with DIR an oegate checkout and NAME a new name, got {text!r}")
+    return name, source
+
+
 def parse_options(argv: list[str]) -> Options:
     defaults = Options()
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--connections", type=_counts, default=defaults.connections, help="wrk connections per row (default 1,8,32)")
+    add(
+        "--connections", type=_counts, default=defaults.connections, help="wrk connections per row (default 1,8,32,128)"
+    )
     add("--duration", type=float, default=defaults.duration_s, help="measured seconds per row (default %(default)s)")
     add("--warmup", type=float, default=defaults.warmup_s, help="warm-up seconds before each row (default %(default)s)")
     add("--rounds", type=int, default=defaults.rounds, help="times every server is measured (median; default 1)")
@@ -66,6 +77,13 @@ def parse_options(argv: list[str]) -> Options:
     add("--quiet-load", type=float, default=defaults.quiet_load, help="1-min load average counted as quiet")
     add("--wait-quiet", type=float, default=defaults.wait_quiet_s, help="seconds to wait for a quiet machine first")
     add("--oegate-env", type=_env, action="append", default=[], help="extra OEGATE_X=VALUE for both oegate servers")
+    add(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        help="NAME=DIR: also measure oegate from the checkout DIR (e.g. main, for before/after rows)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -89,6 +107,7 @@ def parse_options(argv: list[str]) -> Options:
         quiet_load=args.quiet_load,
         wait_quiet_s=args.wait_quiet,
         oegate_env=tuple(args.oegate_env),
+        variants=tuple(args.variant),
         command=command_line(),
     )
 

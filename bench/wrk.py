@@ -1,4 +1,5 @@
-"""wrk as the load generator: a generated Lua script sends one fixed POST body, and its `done` hook prints one JSON
+"""wrk as the load generator: a generated Lua script sends one fixed POST body (with its content type, and the
+binary tensor header where there is one), and its `done` hook prints one JSON
 line that we parse (wrk's own text summary rounds latencies and is meant for people).
 
 wrk is closed-loop: each connection sends its next request when the previous answer arrives, so `connections` is
@@ -20,7 +21,7 @@ local file = assert(io.open({body_path}, "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
-wrk.headers["Content-Type"] = "application/json"
+{headers}
 
 function done(summary, latency, requests)
   local errors = summary.errors
@@ -42,9 +43,13 @@ def lua_string(text: str) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-def lua_script(body_path: Path) -> str:
-    """The wrk script that POSTs the contents of `body_path` as JSON on every request."""
-    return LUA_TEMPLATE.format(body_path=lua_string(str(body_path)), marker=RESULT_MARKER)
+def lua_script(body_path: Path, headers: dict[str, str] | None = None) -> str:
+    """The wrk script that POSTs the contents of `body_path` on every request, with `headers` (default: JSON)."""
+    lines = "\n".join(
+        f"wrk.headers[ {lua_string(name)} ] = {lua_string(value)}"
+        for name, value in (headers or {"Content-Type": "application/json"}).items()
+    )
+    return LUA_TEMPLATE.format(body_path=lua_string(str(body_path)), marker=RESULT_MARKER, headers=lines)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The one inference call behind both APIs: lease a model version, decode or tokenize, micro-batch, threshold.
 
+Decoding runs in a decode thread (images, texts, large bodies), except for small numeric inputs that the route
+already parsed on the event loop: checking a few thousand numbers costs less than the thread hand-off (measured:
+BENCHMARKS.md, section 1).
+
 The graph computes the probabilities, KL[U||p], the anomaly score and the confidence; the service adds only the
 reject decision, `reject = anomaly_score >= threshold`, with the threshold in anomaly-score units (float32, as
 the graph emits the score and training calibrates it). When capture is on for the model (service/capture.py), the
@@ -79,9 +83,12 @@ class Predictor:
         decode: Decoder,
         threshold_override: float | None = None,
         source: str = "",
+        *,
+        inline: bool = False,
     ) -> GateResult:
         """The gated result of one request; `source` (the client's declared name, for capture) is stored with any
-        captured instance."""
+        captured instance. `inline` decodes on the event loop instead of a decode thread: for inputs whose decoding
+        is only checking numbers already parsed on the loop, or a small PNG (a thread hand-off costs more)."""
         if threshold_override is not None and not self._allow_threshold_override:
             raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)
         async with self._registry.lease(name, version) as model:
@@ -91,8 +98,13 @@ class Predictor:
             raw: RawInputs | None = [] if capture is not None else None
             try:
                 lane = current_lane.get()  # light requests decode and run ahead of heavy ones (service/admission.py)
-                limiter = None if self._limits is None else self._limits.decode_limiter(lane)  # None: anyio's pool
-                inputs = await anyio.to_thread.run_sync(decode, model.card, model.text_encoder, raw, limiter=limiter)
+                if inline:
+                    inputs = decode(model.card, model.text_encoder, raw)
+                else:
+                    limiter = None if self._limits is None else self._limits.decode_limiter(lane)  # None: anyio's pool
+                    inputs = await anyio.to_thread.run_sync(
+                        decode, model.card, model.text_encoder, raw, limiter=limiter
+                    )
                 decoded = time.perf_counter()
                 statistics.compute_input.add(decoded - started)
                 outputs = await model.batcher.submit(inputs, priority=lane is Lane.LIGHT)

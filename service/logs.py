@@ -7,6 +7,8 @@ import json
 import logging
 from contextvars import ContextVar
 
+import orjson
+
 request_id_var: ContextVar[str | None] = ContextVar("oegate_request_id", default=None)
 """The id of the request this task is serving (set by the request middleware), or None."""
 
@@ -30,7 +32,10 @@ class JsonFormatter(logging.Formatter):
         payload.update({k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES})
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        try:
+            return orjson.dumps(payload, default=str).decode()  # one line per request: the fast encoder
+        except TypeError:  # what orjson refuses and json writes (an int beyond 64 bits, NaN as a key...)
+            return json.dumps(payload, default=str)
 
 
 def configure_logging(level: str) -> None:

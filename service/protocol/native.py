@@ -1,4 +1,4 @@
-"""The native API's request parsing (JSON or multipart/form-data) and response shaping.
+"""The native API's request parsing (JSON, multipart/form-data, or a body that is one image) and response shaping.
 
 Image models take `image_b64` and `array` instances (and multipart image files); text models take `text`
 instances. One request holds one kind: texts mixed with images are refused before the model is asked, and a kind
@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import orjson
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from service.batching import ModelInputs
 from service.capture import RawInput, RawInputs
 from service.card import Card, TextInputSpec
 from service.codecs import CodecError, TextEncoder, decode_array, decode_base64, decode_image
+from service.codecs.image import small_pngs
 from service.codecs.text import IndexedCodecError
 from service.errors import (
     BadRequestError,
@@ -31,19 +34,21 @@ from service.errors import (
 )
 from service.inference import Decoder, GateResult
 from service.limits import WorkLimits, pixel_budget
+from service.protocol import fast_parse
 from service.protocol.body import media_type, parse_json, parse_off_loop
 from service.schemas.native import (
     ArrayInstance,
     ImageInstance,
     Instance,
     MultipartOptions,
-    Prediction,
     PredictRequest,
-    PredictResponse,
     TextInstance,
-    TopClass,
 )
 from service.settings import Settings
+
+RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+"""Content types of a body that is one encoded image (PNG or JPEG, whichever the declared type): no JSON, no
+base64, no multipart to parse; the prediction uses the default options (top_k 3, the card's threshold)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ class NativeRequest:
     decode: Decoder
     top_k: int
     threshold: float | None
+    inline: bool = False
+    """Decode on the event loop (service/inference.py): a small JSON body of arrays only, parsed there already, or
+    a small PNG as the whole body (service/codecs/image.py, `INLINE_DECODE_PIXELS`)."""
+
+
+def _parse_json_body(body: bytes) -> PredictRequest:
+    """A plainly valid body without a pydantic pass (service/protocol/fast_parse.py), else pydantic's verdict."""
+    plain = fast_parse.parse_predict_request(body)
+    return plain if plain is not None else parse_json(PredictRequest, body)
 
 
 def _check_count(count: int, settings: Settings) -> None:
@@ -66,16 +80,30 @@ async def parse_predict_request(request: Request, settings: Settings, limits: Wo
     kind = media_type(request)
     if kind == "application/json":
         body = await request.body()
-        parsed = await parse_off_loop(
-            len(body), settings.large_json_bytes, limits.decode, parse_json, PredictRequest, body
-        )
+        small = len(body) <= settings.large_json_bytes
+        parsed = await parse_off_loop(len(body), settings.large_json_bytes, limits.decode, _parse_json_body, body)
         _check_count(len(parsed.instances), settings)
         decode = partial(decode_instances, parsed.instances, settings=settings)
-        return NativeRequest(decode=decode, top_k=parsed.top_k, threshold=parsed.threshold)
+        arrays_only = all(isinstance(instance, ArrayInstance) for instance in parsed.instances)
+        return NativeRequest(
+            decode=decode, top_k=parsed.top_k, threshold=parsed.threshold, inline=small and arrays_only
+        )
     if kind == "multipart/form-data":
         return await _parse_multipart(request, settings)
+    if kind in RAW_IMAGE_TYPES:
+        body = await request.body()
+        if not body:
+            raise InvalidInputError(f"the {kind} body is empty: send one PNG or JPEG image")
+        defaults = MultipartOptions()
+        return NativeRequest(
+            decode=partial(decode_raw_image, body, kind, settings=settings),
+            top_k=defaults.top_k,
+            threshold=defaults.threshold,
+            inline=small_pngs([body]),
+        )
     raise UnsupportedMediaTypeError(
-        f"unsupported content type '{kind or '(none)'}': send application/json or multipart/form-data"
+        f"unsupported content type '{kind or '(none)'}': send application/json, multipart/form-data, or one image "
+        f"as {', '.join(RAW_IMAGE_TYPES)}"
     )
 
 
@@ -192,30 +220,56 @@ def decode_files(
     return np.stack(arrays)
 
 
-def predict_response(result: GateResult, top_k: int) -> PredictResponse:
+def decode_raw_image(
+    body: bytes,
+    kind: str,
+    card: Card,
+    text_encoder: TextEncoder | None,
+    raw: RawInputs | None = None,
+    *,
+    settings: Settings,
+) -> np.ndarray:
+    """A body that is one PNG/JPEG image -> float32 [1, C, H, W]; a text model gets a 422 saying what to send."""
+    if isinstance(card.input, TextInputSpec):
+        raise InvalidInputError(
+            f"model '{card.name}' takes text, not an image ({kind} body): send JSON "
+            '{"instances": [{"text": "..."}]}'
+        )
+    try:
+        array = decode_image(body, card.input, pixel_budget(card.input, settings))
+    except CodecError as e:
+        raise InvalidInputError(f"{kind} body: {e}") from e
+    if raw is not None:
+        raw.append(RawInput("image", body))
+    return array[np.newaxis]
+
+
+def predict_response(result: GateResult, top_k: int) -> Response:
+    """The `PredictResponse` body (schemas/native.py: the same fields, in the same order), encoded with orjson: a
+    pydantic model per prediction and class, validated again by FastAPI's response model, cost more than the run."""
     k = min(top_k, len(result.labels))
     order = np.argsort(-result.probs, axis=1, kind="stable")[:, :k]
+    labels = result.labels
     predictions = [
-        Prediction(
-            label=result.labels[label_index],
-            label_index=label_index,
-            confidence=confidence,
-            anomaly_score=anomaly_score,
-            kl_uniform=kl,
-            reject=reject,
-            top_k=[TopClass(label=result.labels[j], probability=float(probs[j])) for j in top],
-        )
+        {
+            "label": labels[label_index],
+            "label_index": label_index,
+            "confidence": confidence,
+            "anomaly_score": anomaly_score,
+            "kl_uniform": kl,
+            "reject": reject,
+            "top_k": [{"label": labels[j], "probability": probs[j]} for j in top],
+        }
         for label_index, confidence, anomaly_score, kl, reject, probs, top in zip(
             result.label_index.tolist(),
             result.confidence.tolist(),
             result.anomaly_score.tolist(),
             result.kl_uniform.tolist(),
             result.reject.tolist(),
-            result.probs,
+            result.probs.tolist(),
             order.tolist(),
             strict=True,
         )
     ]
-    return PredictResponse(
-        model=result.model, version=result.version, threshold=result.threshold, predictions=predictions
-    )
+    body = {"model": result.model, "version": result.version, "threshold": result.threshold, "predictions": predictions}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -6,8 +6,8 @@ strings in JSON (JSON strings cannot carry raw bytes), raw bytes with Triton's b
 (`Inference-Header-Content-Length` header, `parameters.binary_data_size` per input), which tritonclient uses by
 default. Text models take one BYTES tensor named `text`, shape [N] (or [N, 1]), of UTF-8 texts: JSON strings, or
 raw UTF-8 bytes with the binary extension; texts longer than the card's `max_length` tokens are truncated
-(service/codecs/text.py). A request body or text that is not valid UTF-8 is a 400. Responses are always JSON
-(tritonclient reads JSON outputs whether or not it asked for binary ones).
+(service/codecs/text.py). A request body or text that is not valid UTF-8 is a 400. Outputs are JSON, or binary
+when the request asks (service/protocol/v2_outputs.py).
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from service.batching import ModelInputs
 from service.capture import RawInput, RawInputs
 from service.card import Card, ImageInputSpec, TextInputSpec
 from service.codecs import CodecError, TextEncoder, check_values, decode_base64, decode_image, numeric_array
+from service.codecs.image import small_pngs
 from service.codecs.text import IndexedCodecError
 from service.errors import BadRequestError, InvalidInputError, ServiceError, format_validation_errors
-from service.inference import Decoder, GateResult
+from service.inference import Decoder
 from service.limits import pixel_budget
+from service.protocol import fast_parse
 from service.protocol.v2_metadata import OUTPUT_DATATYPES, TEXT_INPUT
 from service.schemas.v2 import (
     INPUT_PARAMETERS,
     OUTPUT_PARAMETERS,
     REQUEST_PARAMETERS,
     InferenceRequest,
-    InferenceResponse,
-    ResponseOutput,
 )
 from service.settings import Settings
 
@@ -86,7 +86,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
 def _parse_json_part(body: bytes) -> InferenceRequest:
     """The JSON request. A body that is not JSON, not UTF-8, or holds a string that is not (a lone surrogate escape
     such as \\ud800, which the JSON parser refuses) is a 400, as Triton answers; valid JSON that is not a valid
-    request (a missing field, a wrong type) is a 422 naming the fields, as on the native API."""
+    request (a missing field, a wrong type) is a 422 naming the fields, as on the native API. A plainly valid
+    request skips pydantic (service/protocol/fast_parse.py)."""
+    plain = fast_parse.parse_infer_request(body)
+    if plain is not None:
+        return plain
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -217,6 +221,24 @@ def _decode_inputs(
     if tensor.datatype == "BYTES":
         return _decode_bytes(tensor.shape, tensor.data, binary, spec, settings, raw)
     raise InvalidInputError(f"input '{name}': datatype {tensor.datatype} is not supported; use FP32 or BYTES")
+
+
+def decode_inline(request: InferenceRequest, binaries: list[bytes | None], body_size: int, settings: Settings) -> bool:
+    """Whether to decode on the event loop rather than in a decode thread (service/inference.py): one FP32 tensor in
+    a body of at most `large_json_bytes` (parsed on the loop already; only checking and stacking are left), or one
+    binary BYTES tensor of small PNGs (service/codecs/image.py, `INLINE_DECODE_PIXELS`)."""
+    if body_size > settings.large_json_bytes or len(request.inputs) != 1:
+        return False
+    tensor, binary = request.inputs[0], binaries[0] if binaries else None
+    if tensor.datatype == "FP32":
+        return True
+    if tensor.datatype != "BYTES" or binary is None:
+        return False
+    try:
+        elements = _split_length_prefixed(tensor.name, binary)
+    except InvalidInputError:
+        return False  # the decoder reports it
+    return bool(elements) and small_pngs(elements)
 
 
 def _check_batch(name: str, count: int, settings: Settings) -> None:
@@ -363,48 +385,3 @@ def _split_length_prefixed(name: str, binary: bytes) -> list[bytes]:
         elements.append(binary[offset : offset + size])
         offset += size
     return elements
-
-
-def infer_response(
-    result: GateResult, request: InferenceRequest, outputs: list[str], classifications: dict[str, int] | None = None
-) -> InferenceResponse:
-    n = int(result.label_index.shape[0])
-    values: dict[str, np.ndarray] = {
-        "label_index": result.label_index,
-        "confidence": result.confidence,
-        "anomaly_score": result.anomaly_score,
-        "kl_uniform": result.kl_uniform,
-        "reject": result.reject,
-        "probs": result.probs,
-    }
-    classifications = classifications or {}
-
-    def output(name: str) -> ResponseOutput:
-        if name in classifications:
-            top = top_k_classes(result.probs, result.labels, classifications[name])
-            k = len(top[0]) if top else 0
-            return ResponseOutput(name=name, shape=[n, k], datatype="BYTES", data=[item for row in top for item in row])
-        return ResponseOutput(
-            name=name,
-            shape=[n, result.probs.shape[1]] if name == "probs" else [n],
-            datatype=OUTPUT_DATATYPES[name],
-            data=values[name].ravel().tolist(),
-        )
-
-    return InferenceResponse(
-        model_name=result.model,
-        model_version=result.version,
-        id=request.id,
-        parameters={"threshold": result.threshold},
-        outputs=[output(name) for name in outputs],
-    )
-
-
-def top_k_classes(probs: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
-    """Triton's classification output: per instance, the `k` most probable classes (at most all of them), most
-    probable first (ties: lower index first), each `"score:index:label"` with the score as C's `%f` prints it."""
-    k = min(k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return [
-        [f"{row[i]:f}:{i}:{labels[i]}" for i in indices.tolist()] for row, indices in zip(probs, order, strict=True)
-    ]

@@ -30,8 +30,8 @@ OUTPUT_DATATYPES = {
 TEXT_INPUT = "text"
 """The V2 input of a text model (the graph's own inputs are the token ids and mask the service makes)."""
 SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
-"""Triton's names for the protocol extensions this server implements (`GET /v2`): binary tensor data on input
-(responses are JSON), top-k `classification` on the `probs` output, `GET .../config` and `GET .../stats`."""
+"""Triton's names for the protocol extensions this server implements (`GET /v2`): binary tensor data on inputs
+and outputs, top-k `classification` on the `probs` output, `GET .../config` and `GET .../stats`."""
 TRITON_DATATYPES = {"FP32": "TYPE_FP32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL", "BYTES": "TYPE_STRING"}
 
 

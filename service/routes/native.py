@@ -1,14 +1,15 @@
-"""The native JSON API: `POST /v1/models/{name}[/versions/{version}]/predict` (JSON or multipart/form-data)."""
+"""The native JSON API: `POST /v1/models/{name}[/versions/{version}]/predict` (JSON, multipart/form-data, or one
+image as the body: `image/png`, `image/jpeg` or `application/octet-stream`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from service.capture import request_source
-from service.deps import LimitsDep, PredictorDep, SettingsDep, require_inference_token
-from service.protocol.native import parse_predict_request, predict_response
+from service.deps import ComponentsDep, require_inference_token
+from service.protocol.native import RAW_IMAGE_TYPES, parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["native"], dependencies=[Depends(require_inference_token)])
@@ -32,6 +33,8 @@ PREDICT_DOC: dict[str, Any] = {
                     "additionalProperties": False,
                 }
             },
+            # One PNG or JPEG image as the whole body (image models; default top_k and the card's threshold).
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_IMAGE_TYPES},
         },
     }
 }
@@ -41,11 +44,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/models/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC, responses=ERRORS)
-async def predict(
-    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> PredictResponse:
+async def predict(name: str, request: Request, components: ComponentsDep) -> Response:
     """Classify instances with the served (newest valid, or pinned) version and flag anomalies."""
-    return await _predict(name, None, request, predictor, settings, limits)
+    return await _predict(name, None, request, components)
 
 
 @router.post(
@@ -54,22 +55,20 @@ async def predict(
     openapi_extra=PREDICT_DOC,
     responses=ERRORS,
 )
-async def predict_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> PredictResponse:
+async def predict_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
     """Same, but only if `version` is the one being served (404 otherwise)."""
-    return await _predict(name, version, request, predictor, settings, limits)
+    return await _predict(name, version, request, components)
 
 
 async def _predict(
     name: str,
     version: str | None,
     request: Request,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-) -> PredictResponse:
+    components: ComponentsDep,
+) -> Response:
+    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+    predictor, settings, limits = components.predictor, components.settings, components.limits
     parsed = await parse_predict_request(request, settings, limits)
     source = request_source(request.headers.get(settings.capture_source_header))
-    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, source)
+    result = await predictor.predict(name, version, parsed.decode, parsed.threshold, source, inline=parsed.inline)
     return predict_response(result, parsed.top_k)

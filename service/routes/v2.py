@@ -6,24 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service import __version__
 from service.capture import request_source
-from service.deps import LimitsDep, PredictorDep, RegistryDep, SettingsDep, require_inference_token
+from service.deps import ComponentsDep, RegistryDep, SettingsDep, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.body import parse_off_loop
 from service.protocol.v2 import (
     BINARY_HEADER,
     check_parameters,
     classification_counts,
-    infer_response,
+    decode_inline,
     make_decoder,
     parse_infer_request,
     requested_outputs,
     threshold_parameter,
 )
 from service.protocol.v2_metadata import SERVER_EXTENSIONS, model_config, model_metadata, model_statistics
+from service.protocol.v2_outputs import binary_flags, infer_response
 from service.schemas.native import ErrorBody
 from service.schemas.v2 import InferenceResponse, ModelMetadata, ModelReadiness, ServerMetadata
 
@@ -113,38 +114,41 @@ def _readiness(registry: RegistryDep, name: str, version: str | None) -> JSONRes
     return JSONResponse(ModelReadiness(name=model.name, ready=True).model_dump())
 
 
+BINARY_REPLY: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; or, when any output is asked for in binary, the JSON header (its length in the "
+        "Inference-Header-Content-Length response header) followed by the binary outputs",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 INFER_ROUTE: dict[str, Any] = {
     "response_model": InferenceResponse,
     "response_model_exclude_none": True,
     "openapi_extra": INFER_DOC,
-    "responses": ERRORS,
+    "responses": BINARY_REPLY | ERRORS,
 }
 
 
 @router.post("/v2/models/{name}/infer", **INFER_ROUTE)
-async def infer(
-    name: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> InferenceResponse:
+async def infer(name: str, request: Request, components: ComponentsDep) -> Response:
     """Run the model on V2 input tensors (served version)."""
-    return await _infer(name, None, request, predictor, settings, limits)
+    return await _infer(name, None, request, components)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
-async def infer_version(
-    name: str, version: str, request: Request, predictor: PredictorDep, settings: SettingsDep, limits: LimitsDep
-) -> InferenceResponse:
+async def infer_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
     """Same, only if `version` is the one being served (404 otherwise)."""
-    return await _infer(name, version, request, predictor, settings, limits)
+    return await _infer(name, version, request, components)
 
 
 async def _infer(
     name: str,
     version: str | None,
     request: Request,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-) -> InferenceResponse:
+    components: ComponentsDep,
+) -> Response:
+    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+    predictor, settings, limits = components.predictor, components.settings, components.limits
     body, binary_header = await request.body(), request.headers.get(BINARY_HEADER)
     parsed, binaries = await parse_off_loop(
         len(body), settings.large_json_bytes, limits.decode, parse_infer_request, body, binary_header
@@ -152,9 +156,12 @@ async def _infer(
     check_parameters(parsed)
     outputs = requested_outputs(parsed)
     classifications = classification_counts(parsed)
+    binary = binary_flags(parsed, outputs)
     if (parsed.parameters or {}).get("threshold") is not None and not settings.allow_threshold_override:
         raise ForbiddenError(THRESHOLD_OVERRIDE_DISABLED)  # 403 before the value is even looked at
     threshold = threshold_parameter(parsed)
+    inline = decode_inline(parsed, binaries, len(body), settings)
     source = request_source(request.headers.get(settings.capture_source_header))
-    result = await predictor.predict(name, version, make_decoder(parsed, binaries, settings), threshold, source)
-    return infer_response(result, parsed, outputs, classifications)
+    decoder = make_decoder(parsed, binaries, settings)
+    result = await predictor.predict(name, version, decoder, threshold, source, inline=inline)
+    return infer_response(result, parsed.id, outputs, classifications, binary)

@@ -34,18 +34,24 @@ class ModelMetadata(BaseModel):
 # schema lists them and forbids others, so a client generated from it cannot send one the server refuses.
 REQUEST_PARAMETERS = {
     "threshold": "the reject threshold for this request (403 unless the server allows overrides)",
-    "binary_data_output": "accepted; outputs are always JSON, which tritonclient reads as well",
+    "binary_data_output": "true: every output not saying otherwise comes in Triton's binary format",
 }
 INPUT_PARAMETERS = {"binary_data_size": "the binary tensor data extension"}
 OUTPUT_PARAMETERS = {
     "classification": "top-k labels of probs as BYTES 'score:index:label'",
-    "binary_data": "accepted; outputs are always JSON, which tritonclient reads as well",
+    "binary_data": "true: this output comes in Triton's binary format (false: JSON)",
 }
+BOOLEAN_PARAMETERS = {"binary_data_output", "binary_data"}
+"""Parameters that must be JSON booleans (anything else is a 400); the schema says so."""
 
 
 def known_parameters(known: dict[str, str]) -> dict[str, Any]:
     """The JSON schema of a `parameters` object that may hold only `known` names."""
-    return {"properties": {name: {"description": text} for name, text in known.items()}, "additionalProperties": False}
+    properties: dict[str, Any] = {
+        name: {"description": text} | ({"type": "boolean"} if name in BOOLEAN_PARAMETERS else {})
+        for name, text in known.items()
+    }
+    return {"properties": properties, "additionalProperties": False}
 
 
 class RequestInput(BaseModel):

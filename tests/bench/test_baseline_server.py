@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.baseline_server import create_app
-from bench.inputs import APIS, read_prediction, reference_prediction, request_body
+from bench.inputs import JSON_APIS, read_prediction, reference_prediction, request_body
 from service.protocol.v2 import OUTPUT_DATATYPES
 from service.schemas.native import PredictResponse
 
@@ -32,7 +32,7 @@ async def test_baseline_answers_like_oegate(tiny_artifact: Path) -> None:
     PredictResponse.model_validate(native.json(), strict=True)  # oegate's own response schema
     assert {output["name"]: output["datatype"] for output in v2.json()["outputs"]} == OUTPUT_DATATYPES
     responses = {"native": native.json(), "v2": v2.json()}
-    for api in APIS:
+    for api in JSON_APIS:
         got = read_prediction(api, responses[api])
         assert got.label_index == expected.label_index
         assert got.anomaly_score == pytest.approx(expected.anomaly_score, abs=1e-6)

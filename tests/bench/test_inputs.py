@@ -1,4 +1,5 @@
-"""The request bodies carry bit-identical float32 values on both APIs, and predictions are read from both shapes."""
+"""The request bodies carry bit-identical float32 values on every API, and predictions are read from every reply
+shape (JSON, and V2 binary replies)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from bench.inputs import APIS, Api, Digit, Prediction, body_values, read_prediction, request_body
+from bench.inputs import (
+    APIS,
+    BINARY_HEADER,
+    Api,
+    Digit,
+    Prediction,
+    body_values,
+    read_prediction,
+    read_reply,
+    request_body,
+    request_headers,
+)
 
 
 def test_every_pixel_value_round_trips_exactly_on_both_apis() -> None:
@@ -16,7 +28,7 @@ def test_every_pixel_value_round_trips_exactly_on_both_apis() -> None:
     assert values.dtype == np.float32 and values.shape == (1, 1, 28, 28)
     for api in APIS:
         body = request_body(api, values)
-        np.testing.assert_array_equal(body_values(api, body), values, strict=True)
+        np.testing.assert_array_equal(body_values(api, body, request_headers(api, values)), values, strict=True)
 
 
 def test_bodies_have_the_documented_shapes() -> None:
@@ -57,3 +69,39 @@ def test_request_body_refuses_anything_but_one_float32_image() -> None:
 )
 def test_read_prediction(api: Api, response: dict[str, object]) -> None:
     assert read_prediction(api, response) == Prediction(label_index=7, anomaly_score=0.25)
+
+
+def test_binary_bodies_and_their_headers() -> None:
+    values = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    values[0, 0, 3, 5] = 0.5
+    body, headers = request_body("v2-binary", values), request_headers("v2-binary", values)
+    length = int(headers[BINARY_HEADER])
+    assert headers["Content-Type"] == "application/octet-stream" and len(body) == length + 784 * 4
+    assert json.loads(body[:length]) == {
+        "inputs": [
+            {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    assert body[length + (3 * 28 + 5) * 4 : length + (3 * 28 + 6) * 4] == np.float32(0.5).tobytes()
+    png = request_body("native-raw", values)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and request_headers("native-raw", values) == {
+        "Content-Type": "image/png"
+    }
+    assert request_headers("v2", values) == request_headers("native", values) == {"Content-Type": "application/json"}
+
+
+def test_read_reply_reads_binary_outputs_in_the_header_order() -> None:
+    header = json.dumps(
+        {
+            "outputs": [
+                {"name": "reject", "datatype": "BOOL", "shape": [1], "parameters": {"binary_data_size": 1}},
+                {"name": "label_index", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
+                {"name": "anomaly_score", "datatype": "FP32", "shape": [1], "data": [0.25]},
+            ]
+        }
+    ).encode()
+    content = header + b"\x01" + np.int64(7).astype("<i8").tobytes()
+    assert read_reply("v2-binary", content, str(len(header))) == Prediction(label_index=7, anomaly_score=0.25)
+    native = json.dumps({"predictions": [{"label_index": 3, "anomaly_score": 0.5}]}).encode()
+    assert read_reply("native-raw", native, None) == Prediction(label_index=3, anomaly_score=0.5)

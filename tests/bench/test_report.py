@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,37 @@ def test_ratios_compare_the_same_api_with_the_baseline_and_v2_with_triton() -> N
 def test_table_rows() -> None:
     lines = table(with_ratios(MEASUREMENTS)).splitlines()
     assert len(lines) == 2 + len(MEASUREMENTS)
-    assert lines[4] == "| oegate | native | 8 | 500 | 1.00 | 2.00 | 7.50 | 0 | 0.50x | 1.25x |"
-    assert lines[-1] == "| triton | v2 | 8 | 400 | 1.00 | 2.00 | - | 0 | 0.50x | 1.00x |"
+    assert lines[4] == "| oegate | native | 8 | 500 | 1.00 | 2.00 | 7.50 | - | 0 | 0.50x | 1.25x | - |"
+    assert lines[-1] == "| triton | v2 | 8 | 400 | 1.00 | 2.00 | - | - | 0 | 0.50x | 1.00x | - |"
+
+
+def test_binary_paths_are_compared_with_the_same_servers_json_path() -> None:
+    binary = [
+        measure("oegate", "v2-binary", 8, 900.0, 7.0),
+        measure("oegate", "native-raw", 8, 1000.0, 7.0),
+        measure("triton", "v2-binary", 8, 600.0, 7.0),
+        measure("oegate", "v2-binary", 128, 900.0, 7.0),  # no JSON row at 128 connections
+    ]
+    rows = {
+        (r.measurement.server, r.measurement.api, r.measurement.connections): r
+        for r in with_ratios(MEASUREMENTS + binary)
+    }
+    assert rows["oegate", "v2-binary", 8].vs_json == pytest.approx(1.5)
+    assert rows["oegate", "native-raw", 8].vs_json == pytest.approx(2.0)
+    assert rows["triton", "v2-binary", 8].vs_json == pytest.approx(1.5)
+    assert rows["oegate", "v2-binary", 128].vs_json is None
+    assert rows["oegate", "v2", 8].vs_json is None  # JSON paths have no JSON counterpart
+    assert rows["oegate", "v2-binary", 8].vs_baseline is None  # the baseline answers JSON only
+
+
+def test_cpu_per_request_is_the_median_over_rounds_and_shown_in_the_table() -> None:
+    rounds = [
+        replace(measure("oegate", "v2", 8, 600.0, 7.0, round_), cpu_ms_per_request=cpu)
+        for round_, cpu in enumerate((1.25, 0.75, 1.0), start=1)
+    ]
+    (row,) = with_ratios(rounds)
+    assert row.measurement.cpu_ms_per_request == pytest.approx(1.0)
+    assert "| 1.000 | 0 |" in table([row])
 
 
 def test_write_results_writes_the_same_rows_to_both_files(tmp_path: Path) -> None:

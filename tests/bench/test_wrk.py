@@ -50,10 +50,12 @@ def test_wrk_command_pins_one_thread_to_the_client_core() -> None:
 class _Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the servers under test
     bodies: list[tuple[str, str, bytes]] = []  # noqa: RUF012 - filled by the server thread, read by the test
+    binary_headers: list[str | None] = []  # noqa: RUF012 - the same
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Recorder.bodies.append((self.path, self.headers["Content-Type"], body))
+        _Recorder.binary_headers.append(self.headers.get("Inference-Header-Content-Length"))
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -71,6 +73,7 @@ class _QuietServer(ThreadingHTTPServer):
 @pytest.fixture
 def recorder() -> Iterator[str]:
     _Recorder.bodies.clear()
+    _Recorder.binary_headers.clear()
     server = _QuietServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -99,3 +102,22 @@ def test_the_lua_script_makes_wrk_post_the_body_file(tmp_path: Path, recorder: s
     assert 0 < result.requests <= len(_Recorder.bodies) <= result.requests + 1  # + the one cut off at the end
     assert result.errors == 0
     assert set(_Recorder.bodies) == {("/v2/models/m/infer", "application/json", body)}
+
+
+@pytest.mark.needs_apt("wrk")
+def test_the_lua_script_sends_the_given_headers(tmp_path: Path, recorder: str) -> None:
+    body = b'{"inputs":[]}\x00\x01binary'
+    (tmp_path / "body.bin").write_bytes(body)
+    script = tmp_path / "bench.lua"
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "13"}
+    script.write_text(lua_script(tmp_path / "body.bin", headers))
+    completed = subprocess.run(
+        ["wrk", "--threads", "1", "--connections", "1", "--duration", "1s", "--script", str(script), recorder],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert parse_output(completed.stdout).errors == 0
+    assert set(_Recorder.bodies) == {("/v2/models/m/infer", "application/octet-stream", body)}
+    assert set(_Recorder.binary_headers) == {"13"}

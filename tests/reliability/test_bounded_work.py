@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageFile
 from prometheus_client import CollectorRegistry
 
-from service.protocol import body
+from service.protocol import native
 from service.settings import Settings
 from tests.service.conftest import b64, digit_like, png_bytes
 
@@ -164,15 +164,15 @@ async def test_decoding_has_its_own_threads_while_every_inference_thread_is_busy
 async def test_a_large_json_body_is_parsed_off_the_event_loop(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parse of a body over `large_json_bytes` is held in its worker thread; readiness still answers."""
     entered, release = threading.Event(), threading.Event()
-    original = body.parse_json
+    original = native._parse_json_body
 
-    def held_parse(model: Any, raw: bytes) -> Any:
+    def held_parse(raw: bytes) -> Any:
         assert threading.current_thread() is not threading.main_thread()
         entered.set()
         release.wait(HANG)
-        return original(model, raw)
+        return original(raw)
 
-    monkeypatch.setattr("service.protocol.native.parse_json", held_parse)
+    monkeypatch.setattr("service.protocol.native._parse_json_body", held_parse)
     request = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}] * 8}
     async with serve(large_json_bytes=1024) as (_, client):
         predict = asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=request))

@@ -149,7 +149,8 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         PREDICT,
         {"content": b"instances", "headers": {"content-type": "text/plain"}},
         415,
-        "unsupported content type 'text/plain': send application/json or multipart/form-data",
+        "unsupported content type 'text/plain': send application/json, multipart/form-data, or one image as "
+        "image/png, image/jpeg, application/octet-stream",
     ),
     (
         "POST",

@@ -67,6 +67,6 @@ async def test_the_middleware_echoes_only_a_whole_sane_request_id(given: bytes, 
     headers = dict(sent[0]["headers"])  # type: ignore[call-overload]
     answered = headers[b"x-request-id"].decode()
     if echoed is None:
-        assert answered != given.decode() and len(answered) == 32  # a fresh uuid4 hex instead
+        assert answered != given.decode() and len(answered) == 32  # a fresh random 32-hex-digit id instead
     else:
         assert answered == echoed

@@ -161,7 +161,14 @@ async def test_openapi_documents_both_request_encodings(serve) -> None:
     async with serve() as (_, client):
         schema = (await client.get("/openapi.json")).json()
     body = schema["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
-    assert set(body) == {"application/json", "multipart/form-data"}
+    assert set(body) == {
+        "application/json",
+        "multipart/form-data",
+        "image/png",
+        "image/jpeg",
+        "application/octet-stream",
+    }
+    assert body["image/png"]["schema"] == {"type": "string", "format": "binary"}
     assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
     components = schema["components"]["schemas"]
     instance_refs = components["PredictRequest"]["properties"]["instances"]["items"]["oneOf"]

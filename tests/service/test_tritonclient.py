@@ -128,6 +128,39 @@ def test_fp32_in_json_and_binary_give_the_same_outputs(client: Any) -> None:
     np.testing.assert_array_equal(as_json["label_index"], as_json["probs"].argmax(axis=1))
 
 
+def test_binary_outputs_equal_json_outputs(client: Any) -> None:
+    """tritonclient asks for binary outputs two ways: `binary_data_output` when no outputs are named (its default,
+    as in every other test here), `binary_data` per `InferRequestedOutput`; both decode to the JSON values."""
+    batch = fp32_input(images(3), binary=True)
+    names = ("label_index", "confidence", "anomaly_score", "kl_uniform", "reject", "probs")
+    as_json = client.infer(
+        "tiny", [batch], outputs=[httpclient.InferRequestedOutput(n, binary_data=False) for n in names]
+    )
+    as_binary = client.infer(
+        "tiny", [batch], outputs=[httpclient.InferRequestedOutput(n, binary_data=True) for n in names]
+    )
+    by_default = client.infer("tiny", [batch])
+    for output in as_json.get_response()["outputs"]:
+        assert "data" in output and "parameters" not in output
+    for result in (as_binary, by_default):
+        sizes = [output["parameters"]["binary_data_size"] for output in result.get_response()["outputs"]]
+        assert sizes == [3 * 8, 3 * 4, 3 * 4, 3 * 4, 3 * 1, 3 * 10 * 4]
+        for name in names:
+            value, expected = result.as_numpy(name), as_json.as_numpy(name)
+            assert (value.dtype, value.shape) == (expected.dtype, expected.shape)
+            np.testing.assert_array_equal(value, expected)
+    assert as_binary.as_numpy("probs").dtype == np.float32 and as_binary.as_numpy("reject").dtype == np.bool_
+
+
+def test_binary_classification_output(client: Any) -> None:
+    batch = fp32_input(images(2), binary=True)
+    as_json = client.infer("tiny", [batch], outputs=[httpclient.InferRequestedOutput("probs", False, class_count=4)])
+    as_binary = client.infer("tiny", [batch], outputs=[httpclient.InferRequestedOutput("probs", True, class_count=4)])
+    expected = as_json.as_numpy("probs")
+    assert expected.shape == (2, 4)
+    np.testing.assert_array_equal(as_binary.as_numpy("probs"), np.vectorize(str.encode)(expected.astype(str)))
+
+
 def test_bytes_images_binary_and_base64_json_match_fp32(client: Any) -> None:
     pngs = [png_bytes(digit_like(seed)) for seed in range(2)]
     raw = httpclient.InferInput("input", [2], "BYTES")

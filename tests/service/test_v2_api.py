@@ -133,8 +133,7 @@ async def _post_binary(client: httpx.AsyncClient, datatype: str, shape: list[int
                     "datatype": datatype,
                     "parameters": {"binary_data_size": len(payload)},
                 }
-            ],
-            "parameters": {"binary_data_output": True},
+            ]
         }
     ).encode()
     return await client.post(

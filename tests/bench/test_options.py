@@ -1,0 +1,29 @@
+"""The command line: server variants from another checkout, beside the usual servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import parse_options
+from bench.inputs import APIS
+from bench.runner import variant_spec
+from bench.servers import REPO
+
+
+def test_a_variant_is_an_oegate_checkout_measured_after_the_servers(tmp_path: Path) -> None:
+    options = parse_options(["--servers", "oegate,baseline", "--variant", f"before={REPO}"])
+    assert options.variants == (("before", REPO),)
+    assert options.server_names == ("oegate", "baseline", "before")
+    assert options.connections == (1, 8, 32, 128) and options.apis == APIS
+    spec = variant_spec("before", tmp_path, options)
+    assert (spec.kind, spec.source, spec.apis) == ("oegate", tmp_path, APIS)
+    assert "not a git checkout" in spec.description
+
+
+@pytest.mark.parametrize("value", ["before", "oegate=.", "before=/nonexistent"])
+def test_a_variant_needs_a_new_name_and_a_checkout(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_options(["--variant", value])
+    assert "NAME=DIR" in capsys.readouterr().err
