@@ -121,11 +121,27 @@ class InFlightLimitMiddleware:
             await send_error(send, error.status_code, error.message, headers_out)
             return
         token = current_lane.set(ticket.lane)
+        released = False
+
+        def release_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                admission.release(ticket)
+
+        async def send_releasing(message: Message) -> None:
+            # Released before the last body message goes out: a client sends its next request as soon as it has the
+            # answer, and that request must not find this one still counted (64 connections against a bound of 64
+            # would otherwise get 503s).
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                release_once()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_releasing)
         finally:
             current_lane.reset(token)
-            admission.release(ticket)
+            release_once()
 
 
 class _BodyRejectedError(Exception):

@@ -218,3 +218,34 @@ async def test_a_priority_job_runs_while_the_ordinary_worker_waits_for_its_run()
     finally:
         release.set()
         await batcher.close()
+
+
+def test_the_slot_is_free_before_the_client_can_read_the_end_of_the_answer() -> None:
+    """A client sends its next request as soon as it has the answer: by then this one must no longer count, or N
+    connections against a bound of N would see 503s."""
+    from service.limits import WorkLimits
+    from service.middleware import InFlightLimitMiddleware
+
+    limits = WorkLimits(Settings(), Metrics(CollectorRegistry()))
+    counted_at: list[tuple[str, bool, int]] = []
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        await send({"type": "http.response.body", "body": b"}"})
+
+    async def client_side(message: Any) -> None:
+        counted_at.append((message["type"], bool(message.get("more_body", False)), limits.admission.requests))
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "headers": [(b"content-length", b"2")]}
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}"}
+
+    asyncio.run(InFlightLimitMiddleware(answer, limits, Metrics(CollectorRegistry()))(scope, receive, client_side))
+    assert counted_at == [
+        ("http.response.start", False, 1),
+        ("http.response.body", True, 1),
+        ("http.response.body", False, 0),
+    ]
+    assert limits.admission.requests == 0 and limits.admission.bytes == 0  # released once, not twice
