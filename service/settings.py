@@ -79,9 +79,11 @@ class Settings(BaseSettings):
     inference_concurrency: int = Field(default=0, ge=0)
     """onnxruntime session runs at once over all models and versions (0 = one per usable CPU); separate from
     decoding, so a flood of uploads cannot starve the runs (and neither uses anyio's default thread pool)."""
-    max_requests_in_flight: int = Field(default=64, ge=1)
+    max_requests_in_flight: int = Field(default=256, ge=1)
     """Predict/infer requests admitted at once (being read, decoded, queued or run); beyond it requests get 503
-    with Retry-After before their body is read, and `/v2/health/ready` says not ready while the bound is reached."""
+    with Retry-After before their body is read, and `/v2/health/ready` says not ready while the bound is reached.
+    Memory is bounded by `max_request_bytes_in_flight` and the batch size, not by this count: 256 lets 128 client
+    connections each keep a small request in flight (64 refused half of them in bench runs)."""
     max_request_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Most bytes of request body (the cost of each admitted predict/infer request: its `Content-Length`, or
     `max_body_bytes` for a body of unknown or compressed size) in flight at once; beyond it requests get 503 with
@@ -91,7 +93,7 @@ class Settings(BaseSettings):
     """Largest body (in bytes) of a *light* request (a digit is ~0.5 KB of JSON): light requests may use the
     reserve below, decode in threads of their own and run ahead of heavy ones in their model's batch queue."""
     light_reserved_share: float = Field(default=0.125, ge=0.0, lt=1.0)
-    """Share of `max_requests_in_flight` (rounded down; 8 of 64), each with `light_request_bytes` of the byte bound,
+    """Share of `max_requests_in_flight` (rounded down; 32 of 256), each with `light_request_bytes` of the byte bound,
     that heavy requests may not use, so that light ones are still admitted while heavy ones saturate the server."""
     limit_concurrency: int = Field(default=512, ge=2)
     """uvicorn's backstop: most connections (or tasks) at once, beyond which it answers a plain 503; must be above
