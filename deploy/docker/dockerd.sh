@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private Docker engine for `make test-container` on machines without one (CI runners, these dev boxes).
 #   eval "$(deploy/docker/dockerd.sh start STATE_DIR)"   # prints `export DOCKER_HOST=...`; reuses a running one
-#   deploy/docker/dockerd.sh stop STATE_DIR              # stops it (state is left for the caller to keep or remove)
+#   deploy/docker/dockerd.sh stop STATE_DIR              # stops it, unmounts what it left (the state stays)
 # Its state (images, layer cache, containers) lives under STATE_DIR; keep that directory between runs for a warm
 # layer cache. No bridge network and no iptables rules: builds and containers use `--network host` (loopback and
 # the host's own routes), so nothing on the machine's firewall or interfaces changes.
@@ -41,7 +41,11 @@ stop)
         for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
     fi
-    # containerd-shim processes of containers still running die with their containers; their mounts go with dockerd.
+    # What dockerd leaves mounted (the default network namespace under exec-root, overlays of killed containers),
+    # deepest first, so that the caller can delete the state.
+    awk -v prefix="$state/" 'index($2, prefix) == 1 {print $2}' /proc/mounts | sort -r | while read -r mount; do
+        umount -l "$mount" 2>/dev/null || true
+    done
     ;;
 *)
     echo "usage: dockerd.sh start|stop STATE_DIR" >&2
