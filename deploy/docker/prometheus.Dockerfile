@@ -9,6 +9,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends prometheus \
     && rm -rf /var/lib/apt/lists/* \
     && install -d -o prometheus -g prometheus /var/lib/prometheus/metrics2
+# Debian's postinst picks the prometheus user's uid at install time, so there is no fixed number to name here.
+# hadolint ignore=DL3066
 USER prometheus
 WORKDIR /var/lib/prometheus
 EXPOSE 9090
