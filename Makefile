@@ -13,7 +13,8 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-cor
 # runs it against a local recorder.
 APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest mutation data apt-data models bench clean venv venv-serve
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench clean venv venv-serve \
+	lock wheelhouse base-image image image-train image-prometheus test-container
 
 # Serving needs only the base dependencies.
 $(VENV)/.serve-stamp: pyproject.toml
@@ -82,6 +83,66 @@ mutation: venv
 
 bench: venv
 	$(PY) -m bench
+
+# Containers (README "Deploying"). The Dockerfile's RUN --mount needs BuildKit: the default since Docker 23,
+# DOCKER_BUILDKIT=1 turns it on for Debian's docker.io 20.10. Builds use the host's network (`--network host`), so
+# they work on engines without a bridge network too (the private one `make test-container` starts).
+#   make image                              # online: PyPI, torch from PyTorch's CPU wheel page, python:3.11-slim
+#   make wheelhouse && make image WHEELHOUSE=1 PYTHON_IMAGE=oegate-base:bookworm   # air-gapped
+DOCKER           ?= docker
+IMAGE            ?= oegate:latest
+TRAIN_IMAGE      ?= oegate-train:latest
+PROMETHEUS_IMAGE ?= oegate-prometheus:latest
+BASE_IMAGE       ?= oegate-base:bookworm
+PYTHON_IMAGE     ?= python:3.11-slim-bookworm
+WHEELHOUSE       ?= 0
+CUDA             ?= 0
+TORCH_FIND_LINKS ?= https://download.pytorch.org/whl/cpu/torch/
+DOCKER_BUILD := DOCKER_BUILDKIT=1 $(DOCKER) build --network host --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	--build-arg WHEELHOUSE=$(WHEELHOUSE) --build-arg TORCH_FIND_LINKS=$(TORCH_FIND_LINKS)
+UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --no-config --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple --custom-compile-command "make lock"
+
+# Re-resolves the images' locks (requirements/*.lock) from pyproject.toml and requirements/*.in; commit the result.
+# uv resolves for the images' platform (CPython 3.11, x86_64 manylinux_2_28) whatever the host, in seconds.
+lock: venv
+	$(UV_COMPILE) pyproject.toml requirements/cpu-runtime.in --no-emit-package onnxruntime-gpu -o requirements/service.lock
+	$(UV_COMPILE) pyproject.toml requirements/cpu-runtime.in --extra train --override requirements/torch-cpu.txt \
+		-c requirements/service.lock --no-emit-package onnxruntime-gpu --find-links $(TORCH_FIND_LINKS) \
+		-o requirements/train.lock
+	$(UV_COMPILE) requirements/cuda.in -c requirements/service.lock -o requirements/cuda.lock
+	$(UV_COMPILE) requirements-data.txt --no-deps -o requirements/data.lock
+
+# Every wheel the images install, downloaded on the host with the venv's pip (CPython 3.11 on x86_64 Linux, the
+# images' platform) and checked against the locks' hashes; CUDA=1 adds the CUDA variant's (about 3 GB).
+wheelhouse/.complete: requirements/service.lock requirements/train.lock requirements/data.lock | $(VENV)/.serve-stamp
+	PIP="$(PY) -m pip" TORCH_FIND_LINKS=$(TORCH_FIND_LINKS) deploy/docker/wheelhouse.sh wheelhouse
+	touch $@
+wheelhouse/.complete-cuda: requirements/cuda.lock | $(VENV)/.serve-stamp
+	PIP="$(PY) -m pip" deploy/docker/wheelhouse.sh wheelhouse requirements/cuda.lock
+	touch $@
+WHEELHOUSE_STAMPS := $(if $(filter 1,$(WHEELHOUSE)),wheelhouse/.complete $(if $(filter 1,$(CUDA)),wheelhouse/.complete-cuda))
+wheelhouse: wheelhouse/.complete $(if $(filter 1,$(CUDA)),wheelhouse/.complete-cuda)
+
+# A Python 3.11 Debian base made without a registry (debootstrap; root). Skipped when the image exists.
+base-image:
+	DOCKER=$(DOCKER) deploy/docker/base-image.sh $(BASE_IMAGE)
+
+image: $(WHEELHOUSE_STAMPS)
+	$(DOCKER_BUILD) --build-arg CUDA=$(CUDA) --target service -t $(IMAGE) .
+
+image-train: $(WHEELHOUSE_STAMPS)
+	$(DOCKER_BUILD) --target train -t $(TRAIN_IMAGE) .
+
+# Prometheus from Debian's package, for `docker-compose up` where Docker Hub's prom/prometheus cannot be pulled.
+image-prometheus:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		-f deploy/docker/prometheus.Dockerfile -t $(PROMETHEUS_IMAGE) deploy/docker
+
+# Builds and runs both images for real (deploy/docker/test-container.sh): a private dockerd when none answers, the
+# base image, the wheelhouse, then tests/containers (service, training job, hot reload, compose). Root only.
+test-container: venv
+	PY=$(PY) deploy/docker/test-container.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -34,9 +34,10 @@ def stages() -> dict[str, Stage]:
     return {stage.name: stage for stage in dockerfile_stages()}
 
 
-def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, REPO / "deploy" / "docker" / "prometheus.Dockerfile"])
+def test_hadolint_finds_nothing_in_the_dockerfiles(dockerfile: Path) -> None:
     # JSON output lists findings of every severity (style and info included), whatever the failure threshold.
-    result = run([venv_tool("hadolint"), "--no-color", "--format", "json", str(DOCKERFILE)])
+    result = run([venv_tool("hadolint"), "--no-color", "--format", "json", str(dockerfile)])
     assert (result.returncode, json.loads(result.stdout or "null")) == (0, []), result.stdout + result.stderr
 
 
