@@ -62,13 +62,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         report = await registry.start()
         capture.start()
-        budget = cpu_budget()
+        budget = cpu_budget(workers=settings.workers)
         intra, inter = onnxruntime_threads(settings.intra_op_threads, settings.inter_op_threads, budget)
         logger.info(
             "service started",
             extra={
                 "loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir),
                 "cpus_affinity": budget.affinity, "cpus_quota": budget.quota, "cpus_usable": budget.usable,
+                "workers": settings.workers, "cpus_all_workers": budget.total,
                 "onnxruntime_intra_op_threads": intra, "onnxruntime_inter_op_threads": inter,
                 "decode_threads": limits.decode_tokens, "inference_threads": limits.inference_tokens,
                 "max_requests_in_flight": limits.max_in_flight,

@@ -11,7 +11,8 @@ loaded version with a failing one. An entry that disappears while it is scanned 
 
 Pins: a pinned model (`OEGATE_PIN`, or `pin()` from the admin API) serves exactly its pinned version; pinning an
 earlier version is the rollback. A pin that cannot be loaded is refused and the served version kept. Unpinning
-serves the newest valid version again.
+serves the newest valid version again. With several workers (`OEGATE_WORKERS`) the admin API cannot pin (each
+worker has its own registry): `OEGATE_PIN` pins every worker from its start.
 
 Unloading: a served version whose directory has been removed is taken out of service on the next scan (logged,
 counted in `oegate_model_unloads_total{reason="removed"}`); the newest remaining valid version (the pinned one,
@@ -38,7 +39,7 @@ import anyio.to_thread
 from service.batching import MicroBatcher
 from service.card import Card, TextInputSpec, read_verified_card
 from service.codecs.text import TextEncoder
-from service.errors import ModelNotReadyError, NotFoundError
+from service.errors import ForbiddenError, ModelNotReadyError, NotFoundError
 from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -195,7 +196,9 @@ class Registry:
     async def pin(self, name: str, version: int) -> ReloadReport:
         """Serve exactly `version` of `name` from now on (a rollback when it is older). The swap is a hot swap:
         requests in flight finish on the version they started with. NotFoundError (and the pin is not changed)
-        when that version is not there or does not load."""
+        when that version is not there or does not load; ForbiddenError with several workers (a pin would reach
+        only the worker that got the request)."""
+        self._check_one_worker()
         async with self._lock:
             previous = self._pins.get(name)
             self._pins[name] = version
@@ -211,10 +214,18 @@ class Registry:
 
     async def unpin(self, name: str) -> ReloadReport:
         """Serve the newest valid version of `name` again (a no-op if it is not pinned)."""
+        self._check_one_worker()
         async with self._lock:
             self._pins.pop(name, None)
             logger.info("model unpinned", extra={"model": name})
             return await self._reload()
+
+    def _check_one_worker(self) -> None:
+        if self._settings.workers > 1:
+            raise ForbiddenError(
+                f"pins change one process's registry and this service runs {self._settings.workers} workers: pin "
+                "with OEGATE_PIN (every worker reads it at start) or run one worker"
+            )
 
     def _restore_pin(self, name: str, previous: int | None) -> None:
         if previous is None:
@@ -289,7 +300,12 @@ class Registry:
             card = read_verified_card(path, name, version)
             encoder = TextEncoder.load(path, card.input) if isinstance(card.input, TextInputSpec) else None
             runtime = Runtime(
-                path / "model.onnx", card, settings.providers, settings.intra_op_threads, settings.inter_op_threads
+                path / "model.onnx",
+                card,
+                settings.providers,
+                settings.intra_op_threads,
+                settings.inter_op_threads,
+                workers=settings.workers,
             )
             return card, runtime, encoder
 
