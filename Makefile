@@ -12,7 +12,7 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core 
 # runs it against a local recorder.
 APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest mutation data apt-data models bench clean venv venv-serve
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve
 
 # Serving needs only the base dependencies.
 $(VENV)/.serve-stamp: pyproject.toml
@@ -81,6 +81,12 @@ mutation: venv
 
 bench: venv
 	$(PY) -m bench
+
+# On a GPU machine (DEVELOPERS.md): CUDA-provider parity with the CPU for every default model, the in-process
+# limit and the service's throughput with the CUDA provider, one OE fine-tune epoch on the GPU; a few minutes.
+# Without CUDA it says "CUDA unavailable" and runs the CPU parts (bench/gpu.py).
+gpu-check: venv
+	$(PY) -m bench.gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
