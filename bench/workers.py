@@ -141,15 +141,28 @@ def summary(rows: list[Row]) -> dict[int, float]:
     return {n: statistics.median(row.requests_per_s for row in rows if row.workers == n) for n in counts}
 
 
+def efficiency(rows: list[Row]) -> dict[int, float]:
+    """Median req/s per core the service used: on a machine shared with other work, what each worker count makes
+    of the CPU time it gets (0 where the service used none)."""
+    counts = sorted({row.workers for row in rows})
+    return {
+        n: statistics.median(
+            r.requests_per_s / r.server_cores if r.server_cores > 0 else 0.0 for r in rows if r.workers == n
+        )
+        for n in counts
+    }
+
+
 def render(facts: dict[str, str], rows: list[Row]) -> str:
     medians = summary(rows)
     base = medians.get(1)
     lines = ["# oegate workers: throughput of N worker processes vs one", ""]
     lines += [f"- {key}: {value}" for key, value in facts.items()]
-    lines += ["", "| workers | median req/s | vs 1 worker |", "|---:|---:|---:|"]
+    per_core = efficiency(rows)
+    lines += ["", "| workers | median req/s | vs 1 worker | median req/s per service core |", "|---:|---:|---:|---:|"]
     for n, median in medians.items():
         ratio = f"{median / base:.2f}x" if base else "-"
-        lines.append(f"| {n} | {median:,.0f} | {ratio} |")
+        lines.append(f"| {n} | {median:,.0f} | {ratio} | {per_core[n]:,.0f} |")
     lines += [
         "",
         "| round | workers | req/s | p50 ms | p99 ms | errors | instances/run | service cores | wrk cores |",

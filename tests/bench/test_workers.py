@@ -38,7 +38,7 @@ def test_the_report_gives_medians_and_the_ratio_to_one_worker() -> None:
     ]
     assert summary(rows) == {1: 1100.0, 2: 2000.0}
     text = render({"machine": "test"}, rows)
-    assert "| 1 | 1,100 | 1.00x |" in text and "| 2 | 2,000 | 1.82x |" in text
+    assert "| 1 | 1,100 | 1.00x | 1,100 |" in text and "| 2 | 2,000 | 1.82x | 1,053 |" in text
     assert "| 2 | 1 | 1,200 | 9.00 | 25.00 | 0 | - | 1.00 | 0.20 |" in text
 
 
