@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,3 +150,34 @@ async def test_a_taken_port_fails_the_start_with_status_3(tmp_path: Path, tiny_a
         )
     assert completed.returncode == 3, completed.stderr
     assert "cannot bind" in completed.stderr
+
+
+async def test_a_killed_worker_is_restarted_and_its_counts_are_kept(tmp_path: Path, tiny_artifact: Path) -> None:
+    models = tmp_path / "models"
+    clone_artifact(tiny_artifact, models, "tiny", 1)
+    env = {"OEGATE_MODEL_DIR": str(models), "OEGATE_WORKERS": "2", "OEGATE_PROVIDERS": '["CPUExecutionProvider"]'}
+    log = tmp_path / "service.log"
+    fresh_connections = httpx.Limits(max_keepalive_connections=0)
+    with service_process(env, log) as url:
+        await wait_for_log(log, "listening", 2)
+        async with httpx.AsyncClient(base_url=url, limits=fresh_connections, timeout=30) as client:
+            first = await predict_many(client, 60)
+            (killed,) = [
+                line["pid"] for line in log_lines(log) if line["message"] == "listening" and line["worker"] == 0
+            ]
+            os.kill(killed, signal.SIGKILL)
+            await wait_for_log(log, "listening", 3)  # worker 0 again, in a new process
+            second = await predict_many(client, 60)
+            metrics = samples((await client.get("/metrics")).text)
+    lines = log_lines(log)
+    assert [r.status_code for r in first + second] == [200] * 120
+    restarted = [line for line in lines if line["message"] == "worker exited; restarting it"]
+    assert [(line["worker_index"], line["worker_pid"], line["exit_code"]) for line in restarted] == [
+        (0, killed, -signal.SIGKILL)
+    ]
+    route = {"route": "/v1/models/{name}/predict", "status_class": "2xx", "model": "tiny"}
+    assert value(metrics, "oegate_request_duration_seconds_count", **route) == 120.0  # the killed worker's too
+    # The dead worker's live gauges stopped counting: one info series, nothing in flight or queued.
+    assert value(metrics, "oegate_model_info", model="tiny", version="1", provider="CPUExecutionProvider") == 1.0
+    assert value(metrics, "oegate_requests_in_flight") == 0.0
+    assert value(metrics, "oegate_queue_depth", model="tiny") == 0.0
