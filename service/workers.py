@@ -24,7 +24,8 @@ Lifecycle:
   `STOP_MARGIN_S` after that is killed. Then the metrics directory is removed and the supervisor ends by the same
   signal, so its exit status says why it stopped (as uvicorn's does).
 - Each worker asks Linux to SIGTERM it when the supervisor dies (PR_SET_PDEATHSIG): a killed supervisor leaves no
-  worker serving behind it.
+  worker serving behind it (the workers shut down gracefully; only the temporary metrics directory stays behind,
+  since nothing runs to remove it after a SIGKILL).
 """
 
 from __future__ import annotations
