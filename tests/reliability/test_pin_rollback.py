@@ -75,6 +75,24 @@ async def test_pin_unpin_and_refused_pins_through_the_admin_api(serve: Any, thre
         assert (unpinned.json()["models"], unpinned.json()["pins"]) == ({"tiny": "3"}, {})
 
 
+async def test_with_several_workers_the_admin_api_refuses_pins_and_oegate_pin_still_works(
+    serve: Any, three_versions: Path
+) -> None:
+    """One worker's registry cannot pin the others' (service/workers.py): refused, nothing changed."""
+    async with serve(workers=2, poll_interval_s=60, pin={"tiny": 2}, admin_token=ADMIN) as (app, client):
+        for response in (
+            await client.put("/v1/admin/models/tiny/pin", json={"version": 1}, headers=AUTH),
+            await client.delete("/v1/admin/models/tiny/pin", headers=AUTH),
+        ):
+            assert response.status_code == 403
+            assert response.json() == {
+                "error": "pins change one process's registry and this service runs 2 workers: pin with OEGATE_PIN "
+                "(every worker reads it at start) or run one worker"
+            }
+        registry = app.state.components.registry
+        assert (registry.get("tiny").version, dict(registry.pins)) == ("2", {"tiny": 2})
+
+
 async def test_a_pin_to_a_broken_version_is_refused_and_the_served_one_kept(serve: Any, three_versions: Path) -> None:
     with (three_versions / "tiny" / "2" / "model.onnx").open("ab") as graph:
         graph.write(b"\0")
