@@ -2,6 +2,7 @@
 
 python -m bench.workers                                   # 1 and 2 workers, 3 interleaved rounds of 10 s at 32 conns
 python -m bench.workers --duration 1 --warmup 0 --rounds 1 --out /tmp/w.md     # smoke
+python -m bench.workers --wait-quiet 3600                 # first wait up to an hour for load average < 0.5
 
 The HTTP-bound case: one MNIST digit per V2 JSON request to mnist-oe (default models/), so parsing, validation,
 routing and encoding dominate and the model run is tiny. Each row starts a fresh `python -m service` with
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +87,14 @@ def _batch_counters(base_url: str) -> tuple[float, float]:
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_quiet(seconds: float, quiet_load: float) -> None:
+    """Wait up to `seconds` for the 1-minute load average to drop below `quiet_load` (the report records it)."""
+    deadline = time.monotonic() + seconds
+    while (load := os.getloadavg()[0]) >= quiet_load and time.monotonic() < deadline:
+        logger.info("1-minute load average %.2f >= %.2f: waiting", load, quiet_load)
+        time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
 
 
 def check_answer(tree: ServiceTree, body: bytes, label: int) -> None:
@@ -211,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--server-cpus", default=None, help="taskset CPU list for the service (default: see the module doc)")
     add("--client-cpus", default=None, help="taskset CPU list for wrk (default: see the module doc)")
     add("--env", action="append", default=[], metavar="OEGATE_NAME=VALUE", help="extra setting (repeatable)")
+    add("--wait-quiet", type=float, default=0.0, help="first wait up to this many seconds for a quiet machine")
+    add("--quiet-load", type=float, default=0.5, help="1-minute load average counted as quiet (default 0.5)")
     default_out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-workers.md"
     add("--out", type=Path, default=default_out, help="Markdown results (default bench/results/<stamp>-workers.md)")
     args = parser.parse_args(argv)
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--env takes OEGATE_NAME=VALUE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    wait_for_quiet(args.wait_quiet, args.quiet_load)
     server_cpus, client_cpus, pinning = cpu_split(os.cpu_count() or 1, args.server_cpus, args.client_cpus)
     command = shlex.join(["python", "-m", "bench.workers", *(sys.argv[1:] if argv is None else argv)])
     facts = machine_facts(command, pinning, args.connections, args.duration, args.rounds)
