@@ -20,6 +20,7 @@ import asyncio
 import gc
 import logging
 import socket
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -101,12 +102,13 @@ class SocketServer(uvicorn.Server):
             logger.info("listening", extra={"addresses": [str(sock.getsockname()) for sock in sockets]})
 
 
-def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> bool:
+def serve(settings: Settings, sockets: list[socket.socket] | None = None, shared_pins: Path | None = None) -> bool:
     """Build the app and serve it with uvicorn until a stop signal, on `settings`' host and port or on `sockets`
-    (a worker's SO_REUSEPORT socket, service/workers.py); False when the server could not start."""
+    (a worker's SO_REUSEPORT socket and its service's pin file, service/workers.py); False when the server could
+    not start."""
     from service.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, shared_pins=shared_pins)
     # Everything imported so far (FastAPI, pydantic, numpy, onnxruntime, ...) lives as long as the process: move it
     # out of the collector's reach so the full collections that JSON parsing's garbage triggers stop rescanning it.
     # Measured with wrk at 32 connections on one core: p99 latency about 63 ms -> 39 ms, req/s unchanged.

@@ -33,8 +33,8 @@ class Settings(BaseSettings):
     starts a supervisor and N worker processes, each listening with SO_REUSEPORT (the kernel spreads connections
     over them) once its models are loaded, each with its own models and micro-batchers, onnxruntime threads sized
     to usable CPUs / N, Prometheus metrics summed across workers and hot swap by polling (`poll_interval_s` must be
-    > 0). Limits (`max_requests_in_flight`, `max_queue_size`, `limit_concurrency`) and readiness are per worker.
-    The admin pin API and capture need one worker (pin with `OEGATE_PIN` instead)."""
+    > 0). Limits (`max_requests_in_flight`, `max_queue_size`, `limit_concurrency`) and readiness are per worker; a
+    pin through the admin API reaches the other workers at their next poll. Capture needs one worker."""
     model_dir: Path = Path("models")
     """Directory holding `<name>/<version>/{model.onnx,card.json}` artifacts."""
     providers: list[str] = Field(

@@ -9,8 +9,9 @@ Why a supervisor of our own, with SO_REUSEPORT, rather than uvicorn's `workers=N
   that is still starting or restarting.
 - uvicorn's multiprocess mode re-imports the app from an import string and pickles its config; ours is built by
   `create_app(settings)` with a protocol class made at run time (service/server.py).
-- The Prometheus multiprocess directory has one owner: a fresh temporary directory per start, each exited worker
-  marked dead in it (its live gauges stop counting), removed at the end (service/multiprocess_metrics.py).
+- The supervisor owns a fresh temporary state directory per start, removed at the end: the Prometheus
+  multiprocess directory (each exited worker marked dead in it, so its live gauges stop counting;
+  service/multiprocess_metrics.py) and the pin file every worker serves (service/shared_pins.py).
 
 Lifecycle:
 - Start: the supervisor checks that nothing listens on the port (a plain bind: a second oegate on the same port
@@ -24,7 +25,7 @@ Lifecycle:
   `STOP_MARGIN_S` after that is killed. Then the metrics directory is removed and the supervisor ends by the same
   signal, so its exit status says why it stopped (as uvicorn's does).
 - Each worker asks Linux to SIGTERM it when the supervisor dies (PR_SET_PDEATHSIG): a killed supervisor leaves no
-  worker serving behind it (the workers shut down gracefully; only the temporary metrics directory stays behind,
+  worker serving behind it (the workers shut down gracefully; only the temporary state directory stays behind,
   since nothing runs to remove it after a SIGKILL).
 """
 
@@ -47,6 +48,7 @@ from types import FrameType
 
 from service.logs import configure_logging
 from service.settings import Settings
+from service.shared_pins import SharedPins
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,9 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     return sock
 
 
-def run_worker(settings: Settings, index: int, supervisor_pid: int) -> None:
-    """One worker process: the app on its own SO_REUSEPORT socket (multiprocessing's target; exits 3 when it
-    cannot start)."""
+def run_worker(settings: Settings, index: int, supervisor_pid: int, shared_pins: Path) -> None:
+    """One worker process: the app on its own SO_REUSEPORT socket, its pins from `shared_pins` (multiprocessing's
+    target; exits 3 when it cannot start)."""
     _die_with(supervisor_pid)
     configure_logging(settings.log_level, {"worker": index, "pid": os.getpid()})
     from service.server import serve  # here, not at import: the supervisor never loads the app
@@ -86,7 +88,7 @@ def run_worker(settings: Settings, index: int, supervisor_pid: int) -> None:
     except OSError as e:
         logger.error("worker cannot bind %s:%d: %s", settings.host, settings.port, e)
         sys.exit(FAILED_START)
-    if not serve(settings, sockets=[sock]):
+    if not serve(settings, sockets=[sock], shared_pins=shared_pins):
         sys.exit(FAILED_START)
 
 
@@ -102,9 +104,10 @@ def _die_with(supervisor_pid: int) -> None:
 class Supervisor:
     """Starts `settings.workers` workers, restarts those that crash, stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, settings: Settings, metrics_dir: Path) -> None:
+    def __init__(self, settings: Settings, metrics_dir: Path, shared_pins: Path) -> None:
         self._settings = settings
         self._metrics_dir = metrics_dir
+        self._shared_pins = shared_pins
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, SpawnProcess] = {}
         self.stop_signal: signal.Signals | None = None
@@ -115,7 +118,9 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         process = self._context.Process(
-            target=run_worker, args=(self._settings, index, os.getpid()), name=f"oegate-worker-{index}"
+            target=run_worker,
+            args=(self._settings, index, os.getpid(), self._shared_pins),
+            name=f"oegate-worker-{index}",
         )
         process.start()
         self._workers[index] = process
@@ -184,11 +189,14 @@ def supervise(settings: Settings) -> int:
     except OSError as e:
         logger.error("cannot bind %s:%d: %s", settings.host, settings.port, e)
         return FAILED_START
-    with tempfile.TemporaryDirectory(prefix="oegate-metrics-") as directory:
+    with tempfile.TemporaryDirectory(prefix="oegate-workers-") as state:
+        metrics_dir, pins = Path(state) / "metrics", SharedPins(Path(state) / "pins.json")
+        metrics_dir.mkdir()
+        pins.write(dict(settings.pin))  # OEGATE_PIN; the admin API changes the file (service/shared_pins.py)
         # prometheus-client reads it when first imported: in the workers, which inherit this environment.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        supervisor = Supervisor(settings, Path(directory))
-        logger.info("supervisor starting workers", extra={"workers": settings.workers, "metrics_dir": directory})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        supervisor = Supervisor(settings, metrics_dir, pins.path)
+        logger.info("supervisor starting workers", extra={"workers": settings.workers, "state_dir": state})
         status = supervisor.run()
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if status == 0 and supervisor.stop_signal is not None:
