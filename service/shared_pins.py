@@ -9,7 +9,6 @@ two models at once both take effect), written to a temporary name and renamed, s
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -36,6 +35,8 @@ class SharedPins:
 
     def set(self, name: str, version: int | None) -> int | None:
         """Pin `name` to `version` (None: unpin it); returns its previous pin."""
+        import fcntl  # POSIX only, as workers are (SO_REUSEPORT): one process, which never gets here, runs anywhere
+
         with self._lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             pins = self.read()
