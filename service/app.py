@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -30,6 +31,7 @@ from service.routes import admin, health, models, native, v2
 from service.schemas.native import PredictRequest
 from service.schemas.v2 import InferenceRequest
 from service.settings import Settings
+from service.shared_pins import SharedPins
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,14 @@ def create_app(
     *,
     capture_rng: random.Random | None = None,
     capture_clock: Callable[[], float] = time.time,
+    shared_pins: Path | None = None,
 ) -> FastAPI:
     """A new app for `settings`. Metrics go to `metrics_registry` (a fresh registry when None); capture samples
-    with `capture_rng` (a fresh unseeded one when None) and dates captures with `capture_clock` (tests seed both)."""
+    with `capture_rng` (a fresh unseeded one when None) and dates captures with `capture_clock` (tests seed both).
+    `shared_pins`: the pin file of a worker process (service/shared_pins.py); None in one process."""
     metrics = Metrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     limits = WorkLimits(settings, metrics)
-    registry = Registry(settings, metrics, limits)
+    registry = Registry(settings, metrics, limits, None if shared_pins is None else SharedPins(shared_pins))
     capture = Capture(settings, metrics, capture_rng, capture_clock)
     predictor = Predictor(registry, metrics, settings.allow_threshold_override, limits, capture)
 
@@ -62,13 +66,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         report = await registry.start()
         capture.start()
-        budget = cpu_budget()
+        budget = cpu_budget(workers=settings.workers)
         intra, inter = onnxruntime_threads(settings.intra_op_threads, settings.inter_op_threads, budget)
         logger.info(
             "service started",
             extra={
                 "loaded": report.loaded, "failed": len(report.failed), "model_dir": str(settings.model_dir),
                 "cpus_affinity": budget.affinity, "cpus_quota": budget.quota, "cpus_usable": budget.usable,
+                "workers": settings.workers, "cpus_all_workers": budget.total,
                 "onnxruntime_intra_op_threads": intra, "onnxruntime_inter_op_threads": inter,
                 "decode_threads": limits.decode_tokens, "inference_threads": limits.inference_tokens,
                 "max_requests_in_flight": limits.max_in_flight,

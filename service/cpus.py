@@ -8,6 +8,8 @@ each other. The service therefore sizes its onnxruntime threads from `usable_cpu
 - Quota: cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max PERIOD") of this process's cgroup and every ancestor (the
   tightest wins), else cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1 = unlimited). A fractional quota is
   rounded up (1.5 CPUs -> 2 threads).
+- Workers: with `OEGATE_WORKERS=N` the N worker processes share those CPUs, so each sizes its threads for
+  `usable // N` of them (at least 1): 2 workers on 2 CPUs get one onnxruntime thread each instead of two apiece.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ class CpuBudget:
 
     affinity: int
     quota: float | None  # CPUs allowed by the cgroup quota; None when unlimited or unknown
+    workers: int = 1  # server processes sharing these CPUs (OEGATE_WORKERS)
+
+    @property
+    def total(self) -> int:
+        """CPUs all worker processes together may use."""
+        limit = self.affinity if self.quota is None else min(self.affinity, math.ceil(self.quota))
+        return max(1, limit)
 
     @property
     def usable(self) -> int:
-        limit = self.affinity if self.quota is None else min(self.affinity, math.ceil(self.quota))
-        return max(1, limit)
+        """This process's share of `total`: what it sizes its threads for."""
+        return max(1, self.total // self.workers)
 
 
 def _read(path: Path) -> str | None:
@@ -83,10 +92,11 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SEL
     return None
 
 
-def cpu_budget(root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> CpuBudget:
+def cpu_budget(root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP, *, workers: int = 1) -> CpuBudget:
+    """The CPUs of this process (module doc), shared by `workers` server processes."""
     # macOS and Windows have no affinity call: every core counts there.
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return CpuBudget(affinity=affinity, quota=cgroup_cpu_quota(root, proc_self_cgroup))
+    return CpuBudget(affinity=affinity, quota=cgroup_cpu_quota(root, proc_self_cgroup), workers=workers)
 
 
 def onnxruntime_threads(intra_op: int, inter_op: int, budget: CpuBudget) -> tuple[int, int]:

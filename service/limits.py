@@ -46,7 +46,7 @@ class WorkLimits:
         )
         self.max_in_flight = settings.max_requests_in_flight
         self.retry_after_s = settings.retry_after_s
-        usable = cpu_budget().usable
+        usable = cpu_budget(workers=settings.workers).usable
         self.decode_tokens = settings.decode_concurrency or usable
         self.inference_tokens = settings.inference_concurrency or usable
         self.light_inference_tokens = self.inference_tokens  # at most twice the runs at once, half of them light

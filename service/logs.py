@@ -17,7 +17,12 @@ _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message",
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "request_id"?, ...extra fields, "exception"?}` per record."""
+    """`{"time", "level", "logger", "message", ...process fields, "request_id"?, ...extra fields, "exception"?}`
+    per record; the process fields (e.g. `worker` and `pid` in a worker process) are the same on every line."""
+
+    def __init__(self, process_fields: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self._process_fields = dict(process_fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -25,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._process_fields,
         }
         request_id = request_id_var.get()
         if request_id is not None:
@@ -38,10 +44,11 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(payload, default=str)
 
 
-def configure_logging(level: str) -> None:
-    """Send every logger (ours and uvicorn's) to stderr as JSON lines. Called once, by `python -m service`."""
+def configure_logging(level: str, process_fields: dict[str, object] | None = None) -> None:
+    """Send every logger (ours and uvicorn's) to stderr as JSON lines, each carrying `process_fields`. Called once
+    per process, by `python -m service` (and by each worker, with its index and pid)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(process_fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,19 +9,25 @@ the rate each served version's card expects is `1 - oegate_model_acceptance_targ
 two). Score histograms carry `version`, so two versions' distributions do not blend during a hot swap. The
 process, platform and garbage-collector collectors (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
 `process_open_fds`, `python_gc_*`, ...) are registered on the same registry.
-One process per container: the registry is in-process (no multiprocess mode; scale with replicas, not workers).
+With `OEGATE_WORKERS=N` (N > 1) each worker process runs in prometheus-client's multiprocess mode and `/metrics`
+exposes every worker's metrics merged (service/multiprocess_metrics.py): counters and histograms summed, each gauge
+combined by its `multiprocess_mode` (which one process ignores).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+from service.multiprocess_metrics import RETIRED, scrape_registry
 
 ANOMALY_SCORE_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 """anomaly_score = 1 / (1 + KL[U||p]) lies in (0, 1]. Confident in-distribution inputs score ~0.01-0.2 and OE
@@ -37,15 +43,27 @@ NO_MODEL = "none"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def multiprocess_dir() -> Path | None:
+    """prometheus-client's own `PROMETHEUS_MULTIPROC_DIR` (not an oegate setting): set by service/workers.py for
+    its worker processes, and read by prometheus-client when it is imported; None in one-process mode."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(directory) if directory else None
+
+
 class Metrics:
     """Every metric the service exports, on one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        # The standard process metrics, on this registry rather than the global default one.
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        directory = multiprocess_dir()
+        self.multiprocess = directory is not None
+        if directory is None:
+            # The standard process metrics, on this registry rather than the global default one.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.exposed = registry if directory is None else scrape_registry(directory)
+        """The registry `/metrics` exposes: this one, or every worker's metrics merged in multiprocess mode."""
         self.predictions = Counter(
             "oegate_predictions_total",
             "Predicted instances, by whether the gate accepted or rejected them.",
@@ -98,6 +116,7 @@ class Metrics:
             "oegate_queue_depth",
             "Instances waiting in the model's micro-batch queue.",
             ["model"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.request_errors = Counter(
@@ -110,12 +129,14 @@ class Metrics:
             "oegate_model_info",
             "1 for each served model version, labelled with the execution provider actually in use.",
             ["model", "version", "provider"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_threshold = Gauge(
             "oegate_model_threshold",
             "Each served version's reject threshold from its card (reject = anomaly_score >= threshold).",
             ["model", "version"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_acceptance_target = Gauge(
@@ -123,6 +144,7 @@ class Metrics:
             "Share of in-distribution inputs each served version's threshold was fitted to accept (card); "
             "1 - this is the reject rate to expect on in-distribution traffic.",
             ["model", "version"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_load_failures = Counter(
@@ -142,12 +164,14 @@ class Metrics:
             "oegate_requests_in_flight",
             "Predict/infer requests being served (admitted and not finished); at max_requests_in_flight new "
             "ones get 503 (reason overloaded).",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.request_bytes_in_flight = Gauge(
             "oegate_requests_in_flight_bytes",
             "Cost (declared body bytes) of the predict/infer requests in flight; at max_request_bytes_in_flight "
             "new ones get 503.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.admissions = Counter(
@@ -174,6 +198,7 @@ class Metrics:
         self.capture_store_bytes = Gauge(
             "oegate_capture_store_bytes",
             "Bytes of captured input files in the capture store (its index not counted); 0 while capture is off.",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self._loaded_models: set[str] = set()  # names only grow: bounded by the model directory's names
@@ -181,11 +206,17 @@ class Metrics:
     def model_unloaded(self, model: str, version: str, provider: str, reason: str) -> None:
         """A version left service with no replacement (or was replaced by an older one): drop its gauges."""
         self.model_unloads.labels(model, reason).inc()
-        with contextlib.suppress(KeyError):
-            self.model_info.remove(model, version, provider)
+        self._retire(self.model_info, model, version, provider)
         for gauge in (self.model_threshold, self.model_acceptance_target):
-            with contextlib.suppress(KeyError):
-                gauge.remove(model, version)
+            self._retire(gauge, model, version)
+
+    def _retire(self, gauge: Gauge, *labels: str) -> None:
+        """Drop a gauge series; in multiprocess mode (no removal there) mark it retired for the scrape to drop."""
+        if self.multiprocess:
+            gauge.labels(*labels).set(RETIRED)
+            return
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
 
     def model_label(self, name: object) -> str:
         """`name` if it is a loaded model's name, else `none` (bounded cardinality whatever the URL says)."""
@@ -218,10 +249,9 @@ class Metrics:
         """A version went live: set its info and card gauges, drop the replaced ones, start its counters and
         histograms at zero."""
         for old_version, old_provider in replaced:
-            self.model_info.remove(model, old_version, old_provider)
+            self._retire(self.model_info, model, old_version, old_provider)
             for gauge in (self.model_threshold, self.model_acceptance_target):
-                with contextlib.suppress(KeyError):  # a card without an acceptance target never set it
-                    gauge.remove(model, old_version)
+                self._retire(gauge, model, old_version)  # a card without an acceptance target never set it
         self.model_info.labels(model, version, provider).set(1)
         self.model_threshold.labels(model, version).set(threshold)
         if acceptance_target is not None:

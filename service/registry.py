@@ -11,7 +11,9 @@ loaded version with a failing one. An entry that disappears while it is scanned 
 
 Pins: a pinned model (`OEGATE_PIN`, or `pin()` from the admin API) serves exactly its pinned version; pinning an
 earlier version is the rollback. A pin that cannot be loaded is refused and the served version kept. Unpinning
-serves the newest valid version again.
+serves the newest valid version again. With several workers (`OEGATE_WORKERS`) the pins live in a file all of them
+read at every scan (service/shared_pins.py): a pin through one worker's admin API reaches the others at their next
+poll.
 
 Unloading: a served version whose directory has been removed is taken out of service on the next scan (logged,
 counted in `oegate_model_unloads_total{reason="removed"}`); the newest remaining valid version (the pinned one,
@@ -38,11 +40,12 @@ import anyio.to_thread
 from service.batching import MicroBatcher
 from service.card import Card, TextInputSpec, read_verified_card
 from service.codecs.text import TextEncoder
-from service.errors import ModelNotReadyError, NotFoundError
+from service.errors import ForbiddenError, ModelNotReadyError, NotFoundError
 from service.limits import WorkLimits
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from service.shared_pins import SharedPins
 from service.statistics import ModelStatistics
 
 logger = logging.getLogger(__name__)
@@ -149,8 +152,15 @@ def _card_identity(fingerprint: Fingerprint) -> tuple[int, int] | None:
 class Registry:
     """Serves the newest valid version of each model; `reload()` rescans, `lease()` hands a version to a request."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, limits: WorkLimits | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        limits: WorkLimits | None = None,
+        shared_pins: SharedPins | None = None,
+    ) -> None:
         self._settings = settings
+        self._shared_pins = shared_pins  # with several workers: the pins all of them serve (service/shared_pins.py)
         self._metrics = metrics
         self._limits = limits
         self._models: Mapping[str, ModelVersion] = MappingProxyType({})
@@ -195,14 +205,15 @@ class Registry:
     async def pin(self, name: str, version: int) -> ReloadReport:
         """Serve exactly `version` of `name` from now on (a rollback when it is older). The swap is a hot swap:
         requests in flight finish on the version they started with. NotFoundError (and the pin is not changed)
-        when that version is not there or does not load."""
+        when that version is not there or does not load. With several workers the pin goes to the shared pin file:
+        this worker applies it now, the others at their next scan."""
+        self._check_shared_pins()
         async with self._lock:
-            previous = self._pins.get(name)
-            self._pins[name] = version
+            previous = await self._set_pin(name, version)
             report = await self._reload()
             served = self._models.get(name)
             if served is None or served.card.version != version:
-                self._restore_pin(name, previous)
+                await self._set_pin(name, previous)
                 reasons = [f["reason"] for f in report.failed if f["name"] == name and f["version"] == str(version)]
                 why = reasons[0] if reasons else f"no version directory {name}/{version} with a card"
                 raise NotFoundError(f"cannot pin model '{name}' to version {version}: {why}")
@@ -211,19 +222,32 @@ class Registry:
 
     async def unpin(self, name: str) -> ReloadReport:
         """Serve the newest valid version of `name` again (a no-op if it is not pinned)."""
+        self._check_shared_pins()
         async with self._lock:
-            self._pins.pop(name, None)
+            await self._set_pin(name, None)
             logger.info("model unpinned", extra={"model": name})
             return await self._reload()
 
-    def _restore_pin(self, name: str, previous: int | None) -> None:
-        if previous is None:
-            self._pins.pop(name, None)
-        else:
-            self._pins[name] = previous
+    def _check_shared_pins(self) -> None:
+        if self._settings.workers > 1 and self._shared_pins is None:
+            raise ForbiddenError(
+                f"this process is one of {self._settings.workers} workers without a shared pin file: a pin would "
+                "reach it alone; pin with OEGATE_PIN or through a service started by `python -m service`"
+            )
+
+    async def _set_pin(self, name: str, version: int | None) -> int | None:
+        """Pin `name` to `version` (None: unpin), here or in the shared pin file; returns its previous pin."""
+        if self._shared_pins is not None:
+            return await anyio.to_thread.run_sync(self._shared_pins.set, name, version)
+        previous = self._pins.pop(name, None)
+        if version is not None:
+            self._pins[name] = version
+        return previous
 
     async def _reload(self) -> ReloadReport:
         report = ReloadReport()
+        if self._shared_pins is not None:  # another worker may have pinned or unpinned since the last scan
+            self._pins = await anyio.to_thread.run_sync(self._shared_pins.read)
         found = await anyio.to_thread.run_sync(scan_versions, self._settings.model_dir)
         if found is None:
             if self._models:
@@ -295,6 +319,7 @@ class Registry:
                 settings.intra_op_threads,
                 settings.inter_op_threads,
                 cpu_mem_arena=settings.cpu_mem_arena,
+                workers=settings.workers,
             )
             return card, runtime, encoder
 

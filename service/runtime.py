@@ -89,6 +89,7 @@ class Runtime:
         intra_op_threads: int,
         inter_op_threads: int,
         cpu_mem_arena: bool = True,
+        workers: int = 1,
     ) -> None:
         available = ort.get_available_providers()
         built = [p for p in providers if p in available]
@@ -99,8 +100,9 @@ class Runtime:
         if not usable:
             raise ArtifactError(f"none of the configured providers {providers} is usable (have {available})")
         options = ort.SessionOptions()
-        # 0 = sized from the CPUs this process may use (service/cpus.py), not onnxruntime's one per host core.
-        intra, inter = onnxruntime_threads(intra_op_threads, inter_op_threads, cpu_budget())
+        # 0 = sized from the CPUs this process may use (service/cpus.py), not onnxruntime's one per host core, and
+        # shared with the other `workers` server processes.
+        intra, inter = onnxruntime_threads(intra_op_threads, inter_op_threads, cpu_budget(workers=workers))
         options.intra_op_num_threads = intra
         options.inter_op_num_threads = inter
         self.threads = (intra, inter)

@@ -17,12 +17,18 @@ Timeouts (all from `Settings`):
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import socket
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class HeaderDeadlineProtocol(H11Protocol):
@@ -84,3 +90,29 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=settings.timeout_graceful_shutdown_s,
         limit_concurrency=settings.limit_concurrency,
     )
+
+
+class SocketServer(uvicorn.Server):
+    """uvicorn's server, saying when it listens on sockets passed in (uvicorn logs its address only when it binds
+    one itself): a worker's `listening` line means the kernel may now hand it connections."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets is not None and self.started:
+            logger.info("listening", extra={"addresses": [str(sock.getsockname()) for sock in sockets]})
+
+
+def serve(settings: Settings, sockets: list[socket.socket] | None = None, shared_pins: Path | None = None) -> bool:
+    """Build the app and serve it with uvicorn until a stop signal, on `settings`' host and port or on `sockets`
+    (a worker's SO_REUSEPORT socket and its service's pin file, service/workers.py); False when the server could
+    not start."""
+    from service.app import create_app
+
+    app = create_app(settings, shared_pins=shared_pins)
+    # Everything imported so far (FastAPI, pydantic, numpy, onnxruntime, ...) lives as long as the process: move it
+    # out of the collector's reach so the full collections that JSON parsing's garbage triggers stop rescanning it.
+    # Measured with wrk at 32 connections on one core: p99 latency about 63 ms -> 39 ms, req/s unchanged.
+    gc.freeze()
+    server = SocketServer(uvicorn_config(app, settings))
+    server.run(sockets=sockets)
+    return server.started

@@ -7,6 +7,7 @@ environment anywhere else.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,13 @@ class Settings(BaseSettings):
     """Interface `python -m service` binds to (use 0.0.0.0 in a container)."""
     port: int = Field(default=8000, ge=1, le=65535)
     """TCP port `python -m service` listens on."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the port (service/workers.py). 1 serves from the process itself, as always; N > 1
+    starts a supervisor and N worker processes, each listening with SO_REUSEPORT (the kernel spreads connections
+    over them) once its models are loaded, each with its own models and micro-batchers, onnxruntime threads sized
+    to usable CPUs / N, Prometheus metrics summed across workers and hot swap by polling (`poll_interval_s` must be
+    > 0). Limits (`max_requests_in_flight`, `max_queue_size`, `limit_concurrency`) and readiness are per worker; a
+    pin through the admin API reaches the other workers at their next poll. Capture needs one worker."""
     model_dir: Path = Path("models")
     """Directory holding `<name>/<version>/{model.onnx,card.json}` artifacts."""
     providers: list[str] = Field(
@@ -217,6 +225,8 @@ class Settings(BaseSettings):
                 f"limit_concurrency ({self.limit_concurrency}) must be > max_requests_in_flight "
                 f"({self.max_requests_in_flight}), or probes would be refused before predictions are"
             )
+        if self.workers > 1:
+            self._check_workers()
         if self.capture_dir is not None:
             capture, models = self.capture_dir.resolve(), self.model_dir.resolve()
             if capture == models or capture.is_relative_to(models) or models.is_relative_to(capture):
@@ -228,3 +238,13 @@ class Settings(BaseSettings):
             if token is not None and len(token.get_secret_value()) < 16:
                 raise ValueError(f"{name} must be at least 16 characters")
         return self
+
+    def _check_workers(self) -> None:
+        """Several workers each poll the model directory for themselves: without polling, a new version would reach
+        only the worker an admin reload happened to hit. Capture's store and index have one writer per process."""
+        if self.poll_interval_s <= 0:
+            raise ValueError("workers > 1 needs poll_interval_s > 0: each worker picks up new versions by polling")
+        if self.capture_dir is not None:
+            raise ValueError("capture_dir needs workers = 1 (the capture store has one writer process)")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("workers > 1 needs SO_REUSEPORT, which this platform's sockets lack")

@@ -28,5 +28,5 @@ async def ready(components: ComponentsDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, tags=["metrics"])
 async def metrics(components: ComponentsDep) -> Response:
-    """Prometheus text exposition of this process's metrics."""
-    return Response(generate_latest(components.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition of the service's metrics (every worker's, merged, with OEGATE_WORKERS > 1)."""
+    return Response(generate_latest(components.metrics.exposed), media_type=CONTENT_TYPE_LATEST)

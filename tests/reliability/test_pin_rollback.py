@@ -8,12 +8,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import clone_artifact
+from service.shared_pins import SharedPins
+from tests.service.conftest import clone_artifact, make_settings
 
 pytestmark = pytest.mark.anyio
 ADMIN = "a-long-enough-admin-token"
@@ -73,6 +76,48 @@ async def test_pin_unpin_and_refused_pins_through_the_admin_api(serve: Any, thre
         unpinned = await client.delete("/v1/admin/models/tiny/pin", headers=AUTH)
         assert unpinned.status_code == 200
         assert (unpinned.json()["models"], unpinned.json()["pins"]) == ({"tiny": "3"}, {})
+
+
+async def test_workers_share_pins_through_the_pin_file(three_versions: Path, tmp_path: Path) -> None:
+    """Two apps as two workers (service/workers.py) over one pin file: a pin through either one's admin API is
+    served at once by it and by the other at its next scan; a refused pin changes the file for neither."""
+    pins = tmp_path / "pins.json"
+    SharedPins(pins).write({"tiny": 2})  # what the supervisor writes from OEGATE_PIN
+    settings = make_settings(three_versions, workers=2, poll_interval_s=60, admin_token=ADMIN)
+    first, second = create_app(settings, shared_pins=pins), create_app(settings, shared_pins=pins)
+    async with first.router.lifespan_context(first), second.router.lifespan_context(second):
+        registries = [app.state.components.registry for app in (first, second)]
+        transport = httpx.ASGITransport(app=first)
+        async with httpx.AsyncClient(transport=transport, base_url="http://oegate.test") as client:
+            assert [r.get("tiny").version for r in registries] == ["2", "2"]
+            pinned = await client.put("/v1/admin/models/tiny/pin", json={"version": 1}, headers=AUTH)
+            assert (pinned.status_code, pinned.json()["models"], pinned.json()["pins"]) == (
+                200,
+                {"tiny": "1"},
+                {"tiny": 1},
+            )
+            assert [r.get("tiny").version for r in registries] == ["1", "2"]  # the other one: at its next scan
+            await registries[1].reload()
+            assert [r.get("tiny").version for r in registries] == ["1", "1"]
+            missing = await client.put("/v1/admin/models/tiny/pin", json={"version": 7}, headers=AUTH)
+            assert missing.status_code == 404 and SharedPins(pins).read() == {"tiny": 1}
+        await registries[1].unpin("tiny")  # through the other worker
+        await registries[0].reload()
+        assert [r.get("tiny").version for r in registries] == ["3", "3"]
+        assert SharedPins(pins).read() == {} and [dict(r.pins) for r in registries] == [{}, {}]
+
+
+async def test_one_of_several_workers_without_a_pin_file_refuses_pins(serve: Any, three_versions: Path) -> None:
+    """An app built by hand as one of two workers, without the pin file: a pin would reach it alone."""
+    async with serve(workers=2, poll_interval_s=60, pin={"tiny": 2}, admin_token=ADMIN) as (app, client):
+        for response in (
+            await client.put("/v1/admin/models/tiny/pin", json={"version": 1}, headers=AUTH),
+            await client.delete("/v1/admin/models/tiny/pin", headers=AUTH),
+        ):
+            assert response.status_code == 403
+            assert "without a shared pin file" in response.json()["error"]
+        registry = app.state.components.registry
+        assert (registry.get("tiny").version, dict(registry.pins)) == ("2", {"tiny": 2})
 
 
 async def test_a_pin_to_a_broken_version_is_refused_and_the_served_one_kept(serve: Any, three_versions: Path) -> None:

@@ -53,6 +53,15 @@ def test_usable_cpus_are_the_smaller_of_affinity_and_rounded_up_quota(
     assert CpuBudget(affinity, quota).usable == usable
 
 
+@pytest.mark.parametrize(
+    ("affinity", "quota", "workers", "usable"),
+    [(2, None, 2, 1), (16, None, 4, 4), (16, 1.5, 2, 1), (2, None, 3, 1), (8, 6.0, 2, 3)],
+)
+def test_workers_share_the_cpus(affinity: int, quota: float | None, workers: int, usable: int) -> None:
+    budget = CpuBudget(affinity, quota, workers)
+    assert (budget.usable, onnxruntime_threads(0, 0, budget)) == (usable, (usable, 1))
+
+
 def test_thread_counts_follow_the_budget_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     root, own = _tree(tmp_path, {"kubepods/pod1/ctr/cpu.max": "100000 100000\n"})
@@ -71,3 +80,5 @@ def test_a_runtime_with_default_settings_uses_the_budget(tiny_artifact: Path) ->
     runtime = Runtime(tiny_artifact / "model.onnx", card, ["CPUExecutionProvider"], 0, 0)
     assert runtime.threads == (cpu_budget().usable, 1)
     assert Runtime(tiny_artifact / "model.onnx", card, ["CPUExecutionProvider"], 2, 3).threads == (2, 3)
+    shared = Runtime(tiny_artifact / "model.onnx", card, ["CPUExecutionProvider"], 0, 0, workers=2)
+    assert shared.threads == (max(1, cpu_budget().total // 2), 1)

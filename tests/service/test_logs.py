@@ -34,6 +34,13 @@ def test_warnings_are_logged_as_json(restored_logging: None, capsys: pytest.Capt
     assert record["logger"] == "py.warnings" and "palette images" in record["message"]
 
 
+def test_a_worker_names_itself_on_every_line(restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", {"worker": 1, "pid": 4242})
+    logging.getLogger("service.test").info("hello", extra={"model": "m"})
+    record = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert (record["message"], record["worker"], record["pid"], record["model"]) == ("hello", 1, 4242, "m")
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [("abc-123", True), ("a" * 128, True), ("a" * 129, False), ("abc\n", False), ("", False), ("a b", False)],

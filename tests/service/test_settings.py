@@ -47,6 +47,9 @@ def test_every_setting_is_documented() -> None:
         ({"max_image_pixels": 10**9}, "less than or equal to 89478485"),
         ({"poll_interval_s": -1}, "greater than or equal to 0"),
         ({"unknown_setting": 1}, "Extra inputs are not permitted"),
+        ({"workers": 0}, "greater than or equal to 1"),
+        ({"workers": 2, "poll_interval_s": 0}, "workers > 1 needs poll_interval_s > 0"),
+        ({"workers": 2, "capture_dir": "/tmp/oegate-captures"}, "capture_dir needs workers = 1"),
     ],
 )
 def test_unsafe_or_inconsistent_values_are_refused(values: dict[str, object], message: str) -> None:
