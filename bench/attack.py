@@ -49,7 +49,7 @@ from PIL import Image
 
 from bench.attack_report import LevelResult, Outcomes, render, verdicts
 from bench.inputs import load_test_digit
-from bench.servers import REPO, _stop, _wait_ready, free_port
+from bench.servers import REPO, _stop, _wait_ready, free_port, results_path
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="OEGATE_NAME=VALUE",
         help="a setting for the service (repeatable; default: none, the service's defaults)",
     )
-    default_out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-attack.md"
+    default_out = results_path("attack")
     parser.add_argument("--out", type=Path, default=default_out, help="Markdown results (bench/results/...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

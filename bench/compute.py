@@ -40,7 +40,7 @@ import onnxruntime
 from bench import servers, wrk
 from bench.compute_models import MODEL_NAMES, Workload, build_wrn, text_workload
 from bench.inputs import read_prediction
-from bench.servers import REPO, ServerSpec, ServerUnavailable
+from bench.servers import ServerSpec, ServerUnavailable, group_cpu_seconds, results_path
 from service.card import read_verified_card
 from service.runtime import Runtime
 from service.settings import Settings
@@ -61,21 +61,6 @@ class Row:
     batch: float | None  # batch size (in-process) or mean batch size read from the server's counters
     errors: int = 0
     per_cpu_s: float = 0.0  # the same per CPU-second of the process(es) doing the work
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every live process in process group `pgid`: a server and its children (Triton's
-    server binary and Python-backend stubs run in the group PyTriton's process leads)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # it exited meanwhile
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def inprocess(workload: Workload, batch_sizes: tuple[int, ...], seconds: float, core: int) -> list[Row]:
@@ -347,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-compute-") as work:
         rows, facts = measure(args, Path(work))
     text = render(rows, facts)
-    out = args.out or REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-compute.md"
+    out = args.out or results_path("compute")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

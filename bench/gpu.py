@@ -52,7 +52,7 @@ import onnxruntime as ort
 
 from bench import inputs
 from bench.processes import service_tree
-from bench.servers import REPO, metric_value
+from bench.servers import REPO, metric_value, results_path
 from service.batching import ModelInputs
 from service.card import ImageInputSpec, TextInputSpec, read_verified_card
 from service.codecs.text import TextEncoder
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--connections", type=int, default=16, help="connections per client process")
     add("--epoch-steps", type=int, default=0, help="cut the OE epoch after this many steps (0: the whole epoch)")
     add("--model-root", type=Path, default=REPO / "models")
-    add("--out", type=Path, default=REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-gpu.md")
+    add("--out", type=Path, default=results_path("gpu"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -36,7 +36,7 @@ import numpy as np
 
 from bench import inputs, wrk
 from bench.processes import ProcessMemory, ServiceTree, service_tree
-from bench.servers import REPO
+from bench.servers import REPO, results_path
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=lambda t: [int(p) for p in t.split(",")], default=[1, 2])
     parser.add_argument("--seconds", type=int, default=10, help="load window, whole seconds (default 10)")
     parser.add_argument("--connections", type=int, default=8, help="connections per wrk client (default 8)")
-    default_out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-memory.md"
+    default_out = results_path("memory")
     parser.add_argument("--out", type=Path, default=default_out, help="Markdown results")
     args = parser.parse_args(argv)
     if args.seconds < 1 or min(args.workers) < 1:

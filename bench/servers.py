@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,13 @@ from bench.inputs import Api
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def results_path(kind: str) -> Path:
+    """Where a harness writes its report by default: bench/results/<YYYY-MM-DD-HHMM>-<kind>.md (UTC, now)."""
+    return REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-{kind}.md"
+
+
 TRITON_PACKAGES = ("nvidia-pytriton", "onnxruntime", "numpy")
 TRITON_PYENV_VERSION = "3.12.1"  # PyTriton's Python-backend stub is linked against libpython3.12 (PEERS.md)
 

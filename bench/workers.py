@@ -39,7 +39,7 @@ import onnxruntime
 
 from bench import inputs, wrk
 from bench.processes import ServiceTree, scrape, service_tree
-from bench.servers import REPO, metric_value
+from bench.servers import REPO, metric_value, results_path
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--env", action="append", default=[], metavar="OEGATE_NAME=VALUE", help="extra setting (repeatable)")
     add("--wait-quiet", type=float, default=0.0, help="first wait up to this many seconds for a quiet machine")
     add("--quiet-load", type=float, default=0.5, help="1-minute load average counted as quiet (default 0.5)")
-    default_out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-workers.md"
+    default_out = results_path("workers")
     add("--out", type=Path, default=default_out, help="Markdown results (default bench/results/<stamp>-workers.md)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or min(args.workers) < 1:

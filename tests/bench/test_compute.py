@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from bench import compute
-from bench.compute import Row, group_cpu_seconds, render
+from bench.compute import Row, render
 from bench.compute_models import text_workload
+from bench.servers import group_cpu_seconds
 from service.codecs.text import TokenBatch
 
 
