@@ -100,9 +100,11 @@ class Settings(BaseSettings):
     light_request_bytes: int = Field(default=16 * 1024, ge=0)
     """Largest body (in bytes) of a *light* request (a digit is ~0.5 KB of JSON): light requests may use the
     reserve below, decode in threads of their own and run ahead of heavy ones in their model's batch queue."""
-    light_reserved_share: float = Field(default=0.125, ge=0.0, lt=1.0)
-    """Share of `max_requests_in_flight` (rounded down; 32 of 256), each with `light_request_bytes` of the byte bound,
-    that heavy requests may not use, so that light ones are still admitted while heavy ones saturate the server."""
+    light_reserved_share: float = Field(default=0.75, ge=0.0, lt=1.0)
+    """Share of `max_requests_in_flight` (rounded down; 192 of 256), each with `light_request_bytes` of the byte
+    bound, that heavy requests may not use, so that light ones are still admitted while heavy ones saturate the
+    server: heavy requests hold at most 64 slots (as many as the whole bound before the lanes existed: more admitted
+    heavy work slowed even the 503s under bench.attack), light ones all 256 (128 connections of one-digit requests)."""
     limit_concurrency: int = Field(default=512, ge=2)
     """uvicorn's backstop: most connections (or tasks) at once, beyond which it answers a plain 503; must be above
     `max_requests_in_flight` so that probes and metrics keep working while predictions are refused."""

@@ -108,7 +108,7 @@ def test_the_reserve_must_leave_room_for_a_heavy_request_of_the_largest_body() -
 
 def test_settings_refuse_a_byte_bound_below_one_largest_body_plus_the_reserve(model_dir: Path) -> None:
     settings = Settings(model_dir=model_dir)
-    assert (settings.light_reserved_requests, settings.light_reserved_bytes) == (32, 32 * 16 * 1024)
+    assert (settings.light_reserved_requests, settings.light_reserved_bytes) == (192, 192 * 16 * 1024)
     with pytest.raises(ValueError, match=r"max_request_bytes_in_flight \(8388608\) must be >= max_body_bytes"):
         Settings(model_dir=model_dir, max_request_bytes_in_flight=8 * MB)
 

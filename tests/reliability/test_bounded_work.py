@@ -109,7 +109,7 @@ async def test_predictions_beyond_the_in_flight_bound_get_503_and_readiness_says
 ) -> None:
     started, release = blocked_runtime
     request = {"instances": [{"array": np.zeros((1, 28, 28)).tolist()}]}
-    async with serve(max_requests_in_flight=2, retry_after_s=3) as (app, client):
+    async with serve(max_requests_in_flight=2, retry_after_s=3, light_reserved_share=0.0) as (app, client):
         limits = app.state.components.limits
         held = [asyncio.ensure_future(client.post("/v1/models/tiny/predict", json=request)) for _ in range(2)]
         assert await anyio.to_thread.run_sync(started.wait, HANG)
