@@ -53,8 +53,9 @@ def docker(*args: str, timeout_s: float = 120.0, check: bool = True) -> subproce
     return result
 
 
-def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Polls `probe` until it returns something other than None (exceptions count as not yet)."""
+def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, logs: Callable[[], str] | None = None) -> T:
+    """Polls `probe` until it returns something other than None (exceptions count as not yet); on a timeout the
+    failure carries the tail of `logs()` (the container's own output: why it never became ready)."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -65,7 +66,8 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
         if value is not None:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})")
+    tail = f"\n--- its logs ---\n{logs()}" if logs is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error}){tail}")
 
 
 @dataclass
@@ -81,6 +83,12 @@ class Container:
 
         state: dict[str, object] = json.loads(docker("inspect", "--format", "{{json .State}}", self.name).stdout)
         return state
+
+
+def container_logs(name: str, lines: int = 40) -> str:
+    """The last `lines` of a container's output (stdout and stderr)."""
+    result = docker("logs", "--tail", str(lines), name, check=False)
+    return result.stdout + result.stderr
 
 
 @contextmanager

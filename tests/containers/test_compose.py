@@ -62,7 +62,8 @@ def stack() -> Iterator[Stack]:
 
 
 def test_compose_up_serves_the_committed_models(stack: Stack) -> None:
-    wait_for(lambda: httpx.get(f"{stack.service_url}/v2/health/ready").status_code == 200 or None, 120, "the service")
+    ready = lambda: httpx.get(f"{stack.service_url}/v2/health/ready").status_code == 200 or None  # noqa: E731
+    wait_for(ready, 120, "the service", lambda: stack.compose("logs", "--tail", "40", "service"))
     models = {model["name"]: model["version"] for model in httpx.get(f"{stack.service_url}/v1/models").json()["models"]}
     assert models == {
         "mnist-oe": LIVE_VERSION,

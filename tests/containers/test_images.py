@@ -25,6 +25,7 @@ from tests.containers.conftest import (
     Container,
     committed_models,
     container,
+    container_logs,
     docker,
     owned_copy,
     owned_dir,
@@ -87,7 +88,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Container
     ]  # fmt: skip
     with container("oegate-ctest-service", run_args) as service:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200 or None, 120, "the service")
+        ready = lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200 or None  # noqa: E731
+        wait_for(ready, 120, "the service", lambda: container_logs(service.name))
         yield service, url, models
 
 
