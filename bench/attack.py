@@ -49,7 +49,7 @@ from PIL import Image
 
 from bench.attack_report import LevelResult, Outcomes, render, verdicts
 from bench.inputs import load_test_digit
-from bench.servers import REPO, _stop, _wait_ready, free_port, results_path
+from bench.servers import REPO, _stop, _wait_ready, free_port, results_path, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -379,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_level(connections, args.seconds, server_core, Path(log_dir), settings, args.instances))
             logger.info("%s", verdicts(results[-1:]))
     facts["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(facts, results))
-    logger.info("wrote %s", args.out)
+    write_report(args.out, render(facts, results))
     return 0
 
 

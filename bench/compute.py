@@ -40,7 +40,7 @@ import onnxruntime
 from bench import servers, wrk
 from bench.compute_models import MODEL_NAMES, Workload, build_wrn, text_workload
 from bench.inputs import read_prediction
-from bench.servers import ServerSpec, ServerUnavailable, group_cpu_seconds, results_path
+from bench.servers import ServerSpec, ServerUnavailable, group_cpu_seconds, results_path, write_report
 from service.card import read_verified_card
 from service.runtime import Runtime
 from service.settings import Settings
@@ -332,11 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-compute-") as work:
         rows, facts = measure(args, Path(work))
     text = render(rows, facts)
-    out = args.out or results_path("compute")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     print(text)
-    print(f"wrote {out}")
+    write_report(args.out or results_path("compute"), text)
     return 0
 
 

@@ -52,7 +52,7 @@ import onnxruntime as ort
 
 from bench import inputs
 from bench.processes import service_tree
-from bench.servers import REPO, metric_value, results_path
+from bench.servers import REPO, metric_value, results_path, write_report
 from service.batching import ModelInputs
 from service.card import ImageInputSpec, TextInputSpec, read_verified_card
 from service.codecs.text import TextEncoder
@@ -398,9 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         epoch.append("\nOn CUDA: skipped (CUDA unavailable).")
     sections[f"One OE fine-tune epoch of {QUICK_CONFIG.name}"] = epoch
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(facts, sections))
-    print(render(facts, sections), flush=True)
+    text = render(facts, sections)
+    write_report(args.out, text)
+    print(text, flush=True)
     return 1 if failures else 0
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from bench import inputs, wrk
 from bench.processes import ProcessMemory, ServiceTree, service_tree
-from bench.servers import REPO, results_path
+from bench.servers import REPO, results_path, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("measuring %d worker(s)", workers)
             measurements.append(measure(workers, args.seconds, args.connections, Path(work), values))
     facts["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(facts, measurements, artifacts(REPO / "models")))
-    logger.info("wrote %s", args.out)
+    write_report(args.out, render(facts, measurements, artifacts(REPO / "models")))
     return 0
 
 

@@ -36,6 +36,13 @@ def results_path(kind: str) -> Path:
     return REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-{kind}.md"
 
 
+def write_report(out: Path, text: str) -> None:
+    """Write a harness's report (creating its folder) and log where it went."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    logging.getLogger("bench").info("wrote %s", out)
+
+
 TRITON_PACKAGES = ("nvidia-pytriton", "onnxruntime", "numpy")
 TRITON_PYENV_VERSION = "3.12.1"  # PyTriton's Python-backend stub is linked against libpython3.12 (PEERS.md)
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from bench.reference_oe import IN_WORKERS, OUT_WORKERS, TEST_WORKERS, reference_oe_tune
-from bench.servers import REPO, results_path
+from bench.servers import REPO, results_path, write_report
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, load_config
 from training.data.base import ImageSet, InDistribution
@@ -278,11 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _, results, facts = measure(args)
     text = render(results, facts)
-    out = args.out or results_path("train-speed")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     print(text)
-    print(f"wrote {out}")
+    write_report(args.out or results_path("train-speed"), text)
     return 0
 
 

@@ -39,7 +39,7 @@ import onnxruntime
 
 from bench import inputs, wrk
 from bench.processes import ServiceTree, scrape, service_tree
-from bench.servers import REPO, metric_value, results_path
+from bench.servers import REPO, metric_value, results_path, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -256,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s", asdict(row))
                 rows.append(row)
     facts["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(facts, rows))
-    logger.info("wrote %s", args.out)
+    write_report(args.out, render(facts, rows))
     return 0
 
 
