@@ -13,7 +13,7 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-cor
 # runs it against a local recorder.
 APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve \
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve kserve-client \
 	lock wheelhouse base-image image image-train image-prometheus test-container
 
 # Serving needs only the base dependencies.
@@ -32,6 +32,17 @@ $(VENV)/.dev-stamp: pyproject.toml requirements-data.txt $(VENV)/.serve-stamp
 
 venv-serve: $(VENV)/.serve-stamp
 venv: $(VENV)/.dev-stamp
+
+# KServe's Python SDK, the suite's second real V2 client (tests/service/test_kserve_client.py). It pins its own
+# fastapi, grpcio, pandas and kubernetes, so it gets a venv of its own, which the test drives as a subprocess.
+KSERVE_VENV ?= .venv-kserve
+KSERVE ?= kserve==0.21.0
+$(KSERVE_VENV)/.stamp: Makefile
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install -q '$(KSERVE)'
+	touch $@
+
+kserve-client: $(KSERVE_VENV)/.stamp
 
 run: venv-serve
 	$(PY) -m service
@@ -59,8 +70,8 @@ typecheck: venv
 
 # Prints line and branch coverage of service/ and training/ at the end (pytest-cov); running single test files
 # with `$(PY) -m pytest tests/...` stays free of it.
-pytest: venv apt-data
-	$(PY) -m pytest --cov=service --cov=training --cov-branch --cov-report=term
+pytest: venv apt-data kserve-client
+	OEGATE_KSERVE_PYTHON=$(KSERVE_VENV)/bin/python $(PY) -m pytest --cov=service --cov=training --cov-branch --cov-report=term
 
 test: lint typecheck pytest
 
@@ -151,4 +162,4 @@ gpu-check: venv
 	$(PY) -m bench.gpu
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,4 +1,4 @@
-"""Run `python -m service` as a real uvicorn process on a free port, for end-to-end tests."""
+"""Run `python -m service` as a real uvicorn process on a free port, or an app in a thread, for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -68,3 +70,23 @@ def service_process(env: dict[str, str], log_path: Path, startup_timeout_s: floa
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
     assert returncode in (0, -signal.SIGTERM), log_path.read_text()
     assert "Application shutdown complete." in log_path.read_text()
+
+
+@contextmanager
+def app_in_thread(app: Any) -> Iterator[str]:
+    """Serve the ASGI `app` with uvicorn on a free port in a thread of this process; yields "127.0.0.1:PORT"."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 
 from service.app import create_app
-from tests.e2e.server import free_port
+from tests.e2e.server import app_in_thread
 from tests.service.conftest import clone_artifact, digit_like, make_settings, png_bytes
 from tests.text_artifacts import LABELS as TEXT_LABELS
 
@@ -36,18 +33,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, te
     clone_artifact(tiny_artifact, models, "tiny", 1)
     clone_artifact(tiny_artifact, models, "counted", 1)
     clone_artifact(text_artifact, models, "words", 1)
-    app = create_app(make_settings(models, max_batch_size=8))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with app_in_thread(create_app(make_settings(models, max_batch_size=8))) as url:
+        yield url
 
 
 @pytest.fixture
