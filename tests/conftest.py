@@ -15,6 +15,7 @@ import pytest
 
 from tests.artifacts import publish_tiny
 from training.image.anomalies import real_anomalies, rendered_sets
+from training.image.pool import fontglyphs
 from training.image.pool import sources as pool_sources
 
 APT_PATHS: dict[str, Callable[[], Path]] = {
@@ -23,6 +24,8 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "fonts-aenigma": lambda: rendered_sets.AENIGMA_DIR,
     "fonts-dejavu-core": lambda: Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     "fonts-noto-core": lambda: rendered_sets.NOTO_DIR,
+    "fonts-dejavu-extra": lambda: fontglyphs.DEJAVU_DIR / "DejaVuSansCondensed.ttf",
+    "fonts-nanum": lambda: fontglyphs.NANUM_DIR,
     # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),
     "prometheus": lambda: Path("/usr/bin/prometheus"),

@@ -34,7 +34,7 @@ from training.data.registry import POOL_RECIPES
 from training.data.splits import draw
 from training.evaluation.metrics import detection_figures
 from training.evaluation.report_sections import loso_table
-from training.image.pool.build import SCRIBBLES_GROUP, full_view, load_default_pool_groups
+from training.image.pool.build import DRAWN_GROUPS, full_view, load_default_pool_groups
 from training.image.pool.sources import default_sources
 from training.pipeline import Context, anomaly_scores, run_baseline, screen_pool
 from training.train import predict_logits, train_stage
@@ -132,10 +132,10 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
             "oe": oe.figures(ctx, held_out),
             "baseline": baseline.figures(ctx, held_out),
         }
-        # A drawn group (scribbles) has no source pictures: its samples are already whole.
+        # A drawn group (scribbles, glyphs) has no source pictures: its samples are already whole.
         whole = (
             held_out
-            if name == SCRIBBLES_GROUP
+            if name in DRAWN_GROUPS
             else whole_pictures(sources.get(name, ()), ctx.data.shape, HELD_OUT_SAMPLES, cfg.run.seed, name)
         )
         if whole is not None:

@@ -40,8 +40,13 @@ from training.image.torchvision_sets import TORCHVISION_NAMES, load_torchvision
 
 IN_DISTRIBUTION_NAMES = ("mnist", "mnist5k")
 IN_DISTRIBUTION_FORMS = ("npz:PATH", "npy:PATH", "imagefolder:PATH", "torchvision:NAME:ROOT")
-POOL_NAMES = ("default", "default-mixed", "default-scribbles")
-POOL_RECIPES = {"default": "crops", "default-mixed": "mixed", "default-scribbles": "mixed+scribbles"}
+POOL_NAMES = ("default", "default-mixed", "default-scribbles", "default-glyphs")
+POOL_RECIPES = {
+    "default": "crops",
+    "default-mixed": "mixed",
+    "default-scribbles": "mixed+scribbles",
+    "default-glyphs": "mixed+scribbles+glyphs",
+}
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
 TEST_ANOMALY_SET_NAMES = (*SYNTHETIC_NAMES, *REAL_SET_NAMES)
@@ -119,7 +124,8 @@ def load_outlier_pool(
     """The OE outlier pool as uint8 [N, C, H, W] with (C, H, W) = `shape`; `limit` keeps a seeded subset.
 
     `default` is the cached pool of random clip-art crops, `default-mixed` the recipe with outline and placed views
-    (`pool/build.py`), `default-scribbles` default-mixed plus a group of drawn pen strokes (`pool/scribbles.py`);
+    (`pool/build.py`), `default-scribbles` default-mixed plus a group of drawn pen strokes (`pool/scribbles.py`),
+    `default-glyphs` that plus a group of drawn font glyphs (`pool/fontglyphs.py`);
     `exclude` drops source groups of any of them (leave-one-source-out runs).
     """
     parsed = parse_spec(spec)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from training.image.anomalies.synthetic import gaussian_blur
+
 FIELD = 28
 BOX = 20
 RENDER_SIZE = 64
@@ -66,6 +68,15 @@ def mnist_box(ink: np.ndarray) -> np.ndarray:
     field = np.zeros((FIELD, FIELD), dtype=np.uint8)
     field[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
     return field
+
+
+def shape_features(images: np.ndarray) -> np.ndarray:
+    """Blurred, mean-centered, unit-norm pixel vectors of 28 x 28 images: their dot products are cosine similarities
+    that tolerate small shifts (how glyphs are compared with digits to drop look-alikes)."""
+    blurred = gaussian_blur(images.reshape(-1, FIELD, FIELD).astype(np.float64), 1.0, axes=(1, 2))
+    flat = blurred.reshape(len(images), -1)
+    flat -= flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
 
 class GlyphRenderer:

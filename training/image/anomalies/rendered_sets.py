@@ -32,8 +32,7 @@ import PIL
 
 from training.data.base import MissingPackageError
 from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomic
-from training.image.anomalies.glyphs import GlyphRenderer
-from training.image.anomalies.synthetic import gaussian_blur
+from training.image.anomalies.glyphs import GlyphRenderer, shape_features
 
 AENIGMA_DIR = Path("/usr/share/fonts/truetype/aenigma")
 NOTO_DIR = Path("/usr/share/fonts/truetype/noto")
@@ -143,21 +142,13 @@ def _noto_fonts(font_dir: Path, stem: str) -> list[tuple[Path, int]]:
     return fonts
 
 
-def _features(images: np.ndarray) -> np.ndarray:
-    """Blurred, mean-centered, unit-norm pixel vectors: cosine similarity that tolerates small shifts."""
-    blurred = gaussian_blur(images.reshape(-1, 28, 28).astype(np.float64), 1.0, axes=(1, 2))
-    flat = blurred.reshape(len(images), -1)
-    flat -= flat.mean(axis=1, keepdims=True)
-    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-
-
 def _digit_features(font_dir: Path) -> np.ndarray:
     templates: list[np.ndarray] = []
     for path, stroke in _noto_fonts(font_dir, ""):
         renderer = GlyphRenderer.open(path, stroke)
         if renderer is not None:
             templates.extend(g for g in map(renderer.render, "0123456789") if g is not None)
-    return _features(np.stack(templates)) if templates else np.zeros((0, 28 * 28))
+    return shape_features(np.stack(templates)) if templates else np.zeros((0, 28 * 28))
 
 
 def render_omniglot(font_dir: Path = NOTO_DIR) -> RenderedSet:
@@ -176,7 +167,7 @@ def render_omniglot(font_dir: Path = NOTO_DIR) -> RenderedSet:
     images, classes = _stack(glyphs), np.asarray(labels, np.int64)
     digits = _digit_features(font_dir)
     if len(images) and len(digits):
-        keep = (_features(images[:, 0]) @ digits.T).max(axis=1) < DIGIT_SIMILARITY
+        keep = (shape_features(images[:, 0]) @ digits.T).max(axis=1) < DIGIT_SIMILARITY
         images, classes = images[keep], classes[keep]
     return RenderedSet(images, classes, tuple(script.alphabet for script in OMNIGLOT_SCRIPTS))
 

@@ -29,7 +29,7 @@ import logging
 import multiprocessing
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomi
 from training.data.splits import draw
 from training.image.convert import check_pixels, fit_to_shape, flatten_alpha, image_to_chw, to_nchw
 from training.image.image_folder import list_images
+from training.image.pool.fontglyphs import font_glyphs
 from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, default_sources
 
@@ -308,14 +309,22 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
 
 
 SCRIBBLES_GROUP = "scribbles"
+GLYPHS_GROUP = "glyphs"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
-SCRIBBLE_SHAPE = (1, 28, 28)
-SCRIBBLE_SEED = 0  # a fixed set, as the cached clip-art pool is built with seed 0
+GLYPH_SAMPLES = 6000  # the same
+DRAWN_SHAPE = (1, 28, 28)
+DRAWN_SEED = 0  # fixed sets, as the cached clip-art pool is built with seed 0
+# Groups drawn at load time (no source pictures), appended to a recipe as `RECIPE+NAME[+NAME]`.
+DRAWN_GROUPS: dict[str, Callable[[], np.ndarray]] = {
+    SCRIBBLES_GROUP: lambda: scribbles(SCRIBBLE_SAMPLES, DRAWN_SEED),
+    GLYPHS_GROUP: lambda: font_glyphs(GLYPH_SAMPLES, DRAWN_SEED),
+}
 
 
 def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
-    when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group."""
+    when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group,
+    `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():
@@ -331,17 +340,17 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
             "rebuild it with `make data` or `python -m training data build-pool`"
         )
     images, groups, names = arrays["images"], arrays["groups"], list(manifest["groups"])
-    if extra == SCRIBBLES_GROUP:
-        if tuple(shape) != SCRIBBLE_SHAPE:
+    for group in extra.split("+") if extra else []:
+        if group not in DRAWN_GROUPS:
+            raise DataError(f"unknown pool recipe {recipe!r}")
+        if tuple(shape) != DRAWN_SHAPE:
             raise DataError(
-                f"the scribbles group is drawn for 28 x 28 grayscale models, not shape {shape}: use `default-mixed`"
+                f"the {group} group is drawn for 28 x 28 grayscale models, not shape {shape}: use `default-mixed`"
             )
-        drawn = scribbles(SCRIBBLE_SAMPLES, SCRIBBLE_SEED)
+        drawn = DRAWN_GROUPS[group]()
         images = np.concatenate([images, drawn])
         groups = np.concatenate([groups, np.full(len(drawn), len(names), dtype=groups.dtype)])
-        names = [*names, SCRIBBLES_GROUP]
-    elif extra:
-        raise DataError(f"unknown pool recipe {recipe!r}")
+        names = [*names, group]
     return images, groups, names
 
 

@@ -256,7 +256,7 @@ def test_scribbles_pool_is_the_mixed_pool_plus_one_drawn_group(
     both = load_outlier_pool("default-scribbles", SHAPE)
     assert len(both) == len(mixed) + 7
     assert np.array_equal(both[: len(mixed)], mixed)
-    assert np.array_equal(both[len(mixed) :], scribbles(7, pool_module.SCRIBBLE_SEED))
+    assert np.array_equal(both[len(mixed) :], scribbles(7, pool_module.DRAWN_SEED))
     _, groups, names = pool_module.load_default_pool_groups(SHAPE, "mixed+scribbles")
     assert names == ["clipart", "sprites", "scribbles"] and int(np.sum(groups == 2)) == 7
     assert np.array_equal(load_outlier_pool("default-scribbles", SHAPE, exclude=["scribbles"]), mixed)

@@ -1,0 +1,215 @@
+"""Font glyphs: characters of scripts no test set holds, and symbols, drawn like handwriting; an OE source.
+
+The clip-art pool and the scribbles teach the net that pictures and loose pen strokes are not digits. What a digit
+reader most often meets by mistake is *writing*: characters of other scripts, symbols, marks. This source draws
+such characters from fonts of Debian packages that no anomaly set reads (`fonts-dejavu-core`, `fonts-dejavu-extra`,
+`fonts-nanum`), restricted so that it shares no script with the evaluation:
+
+- scripts: Cyrillic, Georgian, Arabic (isolated forms), Hangul syllables, Ethiopic is left out (the Omniglot
+  analogue's Ge'ez); and symbols: punctuation, currency, arrows, mathematical operators, geometric shapes,
+  miscellaneous symbols, dingbats, box drawing;
+- never: Latin (the notMNIST analogue's letters), Greek and Hebrew (Omniglot analogue alphabets), Armenian (the
+  flywheel test's unseen script), any digit of any script (Unicode category N*), nor a glyph that looks like a
+  digit: blurred cosine similarity >= 0.85 to any of 0-9 drawn by the same fonts (as the Omniglot analogue drops
+  them), before the pool-wide screen (`screen.py`) drops what the baseline itself reads as a digit.
+
+Each sample is one character of one font, chosen script-group first (each group an equal share, so 11,172 Hangul
+syllables do not drown 33 Georgian letters), drawn on a 64 px em with a random pen (extra stroke 0-3 px), sheared,
+rotated and stretched a little (a hand does not write upright type), slightly blurred, then normalized as MNIST
+digits are (`glyphs.mnist_box`). The draw depends only on the seed and the fonts installed; the result is cached
+(`cache.py`) and redrawn when the fonts or this code change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import Image, ImageFilter
+
+from training.data.base import DataError, MissingPackageError
+from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomic
+from training.image.anomalies.glyphs import GlyphRenderer, load_font, mnist_box, shape_features
+from training.image.anomalies.rendered_sets import DIGIT_SIMILARITY
+
+DRAW_VERSION = 1  # bumped whenever the drawing changes, so a cached set is redrawn
+DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
+NANUM_DIR = Path("/usr/share/fonts/truetype/nanum")
+PACKAGES = {"dejavu": "fonts-dejavu-extra", "nanum": "fonts-nanum"}  # -extra brings -core
+PEN = (0, 3)  # extra stroke width in pixels of the 64 px em, inclusive
+SHEAR = 0.3  # |x shear| <= 0.3
+ROTATION = 15.0  # degrees either way
+STRETCH = (0.75, 1.3)  # width scale
+BLUR_RADIUS = 0.8
+HANGUL_SAMPLE = 600  # syllables drawn from the 11,172 (evenly spaced)
+CHUNK = 256  # glyphs drawn between two runs of the digit filter
+
+
+@dataclass(frozen=True)
+class ScriptGroup:
+    """One equal share of the source: its code point ranges and the fonts that draw them."""
+
+    name: str
+    ranges: tuple[tuple[int, int], ...]  # inclusive
+    family: str  # "dejavu" or "nanum"
+
+
+GROUPS = (
+    ScriptGroup("cyrillic", ((0x0400, 0x045F), (0x0460, 0x0481), (0x048A, 0x04FF)), "dejavu"),
+    ScriptGroup("georgian", ((0x10A0, 0x10C5), (0x10D0, 0x10FA)), "dejavu"),
+    ScriptGroup("arabic", ((0x0621, 0x064A), (0x0671, 0x06D3)), "dejavu"),
+    ScriptGroup("hangul", ((0xAC00, 0xD7A3),), "nanum"),
+    ScriptGroup(
+        "symbols",
+        (
+            (0x0021, 0x002F),
+            (0x003A, 0x0040),
+            (0x005B, 0x0060),
+            (0x007B, 0x007E),
+            (0x00A1, 0x00BF),
+            (0x2010, 0x205E),
+            (0x20A0, 0x20BF),
+            (0x2190, 0x21FF),
+            (0x2200, 0x22FF),
+            (0x2300, 0x23FF),
+            (0x2500, 0x257F),
+            (0x25A0, 0x25FF),
+            (0x2600, 0x26FF),
+            (0x2700, 0x27BF),
+        ),
+        "dejavu",
+    ),
+)
+EXCLUDED_SCRIPTS = ("LATIN", "GREEK", "HEBREW", "ARMENIAN", "ETHIOPIC")
+
+
+def _allowed(char: str) -> bool:
+    """Not a digit or number of any kind, not a mark, space or control, and of none of the excluded scripts."""
+    category = unicodedata.category(char)
+    if category[0] in "NMZC":
+        return False
+    name = unicodedata.name(char, "")
+    return bool(name) and not any(name.startswith(script) for script in EXCLUDED_SCRIPTS)
+
+
+def group_characters(group: ScriptGroup) -> list[str]:
+    """The characters of `group` the source may draw (before asking any font whether it has them)."""
+    chars = [chr(c) for start, end in group.ranges for c in range(start, end + 1)]
+    chars = [c for c in chars if _allowed(c)]
+    if group.name == "hangul" and len(chars) > HANGUL_SAMPLE:
+        chars = [chars[i] for i in np.linspace(0, len(chars) - 1, HANGUL_SAMPLE).round().astype(int)]
+    return chars
+
+
+def font_files(dejavu_dir: Path = DEJAVU_DIR, nanum_dir: Path = NANUM_DIR) -> dict[str, list[Path]]:
+    """The fonts of each family; MissingPackageError naming the packages when either family is absent.
+    DejaVu's TeX math font is left out (it draws text in the Latin of TeX Gyre)."""
+    families = {
+        "dejavu": sorted(p for p in dejavu_dir.glob("DejaVu*.ttf") if "Math" not in p.name),
+        "nanum": sorted(nanum_dir.glob("Nanum*.ttf")),
+    }
+    for family, files in families.items():
+        if not files:
+            where = dejavu_dir if family == "dejavu" else nanum_dir
+            raise MissingPackageError(PACKAGES[family], str(where), "the font-glyphs OE source")
+    return families
+
+
+def digit_templates(fonts: list[Path]) -> np.ndarray:
+    """Features of 0-9 drawn by every font in `fonts`, plain and with a 2 px pen."""
+    drawn: list[np.ndarray] = []
+    for path in fonts:
+        for stroke in (0, 2):
+            renderer = GlyphRenderer.open(path, stroke)
+            if renderer is not None:
+                drawn.extend(g for g in map(renderer.render, "0123456789") if g is not None)
+    return shape_features(np.stack(drawn)) if drawn else np.zeros((0, 28 * 28))
+
+
+def _hand(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The ink sheared, rotated, stretched and softened like a written character."""
+    image = Image.fromarray(ink)
+    pad = max(image.size) // 2 + 8
+    canvas = Image.new("L", (image.width + 2 * pad, image.height + 2 * pad), 0)
+    canvas.paste(image, (pad, pad))
+    shear = rng.uniform(-SHEAR, SHEAR)
+    cx = canvas.width / 2
+    affine = (1, shear, -shear * cx, 0, 1, 0)
+    canvas = canvas.transform(canvas.size, Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR)
+    canvas = canvas.rotate(rng.uniform(-ROTATION, ROTATION), resample=Image.Resampling.BILINEAR)
+    stretch = rng.uniform(*STRETCH)
+    canvas = canvas.resize((max(1, round(canvas.width * stretch)), canvas.height), Image.Resampling.BILINEAR)
+    canvas = canvas.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
+    box = canvas.getbbox()
+    return np.asarray(canvas.crop(box) if box else canvas, dtype=np.uint8)
+
+
+def draw_glyphs(
+    count: int, seed: int, families: dict[str, list[Path]] | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(uint8 [count', 1, 28, 28] glyphs, samples kept per script group); count' <= count after the digit filter."""
+    families = families or font_files()
+    rng = np.random.default_rng([seed, DRAW_VERSION])
+    templates = digit_templates(families["dejavu"])
+    renderers: dict[tuple[Path, int], GlyphRenderer | None] = {}
+    out: list[np.ndarray] = []
+    kept: dict[str, int] = {}
+    share = -(-count // len(GROUPS))
+    for group in GROUPS:
+        chars = group_characters(group)
+        fonts = families[group.family]
+        glyphs = np.zeros((0, 28, 28), np.uint8)
+        tries = 0
+        while len(glyphs) < share and tries < 20 * share:
+            drawn: list[np.ndarray] = []
+            for _ in range(CHUNK):
+                tries += 1
+                path = fonts[int(rng.integers(len(fonts)))]
+                pen = int(rng.integers(PEN[0], PEN[1] + 1))
+                if (path, pen) not in renderers:
+                    font = load_font(path)
+                    renderers[path, pen] = None if font is None else GlyphRenderer(font, pen)
+                renderer = renderers[path, pen]
+                char = chars[int(rng.integers(len(chars)))]
+                ink = None if renderer is None else renderer.ink(char)
+                if ink is not None:  # None: the font lacks the character
+                    drawn.append(mnist_box(_hand(ink, rng)))
+            if not drawn:
+                continue
+            batch = np.stack(drawn)
+            if len(templates):
+                batch = batch[(shape_features(batch) @ templates.T).max(axis=1) < DIGIT_SIMILARITY]
+            glyphs = np.concatenate([glyphs, batch])[:share]
+        kept[group.name] = len(glyphs)
+        out.append(glyphs)
+    images = np.concatenate(out)[:, None] if out else np.zeros((0, 1, 28, 28), np.uint8)
+    order = rng.permutation(len(images))[:count]
+    return np.ascontiguousarray(images[np.sort(order)]), kept
+
+
+def _fingerprint(count: int, seed: int, families: dict[str, list[Path]]) -> str:
+    digest = hashlib.sha256(f"glyphs|{DRAW_VERSION}|{count}|{seed}|{PIL.__version__}".encode())
+    for path in (p for files in families.values() for p in files):
+        digest.update(f"|{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def font_glyphs(count: int, seed: int) -> np.ndarray:
+    """`count` (or slightly fewer) drawn glyphs, cached in the data cache (module doc)."""
+    families = font_files()
+    fingerprint = _fingerprint(count, seed, families)
+    path = data_cache_dir() / f"font-glyphs-{count}-{seed}.npz"
+    if path.is_file():
+        try:
+            arrays, manifest = load_npz_checked(path)
+            if manifest.get("fingerprint") == fingerprint:
+                return arrays["images"]
+        except DataError:
+            pass  # a damaged cache is redrawn
+    images, kept = draw_glyphs(count, seed, families)
+    save_npz_atomic(path, {"images": images}, {"fingerprint": fingerprint, "kept": kept, "count": count, "seed": seed})
+    return images
