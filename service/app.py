@@ -105,7 +105,9 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics, timeout_s=settings.body_timeout_s
     )
-    app.add_middleware(InFlightLimitMiddleware, limits=limits, metrics=metrics)
+    app.add_middleware(
+        InFlightLimitMiddleware, limits=limits, metrics=metrics, heavy_per_model=settings.heavy_requests_per_model
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (native.router, models.router, v2.public, v2.router, health.router, admin.router):
         app.include_router(router)

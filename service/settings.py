@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     help an accelerator whose per-run cost dominates; on CPU, 2 ms measured no faster at 32 connections and
     slower at 1 and 8 (README.md, Speed)."""
     max_queue_size: int = Field(default=1024, ge=1)
-    """Most instances waiting per model; beyond it requests get 503 with Retry-After."""
+    """Most instances waiting per model (each lane's queue); beyond it requests get 503 with Retry-After. It also
+    sets how many heavy requests one model admits at once (`max_queue_size // max_instances`), so that admitted
+    requests always fit the queue and excess ones are refused before their body is read."""
     retry_after_s: int = Field(default=1, ge=1)
     """Seconds sent in the Retry-After header of an overload (503) response."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -198,6 +200,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"pin {pair!r} must be name=version with a positive integer version")
             pins[name.strip()] = version.strip()
         return pins
+
+    @property
+    def heavy_requests_per_model(self) -> int:
+        """Heavy requests admitted at once for one model (`max_queue_size // max_instances`, 16 by default): however
+        many instances each holds, they fit the model's queue, so no admitted request is refused late by a full
+        queue (service/admission.py)."""
+        return self.max_queue_size // self.max_instances
 
     @property
     def light_reserved_requests(self) -> int:
