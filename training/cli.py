@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(p)
     p.add_argument(
         "--with-captures", type=Path, metavar="DIR",
-        help="retrain the live version with the reviewed captures in DIR (the OE flywheel; image models)",
+        help="retrain the live version with the reviewed captures in DIR, one capture store or a directory of "
+        "stores (one per replica) (the OE flywheel; image models)",
     )  # fmt: skip
     p.add_argument("--labels", type=Path, help="with --with-captures: the labels file (default DIR/labels.txt)")
     p.add_argument(

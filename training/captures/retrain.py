@@ -114,12 +114,10 @@ def figures(
     return result
 
 
-def _with_captures(
-    ctx: Context, captures_dir: Path, curated: Curated, pool: np.ndarray
-) -> tuple[Context, np.ndarray, dict[str, Any]]:
+def _with_captures(ctx: Context, curated: Curated, pool: np.ndarray) -> tuple[Context, np.ndarray, dict[str, Any]]:
     """The context with in-distribution captures added to the training split, and the pool with outlier captures."""
     class_names = list(ctx.data.class_names)
-    outliers, valid, valid_labels = image_arrays(captures_dir, curated.train, ctx.data.shape, class_names)
+    outliers, valid, valid_labels = image_arrays(curated.train, ctx.data.shape, class_names)
     train = ctx.data.train
     assert train.labels is not None
     if len(valid):
@@ -168,7 +166,7 @@ def run_with_captures(
     )
     pool = load_pool(ctx)
     start, normalize, start_note = _live_checkpoint(live, ctx)
-    ctx, pool, pool_record = _with_captures(ctx, captures_dir, curated, pool)
+    ctx, pool, pool_record = _with_captures(ctx, curated, pool)
     if start is not None and normalize is not None:
         ctx = dataclasses.replace(ctx, normalize=normalize)
         start_record = {"kind": "live-checkpoint", "note": start_note}
@@ -183,7 +181,7 @@ def run_with_captures(
         name: as_float(load_anomalies(name, ctx.data, n=cfg.data.val_anomaly_samples, seed=cfg.run.seed))
         for name in cfg.data.val_anomalies
     }
-    heldout = image_arrays(captures_dir, curated.heldout, ctx.data.shape, list(ctx.data.class_names))
+    heldout = image_arrays(curated.heldout, ctx.data.shape, list(ctx.data.class_names))
 
     def candidate_score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = predict_logits(net, ctx.normalize, images)
