@@ -161,3 +161,17 @@ def image_arrays(
         np.stack([image for image, _ in valid]) if valid else empty,
         np.array([class_names.index(str(name)) for _, name in valid], dtype=np.int64),
     )
+
+
+def text_lists(items: list[tuple[Capture, Label]], class_names: list[str]) -> tuple[list[str], list[str], np.ndarray]:
+    """(outlier texts, in-distribution texts, their class indices as int64 [N]), whitespace collapsed as the
+    training texts are."""
+    from training.text.data import collapse_whitespace
+
+    outliers = [collapse_whitespace(capture_text(c)) for c, label in items if label.text == OUTLIER]
+    valid = [(collapse_whitespace(capture_text(c)), label.class_name) for c, label in items if label.class_name]
+    return (
+        outliers,
+        [text for text, _ in valid],
+        np.array([class_names.index(str(name)) for _, name in valid], dtype=np.int64),
+    )
