@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from training.artifact import Artifact, load_artifact, run_text_session
+from training.artifact import Artifact, load_artifact, read_card, run_text_session
 from training.captures.compare import capture_repeats, figures, pool_record, promotion_record, trained_on_note
 from training.captures.curate import Curated, curate, text_lists
 from training.captures.promotion import report
@@ -156,24 +157,25 @@ def run_text_with_captures(
     theirs = figures(_score(live.run_texts), live.card.threshold.value, val_data, anomalies, heldout)
     title = f"{live.card.name}: candidate retrained on captures vs live version {live.card.version}"
     notes = [start_record["note"], f"corpus: {mixing}", *trained_on_note(live, cfg.data.in_distribution)]
-    outcome: dict[str, Any] = {}
 
     def summarize(run: GraphRunner) -> tuple[Any, dict[str, Any]]:
         """The pipeline's validation summary on the served graph, plus the comparison with the live version."""
         threshold, evaluation = validation_summary(ctx, run)
         ours = figures(_score(run), threshold.value, val_data, anomalies, heldout)
-        promotion, rows, passed = promotion_record(cfg.promotion, ours, theirs, live, live_dir)
-        outcome.update(markdown=report(title, rows, curated.summary, notes, passed), passed=passed)
+        promotion, _, _ = promotion_record(cfg.promotion, ours, theirs, live, live_dir)
         return threshold, {**evaluation, "promotion": promotion}
 
     def comparison(evaluation: dict[str, Any]) -> dict[str, bytes]:
-        return {"comparison.md": str(outcome["markdown"]).encode()}
+        promotion = evaluation["promotion"]
+        markdown = report(title, promotion["checks"], curated.summary, notes, promotion["passed"])
+        return {"comparison.md": markdown.encode()}
 
     published = publish_text(
         ctx, net, name=cfg.export.name, stage="oe", corpus_size=corpus_size, summarize=summarize,
         extra_training={"captures": curated.summary, "start": start_record, "captures_corpus": mixing},
         extra_files=comparison,
     )  # fmt: skip
-    (ctx.run_dir / "comparison.md").write_text(str(outcome["markdown"]))
-    log.info("promotion rule %s: %s", "passed" if outcome["passed"] else "FAILED", published / "comparison.md")
+    shutil.copyfile(published / "comparison.md", ctx.run_dir / "comparison.md")
+    passed = read_card(published).evaluation["promotion"]["passed"]
+    log.info("promotion rule %s: %s", "passed" if passed else "FAILED", published / "comparison.md")
     return [published]
