@@ -147,7 +147,9 @@ class Settings(BaseSettings):
 
     capture_dir: Path | None = None
     """Directory of the capture store (rejected and sampled inputs, with an index, `index.sqlite`); capture is off
-    while unset, and then nothing is stored and no directory is created. Must lie outside `model_dir`."""
+    while unset, and then nothing is stored and no directory is created. Must lie outside `model_dir`. A store has
+    one writer: give each replica its own (`/captures/$(POD_NAME)` on Kubernetes, deploy/k8s/capture); training
+    reads a directory of stores as one."""
     capture_models: Annotated[list[str] | None, NoDecode] = None
     """Models whose inputs are captured, as `a,b` or a JSON list; unset means every model (when capture is on)."""
     capture_rejected_rate: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -69,17 +69,24 @@ def _pipeline_with_captures(args: argparse.Namespace) -> int:
     from training.captures.commands import DEFAULT_LABELS
     from training.captures.retrain import newest_version, run_with_captures
 
+    labels = args.labels or args.with_captures / DEFAULT_LABELS
     if is_text_config(read_raw_config(args.config, args.overrides)):
-        raise ValueError(
-            "--with-captures retrains image models only: text captures can be listed, sampled, labelled and curated "
-            "(`python -m training captures`), not yet trained on"
-        )
-    cfg = _config(args)
-    live = args.live if args.live is not None else newest_version(args.served_models, cfg.export.name)
-    published = run_with_captures(
-        cfg, captures_dir=args.with_captures, labels_path=args.labels or args.with_captures / DEFAULT_LABELS,
-        live_dir=live, command=args.command_line, resume=args.resume, force=args.force,
-    )  # fmt: skip
+        from training.captures.retrain_text import run_text_with_captures
+        from training.text.config import load_text_config
+
+        text_cfg = load_text_config(args.config, args.overrides)
+        live = args.live if args.live is not None else newest_version(args.served_models, text_cfg.export.name)
+        published = run_text_with_captures(
+            text_cfg, captures_dir=args.with_captures, labels_path=labels, live_dir=live, command=args.command_line,
+            resume=args.resume, force=args.force,
+        )  # fmt: skip
+    else:
+        cfg = _config(args)
+        live = args.live if args.live is not None else newest_version(args.served_models, cfg.export.name)
+        published = run_with_captures(
+            cfg, captures_dir=args.with_captures, labels_path=labels, live_dir=live, command=args.command_line,
+            resume=args.resume, force=args.force,
+        )  # fmt: skip
     for path in published:
         print(path)
         print(path / "comparison.md")
@@ -235,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(p)
     p.add_argument(
         "--with-captures", type=Path, metavar="DIR",
-        help="retrain the live version with the reviewed captures in DIR (the OE flywheel; image models)",
+        help="retrain the live version with the reviewed captures in DIR, one capture store or a directory of "
+        "stores (one per replica) (the OE flywheel; image and text models)",
     )  # fmt: skip
     p.add_argument("--labels", type=Path, help="with --with-captures: the labels file (default DIR/labels.txt)")
     p.add_argument(

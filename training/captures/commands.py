@@ -9,7 +9,7 @@ from pathlib import Path
 
 from training.captures.curate import CurationConfig
 from training.captures.labels import Label, read_labels, write_labels
-from training.captures.store import DECISIONS, KINDS, Capture, Filter, read_captures
+from training.captures.store import DECISIONS, KINDS, Capture, Filter, read_captures, store_name
 
 DEFAULT_LABELS = "labels.txt"
 
@@ -62,16 +62,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     captures = _selected(args)
     labels = read_labels(labels_path(args))
     if args.json:
-        print(
-            json.dumps([{**vars(c), "label_review": labels[c.id].text if c.id in labels else None} for c in captures])
-        )
+        rows = [
+            {
+                **vars(c),
+                "store": store_name(c, args.store),
+                "label_review": labels[c.id].text if c.id in labels else None,
+            }
+            for c in captures
+        ]
+        print(json.dumps(rows))
         return 0
-    print("id\ttime_utc\tmodel\tversion\tdecision\tkind\tanomaly_score\tpredicted\tsource\treview")
+    print("id\ttime_utc\tmodel\tversion\tdecision\tkind\tanomaly_score\tpredicted\tsource\treview\tstore")
     for c in captures:
         review = labels[c.id].text if c.id in labels else "-"
         print(
             f"{c.id}\t{c.time_utc}\t{c.model}\t{c.version}\t{c.decision}\t{c.kind}\t{c.anomaly_score:.4f}\t"
-            f"{c.label}\t{c.source or '-'}\t{review}"
+            f"{c.label}\t{c.source or '-'}\t{review}\t{store_name(c, args.store)}"
         )
     print(f"# {len(captures)} captures")
     return 0
@@ -87,10 +93,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     images = [c for c in captures if c.input_kind != "text"]
     written = [args.out / "sample.tsv"]
     if images:
-        contact_sheet(args.store, images, args.shape, args.out / "sample.png")
+        contact_sheet(images, args.shape, args.out / "sample.png")
         written.append(args.out / "sample.png")
     if texts:
-        (args.out / "sample.md").write_text(text_table(args.store, texts))
+        (args.out / "sample.md").write_text(text_table(texts))
         written.append(args.out / "sample.md")
     print(f"{len(captures)} captures: {', '.join(map(str, written))}")
     return 0
@@ -134,7 +140,10 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store", type=Path, help="the capture directory (the service's OEGATE_CAPTURE_DIR)")
+    parser.add_argument(
+        "store", type=Path,
+        help="a capture store (the service's OEGATE_CAPTURE_DIR), or a directory of stores (one per replica)",
+    )  # fmt: skip
     parser.add_argument("--labels", type=Path, help=f"the labels file (default STORE/{DEFAULT_LABELS})")
     parser.add_argument("--model", help="only this model's captures")
     parser.add_argument("--decision", choices=DECISIONS, help="only captures the gate rejected / accepted")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from training.captures.dedup import DEFAULT_MAX_DISTANCE, dhash, exact_groups, near_duplicate_groups, text_key
 from training.captures.inputs import Shape, capture_pixels, capture_text
 from training.captures.labels import OUTLIER, Label, labels_digest, read_labels
-from training.captures.store import Capture, Filter, read_captures
+from training.captures.store import Capture, Filter, read_captures, store_name
 
 
 class CurationConfig(BaseModel):
@@ -60,13 +60,13 @@ class Curated:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _content_keys(directory: Path, captures: list[Capture], shape: Shape | None, max_distance: int) -> list[int]:
+def _content_keys(captures: list[Capture], shape: Shape | None, max_distance: int) -> list[int]:
     """For each capture, the index of the capture it duplicates (itself when it is the first of its kind)."""
     if captures and captures[0].input_kind == "text":
-        return exact_groups([text_key(capture_text(directory, c)) for c in captures])
+        return exact_groups([text_key(capture_text(c)) for c in captures])
     if shape is None:
         raise ValueError("image captures need the model's input shape to be compared")
-    hashes = [dhash(capture_pixels(directory, c, shape)) for c in captures]
+    hashes = [dhash(capture_pixels(c, shape)) for c in captures]
     return near_duplicate_groups(hashes, max_distance)
 
 
@@ -79,7 +79,8 @@ def curate(
     shape: Shape | None,
     class_names: list[str] | None = None,
 ) -> Curated:
-    """Apply the module's steps to `model`'s labelled captures in `directory` (labels from `labels_path`)."""
+    """Apply the module's steps to `model`'s labelled captures in the capture directory `directory` (one store or a
+    directory of stores; labels from `labels_path`)."""
     labels = read_labels(labels_path)
     if not labels:
         raise ValueError(f"{labels_path}: no labels (label captures with `python -m training captures label`)")
@@ -95,7 +96,7 @@ def curate(
     if len(kinds) > 1 and "text" in kinds:
         raise ValueError(f"{model}'s captures mix texts and images: {sorted(kinds)}")
 
-    groups = _content_keys(directory, [c for c, _ in labelled], shape, cfg.max_hash_distance)
+    groups = _content_keys([c for c, _ in labelled], shape, cfg.max_hash_distance)
     unique = [item for index, item in enumerate(labelled) if groups[index] == index]
     by_source: dict[str, list[tuple[Capture, Label]]] = {}
     for item in sorted(unique, key=lambda item: item[0].sha256):
@@ -129,6 +130,7 @@ def curate(
             "heldout": counts(result.heldout),
         },
         "sources": dict(sorted(Counter(c.source for c, _ in kept).items())),
+        "stores": dict(sorted(Counter(store_name(c, directory) for c, _ in kept).items())),
         "train_sha256": sorted(c.sha256 for c, _ in result.train),
         "heldout_sha256": sorted(c.sha256 for c, _ in result.heldout),
         "train_digest": _digest(result.train),
@@ -148,14 +150,28 @@ def _digest(items: list[tuple[Capture, Label]]) -> str:
 
 
 def image_arrays(
-    directory: Path, items: list[tuple[Capture, Label]], shape: Shape, class_names: list[str]
+    items: list[tuple[Capture, Label]], shape: Shape, class_names: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(outlier images, in-distribution images, their class indices) as uint8 [N, C, H, W] and int64 [N]."""
-    outliers = [capture_pixels(directory, c, shape) for c, label in items if label.text == OUTLIER]
-    valid = [(capture_pixels(directory, c, shape), label.class_name) for c, label in items if label.class_name]
+    outliers = [capture_pixels(c, shape) for c, label in items if label.text == OUTLIER]
+    valid = [(capture_pixels(c, shape), label.class_name) for c, label in items if label.class_name]
     empty = np.zeros((0, *shape), np.uint8)
     return (
         np.stack(outliers) if outliers else empty,
         np.stack([image for image, _ in valid]) if valid else empty,
+        np.array([class_names.index(str(name)) for _, name in valid], dtype=np.int64),
+    )
+
+
+def text_lists(items: list[tuple[Capture, Label]], class_names: list[str]) -> tuple[list[str], list[str], np.ndarray]:
+    """(outlier texts, in-distribution texts, their class indices as int64 [N]), whitespace collapsed as the
+    training texts are."""
+    from training.text.data import collapse_whitespace
+
+    outliers = [collapse_whitespace(capture_text(c)) for c, label in items if label.text == OUTLIER]
+    valid = [(collapse_whitespace(capture_text(c)), label.class_name) for c, label in items if label.class_name]
+    return (
+        outliers,
+        [text for text, _ in valid],
         np.array([class_names.index(str(name)) for _, name in valid], dtype=np.int64),
     )

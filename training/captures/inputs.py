@@ -8,7 +8,6 @@ live gate scored; a test checks both agree on the same bytes. Training never imp
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,9 +36,9 @@ def image_pixels(data: bytes, shape: Shape) -> np.ndarray:
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def capture_pixels(directory: Path, capture: Capture, shape: Shape) -> np.ndarray:
+def capture_pixels(capture: Capture, shape: Shape) -> np.ndarray:
     """An image or array capture as uint8 [C, H, W] at `shape`; ValueError for a text capture or another shape."""
-    path = directory / capture.file
+    path = capture.path
     if capture.input_kind == "image":
         return image_pixels(path.read_bytes(), shape)
     if capture.input_kind == "array":
@@ -50,8 +49,8 @@ def capture_pixels(directory: Path, capture: Capture, shape: Shape) -> np.ndarra
     raise ValueError(f"capture {capture.id} is a {capture.input_kind} capture, not an image")
 
 
-def capture_text(directory: Path, capture: Capture) -> str:
+def capture_text(capture: Capture) -> str:
     """A text capture's text."""
     if capture.input_kind != "text":
         raise ValueError(f"capture {capture.id} is a {capture.input_kind} capture, not a text")
-    return (directory / capture.file).read_text(encoding="utf-8")
+    return capture.path.read_text(encoding="utf-8")

@@ -92,6 +92,7 @@ def report(title: str, rows: list[dict[str, Any]], curation: dict[str, Any], not
         "## Captures used",
         "",
         f"- store `{curation['store']}`, model `{curation['model']}`, window {curation['window_utc']}",
+        *([f"- stores: {curation['stores']}"] if len(curation.get("stores", {})) > 1 else []),
         f"- labels file `{curation['labels_file']}` (sha256 `{curation['labels_sha256'][:16]}...`)",
         f"- trained on: {counts['train']}; held back (never trained on): {counts['heldout']}",
         f"- near-duplicates removed: {counts['near_duplicates_removed']}; over the per-source cap: "

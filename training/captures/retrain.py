@@ -1,4 +1,5 @@
-"""The flywheel's retraining: `python -m training pipeline --config ... --with-captures DIR`.
+"""The flywheel's retraining of image models: `python -m training pipeline --config ... --with-captures DIR` (text
+models: retrain_text.py; what both share: compare.py).
 
 1. Curate the live model's labelled captures (curate.py): near-duplicates out, a cap per source, a held-back slice.
 2. Start from the live version's own checkpoint when its card's run directory still holds it and the checkpoint
@@ -19,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from training.artifact import Artifact, load_artifact
+from training.captures.compare import capture_repeats, figures, pool_record, promotion_record, trained_on_note
 from training.captures.curate import Curated, curate, image_arrays
-from training.captures.promotion import check, report
+from training.captures.promotion import report
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig
 from training.data.base import ImageSet, as_float
@@ -84,56 +85,17 @@ def _live_checkpoint(live: Artifact, ctx: Context) -> tuple[nn.Module | None, No
     return net, normalize, f"fine-tuned from the live version's checkpoint {path} (reproduces it: {difference:.1e})"
 
 
-def figures(
-    score: Any, threshold: float, ctx: Context, anomalies: dict[str, np.ndarray], heldout: tuple[np.ndarray, ...]
-) -> dict[str, Any]:
-    """One version's figures; `score(images) -> (anomaly_score, predicted class)` on float32 NCHW in [0, 1]."""
-    from training.evaluation.metrics import detection_figures
-
-    val = ctx.data.val
-    assert val.labels is not None
-    val_scores, val_predicted = score(as_float(val.images))
-    cut = np.float32(threshold)
-    outliers, valid, valid_labels = heldout
-    result: dict[str, Any] = {
-        "threshold": threshold,
-        "val_accuracy": float(np.mean(val_predicted == val.labels)),
-        "val_acceptance": float(np.mean(val_scores < cut)),
-        "val_anomalies": {
-            name: detection_figures(val_scores, score(images)[0], threshold) for name, images in anomalies.items()
-        },
-    }
-    captures: dict[str, Any] = {"outliers": len(outliers), "in_distribution": len(valid)}
-    if len(outliers):
-        captures["outliers_rejected"] = float(np.mean(score(as_float(outliers))[0] >= cut))
-    if len(valid):
-        valid_scores, valid_predicted = score(as_float(valid))
-        captures["in_distribution_accepted"] = float(np.mean(valid_scores < cut))
-        captures["in_distribution_accuracy"] = float(np.mean(valid_predicted == valid_labels))
-    result["captures"] = captures
-    return result
-
-
-def _with_captures(
-    ctx: Context, captures_dir: Path, curated: Curated, pool: np.ndarray
-) -> tuple[Context, np.ndarray, dict[str, Any]]:
+def _with_captures(ctx: Context, curated: Curated, pool: np.ndarray) -> tuple[Context, np.ndarray, dict[str, Any]]:
     """The context with in-distribution captures added to the training split, and the pool with outlier captures."""
     class_names = list(ctx.data.class_names)
-    outliers, valid, valid_labels = image_arrays(captures_dir, curated.train, ctx.data.shape, class_names)
+    outliers, valid, valid_labels = image_arrays(curated.train, ctx.data.shape, class_names)
     train = ctx.data.train
     assert train.labels is not None
     if len(valid):
         train = ImageSet(np.concatenate([train.images, valid]), np.concatenate([train.labels, valid_labels]))
-    share = ctx.cfg.captures.outlier_share
-    repeats = max(1, math.ceil(share * len(pool) / ((1.0 - share) * len(outliers)))) if len(outliers) else 0
+    repeats = capture_repeats(len(pool), len(outliers), ctx.cfg.captures.outlier_share)
     mixed = np.concatenate([pool, np.tile(outliers, (repeats, 1, 1, 1))]) if repeats else pool
-    record = {
-        "base_pool_samples": len(pool),
-        "outlier_captures": len(outliers),
-        "outlier_capture_repeats": repeats,
-        "outlier_capture_share": round(len(outliers) * repeats / len(mixed), 4) if len(mixed) else 0.0,
-        "in_distribution_captures": len(valid),
-    }
+    record = pool_record(len(pool), len(outliers), repeats, len(valid))
     return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train)), mixed, record
 
 
@@ -168,7 +130,7 @@ def run_with_captures(
     )
     pool = load_pool(ctx)
     start, normalize, start_note = _live_checkpoint(live, ctx)
-    ctx, pool, pool_record = _with_captures(ctx, captures_dir, curated, pool)
+    ctx, pool, mixing = _with_captures(ctx, curated, pool)
     if start is not None and normalize is not None:
         ctx = dataclasses.replace(ctx, normalize=normalize)
         start_record = {"kind": "live-checkpoint", "note": start_note}
@@ -183,7 +145,11 @@ def run_with_captures(
         name: as_float(load_anomalies(name, ctx.data, n=cfg.data.val_anomaly_samples, seed=cfg.run.seed))
         for name in cfg.data.val_anomalies
     }
-    heldout = image_arrays(captures_dir, curated.heldout, ctx.data.shape, list(ctx.data.class_names))
+    outliers, valid, valid_labels = image_arrays(curated.heldout, ctx.data.shape, list(ctx.data.class_names))
+    heldout = (as_float(outliers), as_float(valid), valid_labels)
+    val = ctx.data.val
+    assert val.labels is not None
+    val_data = (as_float(val.images), val.labels)
 
     def candidate_score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = predict_logits(net, ctx.normalize, images)
@@ -193,32 +159,16 @@ def run_with_captures(
         outputs = live.run(images)
         return outputs["anomaly_score"], outputs["probs"].argmax(1)
 
-    ours = figures(candidate_score, cal.threshold.value, ctx, anomalies, heldout)
-    theirs = figures(live_score, live.card.threshold.value, ctx, anomalies, heldout)
-    rows = check(cfg.promotion, ours, theirs)
-    passed = all(row["passed"] for row in rows)
-    notes = [start_record["note"], f"pool: {pool_record}"]
-    live_data = live.card.training.get("data", {}).get("in_distribution")
-    if live_data != cfg.data.in_distribution:
-        notes.append(
-            f"the live version was trained on {live_data!r}, the candidate on {cfg.data.in_distribution!r}: the "
-            "validation split is the candidate's, which the live version may have trained on (its figures may be "
-            "optimistic)"
-        )
-    promotion = {
-        "rule": cfg.promotion.model_dump(mode="json"),
-        "live": {"path": str(live_dir), "name": live.card.name, "version": live.card.version},
-        "candidate": ours,
-        "live_figures": theirs,
-        "checks": rows,
-        "passed": passed,
-    }
+    ours = figures(candidate_score, cal.threshold.value, val_data, anomalies, heldout)
+    theirs = figures(live_score, live.card.threshold.value, val_data, anomalies, heldout)
+    promotion, rows, passed = promotion_record(cfg.promotion, ours, theirs, live, live_dir)
+    notes = [start_record["note"], f"pool: {mixing}", *trained_on_note(live, cfg.data.in_distribution)]
     title = f"{live.card.name}: candidate retrained on captures vs live version {live.card.version}"
     markdown = report(title, rows, curated.summary, notes, passed)
     (ctx.run_dir / "comparison.md").write_text(markdown)
     published = publish(
         ctx, net, name=cfg.export.name, stage="oe", pool_size=pool_size, calibration=cal,
-        extra_training={"captures": curated.summary, "start": start_record, "captures_pool": pool_record},
+        extra_training={"captures": curated.summary, "start": start_record, "captures_pool": mixing},
         extra_evaluation={"promotion": promotion}, extra_files={"comparison.md": markdown.encode()},
     )  # fmt: skip
     log.info("promotion rule %s: %s", "passed" if passed else "FAILED", published / "comparison.md")

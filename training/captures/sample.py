@@ -35,7 +35,7 @@ def index_lines(captures: list[Capture]) -> list[str]:
     ]
 
 
-def contact_sheet(directory: Path, captures: list[Capture], shape: Shape, path: Path, columns: int = 12) -> None:
+def contact_sheet(captures: list[Capture], shape: Shape, path: Path, columns: int = 12) -> None:
     """A grid of the captures as the model saw them, each enlarged and captioned `n R|A score`."""
     rows = max(1, -(-len(captures) // columns))
     mode = "L" if shape[0] == 1 else "RGB"
@@ -43,7 +43,7 @@ def contact_sheet(directory: Path, captures: list[Capture], shape: Shape, path: 
     draw = ImageDraw.Draw(sheet)
     for n, capture in enumerate(captures):
         x, y = (n % columns) * CELL, (n // columns) * (CELL + CAPTION)
-        pixels = capture_pixels(directory, capture, shape)
+        pixels = capture_pixels(capture, shape)
         view = Image.fromarray(pixels[0] if shape[0] == 1 else pixels.transpose(1, 2, 0))
         sheet.paste(view.resize((CELL, CELL), Image.Resampling.NEAREST), (x, y))
         mark = "R" if capture.reject else "A"
@@ -54,11 +54,11 @@ def contact_sheet(directory: Path, captures: list[Capture], shape: Shape, path: 
     sheet.save(path)
 
 
-def text_table(directory: Path, captures: list[Capture]) -> str:
+def text_table(captures: list[Capture]) -> str:
     """A markdown table of the texts (pipes and newlines escaped, long texts cut)."""
     lines = ["| n | decision | score | predicted | source | text |", "|---|---|---|---|---|---|"]
     for n, capture in enumerate(captures):
-        text = capture_text(directory, capture)
+        text = capture_text(capture)
         cut = text[:TEXT_CELL_CHARS] + ("…" if len(text) > TEXT_CELL_CHARS else "")
         cell = cut.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
         lines.append(

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.captures.curate import CurationConfig
+from training.captures.promotion import PromotionRule
 from training.config import CalibrationConfig, ExportConfig, RunConfig, check_names, read_raw_config
 from training.text.anomalies import DEFAULT_TEXT_VALIDATION_SETS, TEXT_VALIDATION_SETS
 from training.text.nets import TextNetConfig
@@ -101,6 +103,8 @@ class TextPipelineConfig(_Section):
     oe: TextOEConfig = Field(default_factory=TextOEConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     export: TextExportConfig = Field(default_factory=TextExportConfig)
+    captures: CurationConfig = Field(default_factory=CurationConfig)
+    promotion: PromotionRule = Field(default_factory=PromotionRule)
 
     @model_validator(mode="after")
     def _names_differ(self) -> TextPipelineConfig:

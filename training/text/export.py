@@ -42,6 +42,9 @@ GraphRunner = Callable[[Sequence[str]], dict[str, np.ndarray]]
 """Texts -> the served graph's outputs (as `Artifact.run_texts`)."""
 Summarize = Callable[[GraphRunner], tuple[Threshold, dict[str, Any]]]
 """Given the served graph, choose the threshold and summarize validation (the card's `evaluation`)."""
+ExtraFiles = Callable[[dict[str, Any]], dict[str, bytes]]
+"""Given the card's `evaluation` (what summarize returned), files to publish beside the graph (e.g. a comparison
+report), checksummed in the card."""
 
 
 class TextGate(nn.Module):
@@ -120,6 +123,7 @@ def publish_text_artifact(
     calibration_split: str,
     training: dict[str, Any],
     tolerance: float = 1e-4,
+    extra_files: ExtraFiles | None = None,
 ) -> Path:
     """Export, verify, calibrate on the served graph and publish `models_dir/name/version/` atomically."""
     version, target = new_version_target(models_dir, name, version)
@@ -146,6 +150,12 @@ def publish_text_artifact(
         threshold, evaluation = summarize(lambda texts: run_text_session(session, tokenizer, texts))
         if not np.isfinite(threshold.value):
             raise ValueError(f"threshold must be finite, got {threshold.value}")
+        files = extra_files(evaluation) if extra_files is not None else {}
+        reserved = {"model.onnx", "card.json", "tokenizer.json"} & set(files)
+        if reserved:
+            raise ValueError(f"extra files may not replace {sorted(reserved)}")
+        for file_name, content in files.items():
+            (staging / file_name).write_bytes(content)
         publish_version(
             staging,
             target,
@@ -164,6 +174,7 @@ def publish_text_artifact(
                 sha256={
                     "model.onnx": sha256_file(onnx_path),
                     "tokenizer.json": sha256_file(staging / "tokenizer.json"),
+                    **{file_name: sha256_file(staging / file_name) for file_name in files},
                 },
                 created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
             ),

@@ -31,7 +31,7 @@ from training.text.config import TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
 from training.text.data import TextInDistribution
 from training.text.encoder import pretrained_dir
-from training.text.export import GraphRunner, TextGate, publish_text_artifact
+from training.text.export import ExtraFiles, GraphRunner, Summarize, TextGate, publish_text_artifact
 from training.text.nets import TextClassifier, TextNetConfig, build_text_net
 from training.text.tokenize import TextTokenizer
 from training.text.train import predict_text_logits, text_checkpoint_path, train_text_stage
@@ -137,8 +137,21 @@ def validation_summary(ctx: TextContext, run: GraphRunner) -> tuple[Threshold, d
     return threshold, evaluation
 
 
-def publish_text(ctx: TextContext, net: nn.Module, *, name: str, stage: Stage, corpus_size: int | None) -> Path:
-    """Temperature on the validation split, then export, calibrate on the served graph and publish."""
+def publish_text(
+    ctx: TextContext,
+    net: nn.Module,
+    *,
+    name: str,
+    stage: Stage,
+    corpus_size: int | None,
+    summarize: Summarize | None = None,
+    extra_training: dict[str, Any] | None = None,
+    extra_files: ExtraFiles | None = None,
+) -> Path:
+    """Temperature on the validation split, then export, calibrate on the served graph and publish.
+
+    `summarize` replaces `validation_summary` (retraining with captures adds its comparison with the live version);
+    `extra_training` joins the card's training record, `extra_files` are published, checksummed, with the graph."""
     data, cfg = ctx.data, ctx.cfg
     assert data.val.labels is not None
     val_logits = predict_text_logits(net, ctx.tokenizer, data.val.texts)
@@ -169,6 +182,7 @@ def publish_text(ctx: TextContext, net: nn.Module, *, name: str, stage: Stage, c
         "baseline": cfg.baseline.model_dump(mode="json"),
         "oe": cfg.oe.model_dump(mode="json") if stage == "oe" else None,
         "temperature_fitted_on": "val (torch fp32 logits, NLL)",
+        **(extra_training or {}),
     }
     path = publish_text_artifact(
         gate,
@@ -179,9 +193,10 @@ def publish_text(ctx: TextContext, net: nn.Module, *, name: str, stage: Stage, c
         tokenizer=ctx.tokenizer,
         quantize=cfg.export.quantize,
         check_texts=check,
-        summarize=lambda run: validation_summary(ctx, run),
+        summarize=summarize if summarize is not None else lambda run: validation_summary(ctx, run),
         calibration_split=f"{cfg.data.in_distribution}:val ({len(data.val)} texts)",
         training=training,
+        extra_files=extra_files,
     )
     log.info("published %s (T=%.3f)", path, temperature)
     return path

@@ -51,7 +51,7 @@ def test_read_captures_filters_by_model_decision_source_time_and_ids(tmp_path: P
     assert ids(Filter(until=300.0, ids=["b", "c"])) == ["b"]
     with pytest.raises(ValueError, match="decision must be one of rejected, accepted"):
         Filter(decision="maybe")
-    with pytest.raises(ValueError, match="is not a capture store"):
+    with pytest.raises(ValueError, match="is not a capture directory"):
         read_captures(tmp_path / "nowhere")
 
 
@@ -89,7 +89,7 @@ def test_curation_removes_near_duplicates_caps_sources_and_holds_back_by_hash(tm
     assert curated.summary["heldout_sha256"] == sorted(c.sha256 for c, _ in curated.heldout)
     again = curate(store, labels, "digits", cfg, shape=SHAPE, class_names=[str(d) for d in range(10)])
     assert again.summary == curated.summary  # deterministic: the same review always curates the same way
-    outliers, valid, valid_labels = image_arrays(store, used, SHAPE, [str(d) for d in range(10)])
+    outliers, valid, valid_labels = image_arrays(used, SHAPE, [str(d) for d in range(10)])
     assert (len(outliers), len(valid), valid_labels.tolist()) == (16, 1, [3])
     assert np.array_equal(valid[0, 0], stripes(500))
 

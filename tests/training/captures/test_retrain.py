@@ -42,7 +42,9 @@ def test_without_the_live_checkpoint_the_reason_is_given(tiny_artifact: Path, tm
         assert _live_checkpoint(load_artifact(live), ctx) == (None, None, reason)
 
 
-def test_with_captures_refuses_a_text_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["pipeline", "--config", "configs/topics-oe.toml", "--with-captures", str(tmp_path)]
-    assert main(argv) == 2
-    assert "--with-captures retrains image models only" in capsys.readouterr().err
+def test_with_captures_refuses_a_live_version_of_the_other_modality(
+    tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["pipeline", "--config", "configs/topics-oe.toml", "--with-captures", str(tmp_path), "--live"]
+    assert main([*argv, str(tiny_artifact)]) == 2
+    assert f"error: {tiny_artifact} is an image model, and the config is a text config" in capsys.readouterr().err
