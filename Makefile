@@ -14,7 +14,7 @@ APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-cor
 # runs it against a local recorder.
 APT_TOOLS := docker-compose prometheus wrk
 
-.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve kserve-client \
+.PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve kserve-client audit \
 	lock wheelhouse base-image image image-train image-prometheus test-container
 
 # Serving needs only the base dependencies.
@@ -75,6 +75,17 @@ pytest: venv apt-data kserve-client
 	OEGATE_KSERVE_PYTHON=$(KSERVE_VENV)/bin/python $(PY) -m pytest --cov=service --cov=training --cov-branch --cov-report=term
 
 test: lint typecheck pytest
+
+# Dependency audit of what the images install (requirements/*.lock) with pip-audit, strict: a package the
+# vulnerability service cannot look up fails the audit instead of passing unaudited. It needs pypi.org's JSON API
+# (or OSV with AUDIT_SERVICE=osv); the build machines here reach only a package mirror without it, so it is not part
+# of `make test` (README, Security).
+AUDIT_SERVICE ?= pypi
+audit: venv
+	$(PIP) install -q 'pip-audit>=2.7'
+	for lock in requirements/service.lock requirements/train.lock; do \
+		$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --vulnerability-service $(AUDIT_SERVICE) -r $$lock || exit 1; \
+	done
 
 # Retrains the committed default artifacts (mnist-oe and topics-oe with their baseline twins) into
 # runs/<name>/models/; published versions are immutable, so copying them over models/ is a deliberate, separate step.

@@ -262,6 +262,7 @@ def test_pods_run_as_the_images_user_with_a_read_only_root(name: str) -> None:
     pod = pod_spec(workload)
     security = pod["securityContext"]
     assert (security["runAsNonRoot"], security["runAsUser"], security["runAsGroup"]) == (True, uid, gid)
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     volumes = {v["name"]: v for v in pod["volumes"]}
     for container in pod_containers(workload):
