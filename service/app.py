@@ -109,7 +109,8 @@ def create_app(
         InFlightLimitMiddleware, limits=limits, metrics=metrics, heavy_per_model=settings.heavy_requests_per_model
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for router in (native.router, models.router, v2.public, v2.router, health.router, admin.router):
+    # The predict/infer routes first: the router tries routes in order, and they take nearly every request.
+    for router in (native.router, v2.inference, models.router, v2.public, v2.router, health.router, admin.router):
         app.include_router(router)
     document_request_bodies(app, [PredictRequest, InferenceRequest])
     return app

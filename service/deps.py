@@ -79,8 +79,21 @@ def _check_bearer(request: Request, expected: SecretStr, what: str) -> None:
 
 async def require_inference_token(request: Request, settings: SettingsDep) -> None:
     """Inference and model metadata need `inference_token` when one is configured."""
+    check_inference_token(request, settings)
+
+
+def check_inference_token(request: Request, settings: Settings) -> None:
+    """The same check, called by the predict/infer routes themselves: they take no dependencies, because solving
+    them (three, with the components and settings they need) cost about a tenth of the event loop's time per
+    request under load (py-spy, BENCHMARKS.md section 1)."""
     if settings.inference_token is not None:
         _check_bearer(request, settings.inference_token, "this endpoint")
+
+
+def components_of(request: Request) -> Components:
+    """The app's components, for routes that take no dependencies (see `check_inference_token`)."""
+    components: Components = request.app.state.components
+    return components
 
 
 async def require_admin_token(request: Request, settings: SettingsDep) -> None:

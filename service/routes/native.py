@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service.capture import request_source
-from service.deps import ComponentsDep, require_inference_token
+from service.deps import check_inference_token, components_of
 from service.protocol.native import RAW_IMAGE_TYPES, parse_predict_request, predict_response
 from service.schemas.native import ErrorBody, PredictResponse
 
-router = APIRouter(tags=["native"], dependencies=[Depends(require_inference_token)])
+router = APIRouter(tags=["native"])  # predict checks the token itself: no dependencies on the hot path
 
 # The body is parsed by the route (it may be JSON or multipart), so its schema is declared here for OpenAPI;
 # `service.openapi` adds the PredictRequest component.
@@ -44,9 +44,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/models/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC, responses=ERRORS)
-async def predict(name: str, request: Request, components: ComponentsDep) -> Response:
+async def predict(name: str, request: Request) -> Response:
     """Classify instances with the served (newest valid, or pinned) version and flag anomalies."""
-    return await _predict(name, None, request, components)
+    return await _predict(name, None, request)
 
 
 @router.post(
@@ -55,19 +55,17 @@ async def predict(name: str, request: Request, components: ComponentsDep) -> Res
     openapi_extra=PREDICT_DOC,
     responses=ERRORS,
 )
-async def predict_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
+async def predict_version(name: str, version: str, request: Request) -> Response:
     """Same, but only if `version` is the one being served (404 otherwise)."""
-    return await _predict(name, version, request, components)
+    return await _predict(name, version, request)
 
 
-async def _predict(
-    name: str,
-    version: str | None,
-    request: Request,
-    components: ComponentsDep,
-) -> Response:
-    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+async def _predict(name: str, version: str | None, request: Request) -> Response:
+    # No FastAPI dependencies on the hot path (service/deps.py, check_inference_token): the token check and the
+    # components come straight from the request.
+    components = components_of(request)
     predictor, settings, limits = components.predictor, components.settings, components.limits
+    check_inference_token(request, settings)
     parsed = await parse_predict_request(request, settings, limits)
     source = request_source(request.headers.get(settings.capture_source_header))
     result = await predictor.predict(name, version, parsed.decode, parsed.threshold, source, inline=parsed.inline)

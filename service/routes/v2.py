@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service import __version__
 from service.capture import request_source
-from service.deps import ComponentsDep, RegistryDep, SettingsDep, require_inference_token
+from service.deps import RegistryDep, SettingsDep, check_inference_token, components_of, require_inference_token
 from service.errors import THRESHOLD_OVERRIDE_DISABLED, ForbiddenError, ModelNotReadyError
 from service.protocol.body import parse_off_loop
 from service.protocol.v2 import (
@@ -30,6 +30,7 @@ from service.schemas.v2 import InferenceResponse, ModelMetadata, ModelReadiness,
 
 public = APIRouter(tags=["v2"])
 router = APIRouter(tags=["v2"], dependencies=[Depends(require_inference_token)])
+inference = APIRouter(tags=["v2"])  # the infer routes: they check the token themselves (no dependencies)
 
 INFER_DOC: dict[str, Any] = {
     "requestBody": {
@@ -129,26 +130,24 @@ INFER_ROUTE: dict[str, Any] = {
 }
 
 
-@router.post("/v2/models/{name}/infer", **INFER_ROUTE)
-async def infer(name: str, request: Request, components: ComponentsDep) -> Response:
+@inference.post("/v2/models/{name}/infer", **INFER_ROUTE)
+async def infer(name: str, request: Request) -> Response:
     """Run the model on V2 input tensors (served version)."""
-    return await _infer(name, None, request, components)
+    return await _infer(name, None, request)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
-async def infer_version(name: str, version: str, request: Request, components: ComponentsDep) -> Response:
+@inference.post("/v2/models/{name}/versions/{version}/infer", **INFER_ROUTE)
+async def infer_version(name: str, version: str, request: Request) -> Response:
     """Same, only if `version` is the one being served (404 otherwise)."""
-    return await _infer(name, version, request, components)
+    return await _infer(name, version, request)
 
 
-async def _infer(
-    name: str,
-    version: str | None,
-    request: Request,
-    components: ComponentsDep,
-) -> Response:
-    # One dependency for the whole bundle: FastAPI solves each dependency per request, on the hot path.
+async def _infer(name: str, version: str | None, request: Request) -> Response:
+    # No FastAPI dependencies on the hot path (service/deps.py, check_inference_token): the token check and the
+    # components come straight from the request.
+    components = components_of(request)
     predictor, settings, limits = components.predictor, components.settings, components.limits
+    check_inference_token(request, settings)
     body, binary_header = await request.body(), request.headers.get(BINARY_HEADER)
     parsed, binaries = await parse_off_loop(
         len(body), settings.large_json_bytes, limits.decode, parse_infer_request, body, binary_header
