@@ -15,6 +15,12 @@ waits for the ordinary jobs queued before it, nor for the ordinary worker's wait
 at most for the priority run in progress. Each queue has the instance bound: ordinary jobs cannot fill the priority
 queue's.
 
+A batch of one instance (a lone request) runs on the event loop itself when the model's one-instance runs take
+less than `INLINE_RUN_S` (1 ms) on average: the hand-off to a worker thread and back then costs more than the run
+(BENCHMARKS.md section 1: -4% to -19% CPU per request at 1 connection for the MNIST net). The first such run, and
+every run of a slower model (a text encoder, a WRN) or of a larger batch, goes to a thread, so the loop is never held
+for long.
+
 Each batcher serves one model version, so a batch never mixes models, versions or modalities. Its instances are
 images (a float32 array [n, C, H, W], joined with `np.concatenate`) or texts (a `TokenBatch` of unpadded token
 ids, joined as they are; the runtime pads the joined batch to its longest text).
@@ -36,6 +42,9 @@ from service.codecs.text import TokenBatch
 from service.errors import InferenceFailedError, OverloadedError, ServiceError
 
 logger = logging.getLogger(__name__)
+INLINE_RUN_S = 0.001
+"""A one-instance run whose moving-average duration is below this runs on the event loop, not in a thread."""
+INLINE_EMA = 0.2  # weight of the newest one-instance run in that average
 
 Outputs = dict[str, np.ndarray]
 ModelInputs = np.ndarray | TokenBatch
@@ -94,6 +103,7 @@ class MicroBatcher:
         self._depths = {False: 0, True: 0}  # instances queued and not yet taken into a batch, per queue
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        self._single_run_s: float | None = None  # moving average of one-instance runs (None: none measured yet)
 
     def start(self) -> None:
         """Start the worker tasks, ordinary and priority (needs a running event loop)."""
@@ -193,14 +203,21 @@ class MicroBatcher:
             self._on_queue_wait(started - job.queued_at)
         try:
             limiter = None if self._limiter is None else self._limiter(priority)
-            outputs = await anyio.to_thread.run_sync(self._run, inputs, limiter=limiter)
+            if len(inputs) == 1 and self._single_run_s is not None and self._single_run_s < INLINE_RUN_S:
+                outputs = self._run(inputs)  # cheaper than the hand-off to a thread and back (module doc)
+            else:
+                outputs = await anyio.to_thread.run_sync(self._run, inputs, limiter=limiter)
         except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker
             logger.exception("inference failed", extra={"model": self._name, "batch_size": size})
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(InferenceFailedError(f"model {self._name}: inference failed: {e}"))
             return
-        self._on_batch(len(inputs), time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if len(inputs) == 1:
+            last = self._single_run_s
+            self._single_run_s = elapsed if last is None else (1 - INLINE_EMA) * last + INLINE_EMA * elapsed
+        self._on_batch(len(inputs), elapsed)
         start = 0
         for job in live:
             stop = start + len(job.inputs)

@@ -475,3 +475,51 @@ async def test_each_job_reports_its_wait_from_submit_to_the_start_of_its_run() -
     assert seen.queue_waits[0] < held
     assert all(wait >= held for wait in seen.queue_waits[1:])
     await batcher.close()
+
+
+@pytest.mark.parametrize("run_s", [0.0, 0.003])
+async def test_a_lone_instance_runs_on_the_loop_only_once_one_instance_runs_are_known_to_be_fast(run_s: float) -> None:
+    """The thread hand-off costs more than a tiny model's run: once one-instance runs average under INLINE_RUN_S,
+    they run on the event loop; the first (no measure yet), larger batches and slow models stay in threads."""
+    from service import batching
+
+    threads: list[tuple[int, bool]] = []
+
+    def run(batch: np.ndarray) -> Outputs:
+        threads.append((len(batch), threading.get_ident() == loop_thread))
+        time.sleep(run_s)
+        return doubling(batch)
+
+    loop_thread = threading.get_ident()
+    batcher = make_batcher(run)
+    try:
+        for _ in range(3):
+            await batcher.submit(np.ones((1, 2), np.float32))
+        await batcher.submit(np.ones((2, 2), np.float32))
+        fast = run_s < batching.INLINE_RUN_S
+        assert threads == [(1, False), (1, fast), (1, fast), (2, False)]
+        average = batcher._single_run_s
+        assert average is not None and (average < batching.INLINE_RUN_S) is fast
+    finally:
+        await batcher.close()
+
+
+async def test_the_one_instance_average_moves_with_each_run() -> None:
+    from service import batching
+
+    durations = iter([0.0, 0.004])
+
+    def run(batch: np.ndarray) -> Outputs:
+        time.sleep(next(durations))
+        return doubling(batch)
+
+    batcher = make_batcher(run)
+    try:
+        await batcher.submit(np.ones((1, 2), np.float32))
+        first = batcher._single_run_s
+        assert first is not None and first < batching.INLINE_RUN_S
+        await batcher.submit(np.ones((1, 2), np.float32))  # inline (the first was fast), and slow this time
+        second = batcher._single_run_s
+        assert second == pytest.approx((1 - batching.INLINE_EMA) * first + batching.INLINE_EMA * 0.004, abs=4e-4)
+    finally:
+        await batcher.close()
