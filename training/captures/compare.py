@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from training.artifact import Artifact
+from training.artifact import Artifact, load_artifact
 from training.captures.promotion import PromotionRule, check
 
 Inputs = Any  # float32 [N, C, H, W] images, or a sequence of texts: anything `score` takes and `len` measures
@@ -97,3 +97,21 @@ def trained_on_note(live: Artifact, in_distribution: str) -> list[str]:
         f"the live version was trained on {live_data!r}, the candidate on {in_distribution!r}: the validation split "
         "is the candidate's, which the live version may have trained on (its figures may be optimistic)"
     ]
+
+
+def live_version(live_dir: Path, task: str, export_name: str) -> Artifact:
+    """The live version retraining starts from; ValueError unless it is a `task` model named `export_name` (the
+    candidate must be a new version of that model, of the config's modality)."""
+    live = load_artifact(live_dir)
+    if live.card.task != task:
+        raise ValueError(f"{live_dir} is {_a(live.card.task)} model, and the config is {_a(task)} config")
+    if export_name != live.card.name:
+        raise ValueError(
+            f"the live version is {live.card.name!r} but export.name is {export_name!r}: the candidate must be "
+            f"a new version of the live model (--set export.name={live.card.name})"
+        )
+    return live
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

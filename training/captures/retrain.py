@@ -27,8 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.artifact import Artifact, load_artifact
-from training.captures.compare import capture_repeats, figures, pool_record, promotion_record, trained_on_note
+from training.artifact import Artifact
+from training.captures.compare import (
+    capture_repeats,
+    figures,
+    live_version,
+    pool_record,
+    promotion_record,
+    trained_on_note,
+)
 from training.captures.curate import Curated, curate, image_arrays
 from training.captures.promotion import report
 from training.checkpoint import load_checkpoint
@@ -110,14 +117,7 @@ def run_with_captures(
     force: bool = False,
 ) -> list[Path]:
     """Curate, retrain, compare with the live version and publish the candidate to staging (module doc)."""
-    live = load_artifact(live_dir)
-    if live.card.task != "image":
-        raise ValueError(f"{live_dir} is a {live.card.task} model; retraining with captures supports image models")
-    if cfg.export.name != live.card.name:
-        raise ValueError(
-            f"the live version is {live.card.name!r} but export.name is {cfg.export.name!r}: the candidate must be "
-            f"a new version of the live model (--set export.name={live.card.name})"
-        )
+    live = live_version(live_dir, "image", cfg.export.name)
     ctx = prepare(cfg, command, resume=resume, force=force)
     if list(live.card.labels) != list(ctx.data.class_names) or live.image_input.shape != ctx.data.shape:
         raise ValueError(f"{live_dir} takes other inputs or labels than {cfg.data.in_distribution}")

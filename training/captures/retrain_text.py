@@ -25,8 +25,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from training.artifact import Artifact, load_artifact, read_card, run_text_session
-from training.captures.compare import capture_repeats, figures, pool_record, promotion_record, trained_on_note
+from training.artifact import Artifact, read_card, run_text_session
+from training.captures.compare import (
+    capture_repeats,
+    figures,
+    live_version,
+    pool_record,
+    promotion_record,
+    trained_on_note,
+)
 from training.captures.curate import Curated, curate, text_lists
 from training.captures.promotion import report
 from training.text.anomalies import load_text_validation_anomalies
@@ -116,14 +123,7 @@ def run_text_with_captures(
     force: bool = False,
 ) -> list[Path]:
     """Curate, retrain, compare with the live version and publish the candidate to staging (module doc)."""
-    live = load_artifact(live_dir)
-    if live.card.task != "text":
-        raise ValueError(f"{live_dir} is an {live.card.task} model, and the config is a text config")
-    if cfg.export.name != live.card.name:
-        raise ValueError(
-            f"the live version is {live.card.name!r} but export.name is {cfg.export.name!r}: the candidate must be "
-            f"a new version of the live model (--set export.name={live.card.name})"
-        )
+    live = live_version(live_dir, "text", cfg.export.name)
     ctx = prepare_text(cfg, command, resume=resume, force=force)
     class_names = list(ctx.data.class_names)
     if list(live.card.labels) != class_names or live.text_input.max_length != ctx.tokenizer.max_length:

@@ -48,3 +48,18 @@ def test_with_captures_refuses_a_live_version_of_the_other_modality(
     argv = ["pipeline", "--config", "configs/topics-oe.toml", "--with-captures", str(tmp_path), "--live"]
     assert main([*argv, str(tiny_artifact)]) == 2
     assert f"error: {tiny_artifact} is an image model, and the config is a text config" in capsys.readouterr().err
+
+
+def test_the_live_version_must_be_of_the_configs_modality_and_name(tiny_artifact: Path, tmp_path: Path) -> None:
+    from tests.text_artifacts import publish_tiny_text
+    from training.captures.compare import live_version
+
+    text_artifact = publish_tiny_text(tmp_path)
+
+    assert live_version(tiny_artifact, "image", "tiny").card.name == "tiny"
+    with pytest.raises(ValueError, match=f"^{text_artifact} is a text model, and the config is an image config$"):
+        live_version(text_artifact, "image", "tiny")
+    with pytest.raises(ValueError, match=f"^{tiny_artifact} is an image model, and the config is a text config$"):
+        live_version(tiny_artifact, "text", "tiny")
+    with pytest.raises(ValueError, match=r"the live version is 'tiny' but export.name is 'other'.*export.name=tiny\)$"):
+        live_version(tiny_artifact, "image", "other")
