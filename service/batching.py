@@ -193,6 +193,12 @@ class MicroBatcher:
             self._set_depth(priority, -size)
             await self._execute(batch, size, priority)
 
+    def _timed_run(self, inputs: ModelInputs) -> tuple[Outputs, float]:
+        """The run's outputs and its duration in seconds (measured where it runs: the loop or a thread)."""
+        started = time.perf_counter()
+        outputs = self._run(inputs)
+        return outputs, time.perf_counter() - started
+
     async def _execute(self, batch: list[_Job], size: int, priority: bool) -> None:
         live = [job for job in batch if not job.future.done()]  # a cancelled request needs no run
         if not live:
@@ -204,20 +210,19 @@ class MicroBatcher:
         try:
             limiter = None if self._limiter is None else self._limiter(priority)
             if len(inputs) == 1 and self._single_run_s is not None and self._single_run_s < INLINE_RUN_S:
-                outputs = self._run(inputs)  # cheaper than the hand-off to a thread and back (module doc)
+                outputs, run_s = self._timed_run(inputs)  # cheaper than a thread hand-off and back (module doc)
             else:
-                outputs = await anyio.to_thread.run_sync(self._run, inputs, limiter=limiter)
+                outputs, run_s = await anyio.to_thread.run_sync(self._timed_run, inputs, limiter=limiter)
         except Exception as e:  # any onnxruntime failure fails this batch's requests, never the worker
             logger.exception("inference failed", extra={"model": self._name, "batch_size": size})
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(InferenceFailedError(f"model {self._name}: inference failed: {e}"))
             return
-        elapsed = time.perf_counter() - started
-        if len(inputs) == 1:
+        if len(inputs) == 1:  # the run's own time, not the hand-off's: that is what running inline would cost
             last = self._single_run_s
-            self._single_run_s = elapsed if last is None else (1 - INLINE_EMA) * last + INLINE_EMA * elapsed
-        self._on_batch(len(inputs), elapsed)
+            self._single_run_s = run_s if last is None else (1 - INLINE_EMA) * last + INLINE_EMA * run_s
+        self._on_batch(len(inputs), time.perf_counter() - started)
         start = 0
         for job in live:
             stop = start + len(job.inputs)
