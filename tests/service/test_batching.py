@@ -477,29 +477,33 @@ async def test_each_job_reports_its_wait_from_submit_to_the_start_of_its_run() -
     await batcher.close()
 
 
-@pytest.mark.parametrize("run_s", [0.0, 0.003])
-async def test_a_lone_instance_runs_on_the_loop_only_once_one_instance_runs_are_known_to_be_fast(run_s: float) -> None:
-    """The thread hand-off costs more than a tiny model's run: once one-instance runs average under INLINE_RUN_S,
-    they run on the event loop; the first (no measure yet), larger batches and slow models stay in threads."""
-    from service import batching
+def timed_as(batcher: MicroBatcher, durations: list[float], threads: list[tuple[int, bool]], loop: int) -> None:
+    """Make `batcher` report `durations` (in turn) as its runs' own times, recording each run's size and whether it
+    ran on the loop's thread: the inline decision is then exact whatever the machine's load."""
+    left = iter(durations)
 
+    def timed(batch: np.ndarray) -> tuple[Outputs, float]:
+        threads.append((len(batch), threading.get_ident() == loop))
+        return doubling(batch), next(left)
+
+    batcher._timed_run = timed  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(("run_s", "inline"), [(0.0001, True), (0.0009, True), (0.001, False), (0.003, False)])
+async def test_a_lone_instance_runs_on_the_loop_only_once_one_instance_runs_are_known_to_be_fast(
+    run_s: float, inline: bool
+) -> None:
+    """The thread hand-off costs more than a tiny model's run: once one-instance runs average under INLINE_RUN_S
+    (1 ms), they run on the event loop; the first (no measure yet), larger batches and slow models stay in threads."""
     threads: list[tuple[int, bool]] = []
-
-    def run(batch: np.ndarray) -> Outputs:
-        threads.append((len(batch), threading.get_ident() == loop_thread))
-        time.sleep(run_s)
-        return doubling(batch)
-
-    loop_thread = threading.get_ident()
-    batcher = make_batcher(run)
+    batcher = make_batcher()
+    timed_as(batcher, [run_s] * 4, threads, threading.get_ident())
     try:
         for _ in range(3):
             await batcher.submit(np.ones((1, 2), np.float32))
         await batcher.submit(np.ones((2, 2), np.float32))
-        fast = run_s < batching.INLINE_RUN_S
-        assert threads == [(1, False), (1, fast), (1, fast), (2, False)]
-        average = batcher._single_run_s
-        assert average is not None and (average < batching.INLINE_RUN_S) is fast
+        assert threads == [(1, False), (1, inline), (1, inline), (2, False)]
+        assert batcher._single_run_s == pytest.approx(run_s)  # batches of two do not move the one-instance average
     finally:
         await batcher.close()
 
@@ -507,19 +511,25 @@ async def test_a_lone_instance_runs_on_the_loop_only_once_one_instance_runs_are_
 async def test_the_one_instance_average_moves_with_each_run() -> None:
     from service import batching
 
-    durations = iter([0.0, 0.004])
-
-    def run(batch: np.ndarray) -> Outputs:
-        time.sleep(next(durations))
-        return doubling(batch)
-
-    batcher = make_batcher(run)
+    threads: list[tuple[int, bool]] = []
+    batcher = make_batcher()
+    timed_as(batcher, [0.0001, 0.004, 0.0001], threads, threading.get_ident())
     try:
-        await batcher.submit(np.ones((1, 2), np.float32))
-        first = batcher._single_run_s
-        assert first is not None and first < batching.INLINE_RUN_S
-        await batcher.submit(np.ones((1, 2), np.float32))  # inline (the first was fast), and slow this time
-        second = batcher._single_run_s
-        assert second == pytest.approx((1 - batching.INLINE_EMA) * first + batching.INLINE_EMA * 0.004, abs=4e-4)
+        for _ in range(3):
+            await batcher.submit(np.ones((1, 2), np.float32))
+        second = (1 - batching.INLINE_EMA) * 0.0001 + batching.INLINE_EMA * 0.004  # 0.00088: still under 1 ms
+        third = (1 - batching.INLINE_EMA) * second + batching.INLINE_EMA * 0.0001
+        assert threads == [(1, False), (1, True), (1, True)]
+        assert batcher._single_run_s == pytest.approx(third)
+    finally:
+        await batcher.close()
+
+
+async def test_a_run_is_timed_where_it_runs() -> None:
+    batcher = make_batcher(lambda batch: (time.sleep(0.005), doubling(batch))[1])
+    try:
+        outputs, seconds = batcher._timed_run(np.ones((1, 2), np.float32))
+        assert seconds >= 0.005
+        np.testing.assert_array_equal(outputs["double"], np.full((1, 2), 2.0, np.float32))
     finally:
         await batcher.close()
