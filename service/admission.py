@@ -13,11 +13,7 @@ Policy:
    light_request_bytes` bytes, which only light requests may use: however many heavy requests saturate the server,
    a light one is admitted while fewer than `reserved_requests` light ones hold the reserve.
 4. **Refusal.** A request over the bound is refused at once (503 + Retry-After before its body is read, by
-   `InFlightLimitMiddleware`); so is a heavy request for a model that already has `max_queue_size // max_instances`
-   heavy requests in flight (16 by default). Each holds at most `max_instances` instances, so the admitted ones always
-   fit the model's queue: without this limit, requests admitted while the queue was short were read, parsed and
-   decoded, then refused by the full queue seconds later (bench.attack measured those late 503s at up to 3 s in the
-   service, the only slow ones). `oegate_admissions_total{lane, outcome}` counts both outcomes per lane.
+   `InFlightLimitMiddleware`); `oegate_admissions_total{lane, outcome}` counts both outcomes per lane.
 5. **Priority after admission.** The lane goes with the request (`current_lane`): a light one decodes in threads
    of its own, and its model's micro-batcher queues it in a queue with a worker of its own, whose batches hold
    light requests only and run on an inference limiter of their own (service/limits.py, service/batching.py), so
@@ -110,10 +106,6 @@ class Admission:
             self.bytes += ticket.cost
             self._changed()
         return admitted
-
-    def refuse(self, ticket: Ticket) -> None:
-        """Count a refusal of `ticket` made for another reason than the bound (a full model queue)."""
-        self._metrics.admissions.labels(ticket.lane, "refused").inc()
 
     def release(self, ticket: Ticket) -> None:
         self.requests -= 1

@@ -80,6 +80,12 @@ def create_app(
                 "capture_dir": None if settings.capture_dir is None else str(settings.capture_dir),
             },
         )  # fmt: skip
+        if not settings.queue_holds_admitted_requests:
+            logger.warning(
+                "max_queue_size is below what admission lets in: heavy requests may be read and decoded, then "
+                "refused by a full model queue (service/settings.py, max_queue_size)",
+                extra={"max_queue_size": settings.max_queue_size, "max_instances": settings.max_instances},
+            )
         poller = (
             asyncio.get_running_loop().create_task(registry.poll(settings.poll_interval_s), name="model-poller")
             if settings.poll_interval_s > 0
@@ -105,9 +111,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics, timeout_s=settings.body_timeout_s
     )
-    app.add_middleware(
-        InFlightLimitMiddleware, limits=limits, metrics=metrics, heavy_per_model=settings.heavy_requests_per_model
-    )
+    app.add_middleware(InFlightLimitMiddleware, limits=limits, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # The predict/infer routes first: the router tries routes in order, and they take nearly every request.
     for router in (native.router, v2.inference, models.router, v2.public, v2.router, health.router, admin.router):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admission import Lane, current_lane
+from service.admission import current_lane
 from service.errors import OverloadedError
 from service.limits import WorkLimits
 from service.logs import request_id_var
@@ -89,11 +89,8 @@ async def send_error(send: Send, status: int, message: str, headers: list[tuple[
     await send({"type": "http.response.body", "body": body})
 
 
-ADMITTED_PATHS = re.compile(
-    r"/v1/models/([^/]+)(?:/versions/[^/]+)?/predict|/v2/models/([^/]+)(?:/versions/[^/]+)?/infer"
-)
-"""The paths whose POST requests count against the in-flight bound (the native predict and V2 infer routes); the
-group that matched holds the model name."""
+ADMITTED_PATHS = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?/predict|/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+"""The paths whose POST requests count against the in-flight bound (the native predict and V2 infer routes)."""
 
 
 class InFlightLimitMiddleware:
@@ -101,38 +98,22 @@ class InFlightLimitMiddleware:
     503 with Retry-After and `{"error": ...}` at once, before its body is read (service/admission.py states the
     policy). The request's lane is set in `current_lane` for the code that serves it."""
 
-    def __init__(self, app: ASGIApp, limits: WorkLimits, metrics: Metrics, heavy_per_model: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: WorkLimits, metrics: Metrics) -> None:
         self.app = app
         self.limits = limits
         self.metrics = metrics
-        # Heavy requests in flight per model name (an entry only while its count is > 0: bounded by the in-flight
-        # bound, whatever names clients send) and the most each model may have (None: no such limit).
-        self.heavy_per_model = heavy_per_model
-        self._heavy: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        admitted = scope["type"] == "http" and scope["method"] == "POST"
-        match = ADMITTED_PATHS.fullmatch(scope["path"]) if admitted else None
-        if match is None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not ADMITTED_PATHS.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         admission = self.limits.admission
         headers = Headers(scope=scope)
         encoded = headers.get("content-encoding", "identity").strip().lower() not in ("identity", "")
         ticket = admission.ticket(headers.get("content-length"), encoded)
-        name = match.group(1) or match.group(2)  # scope["path"] is already percent-decoded
-        limit = self.heavy_per_model
-        heavy = ticket.lane is Lane.HEAVY and limit is not None
-        if heavy and limit is not None and self._heavy.get(name, 0) >= limit:
-            admission.refuse(ticket)
-            reason = f"{self._heavy[name]} heavy requests in flight for model {name}, limit {limit}"
-        elif not admission.try_admit(ticket):
-            reason = admission.refusal(ticket)
-        else:
-            reason = ""
-        if reason:
+        if not admission.try_admit(ticket):
             error = OverloadedError(
-                f"the server is overloaded ({reason}); retry after {self.limits.retry_after_s} s",
+                f"the server is overloaded ({admission.refusal(ticket)}); retry after {self.limits.retry_after_s} s",
                 retry_after_s=self.limits.retry_after_s,
             )
             self.metrics.record_error(error.reason)
@@ -141,20 +122,12 @@ class InFlightLimitMiddleware:
             return
         token = current_lane.set(ticket.lane)
         released = False
-        if heavy:
-            self._heavy[name] = self._heavy.get(name, 0) + 1
 
         def release_once() -> None:
             nonlocal released
             if not released:
                 released = True
                 admission.release(ticket)
-                if heavy:
-                    left = self._heavy[name] - 1
-                    if left:
-                        self._heavy[name] = left
-                    else:
-                        del self._heavy[name]
 
         async def send_releasing(message: Message) -> None:
             # Released before the last body message goes out: a client sends its next request as soon as it has the

@@ -62,10 +62,13 @@ class Settings(BaseSettings):
     grow with load (requests queue while the previous run executes) and a lone request never waits. A delay can
     help an accelerator whose per-run cost dominates; on CPU, 2 ms measured no faster at 32 connections and
     slower at 1 and 8 (README.md, Speed)."""
-    max_queue_size: int = Field(default=1024, ge=1)
-    """Most instances waiting per model (each lane's queue); beyond it requests get 503 with Retry-After. It also
-    sets how many heavy requests one model admits at once (`max_queue_size // max_instances`), so that admitted
-    requests always fit the queue and excess ones are refused before their body is read."""
+    max_queue_size: int = Field(default=4096, ge=1)
+    """Most instances waiting per model (each lane's queue); beyond it requests get 503 with Retry-After. The
+    default, 64 x 64, holds every instance of the heavy requests admission lets in at once (64, with up to
+    `max_instances` each): an admitted heavy request then never meets a full queue, so overload is refused at
+    admission, before a body is read, not seconds later after reading and decoding it (bench.attack measured such
+    late 503s at up to 3 s with 1,024). A smaller value bounds queued memory harder and brings those back (logged
+    at start-up)."""
     retry_after_s: int = Field(default=1, ge=1)
     """Seconds sent in the Retry-After header of an overload (503) response."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -204,11 +207,11 @@ class Settings(BaseSettings):
         return pins
 
     @property
-    def heavy_requests_per_model(self) -> int:
-        """Heavy requests admitted at once for one model (`max_queue_size // max_instances`, 16 by default): however
-        many instances each holds, they fit the model's queue, so no admitted request is refused late by a full
-        queue (service/admission.py)."""
-        return self.max_queue_size // self.max_instances
+    def queue_holds_admitted_requests(self) -> bool:
+        """Whether `max_queue_size` holds every instance of the heavy requests admission admits at once (then no
+        admitted heavy request is refused by a full queue)."""
+        heavy = self.max_requests_in_flight - self.light_reserved_requests
+        return self.max_queue_size >= heavy * self.max_instances
 
     @property
     def light_reserved_requests(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,80 +252,29 @@ def test_the_slot_is_free_before_the_client_can_read_the_end_of_the_answer() -> 
     assert limits.admission.requests == 0 and limits.admission.bytes == 0  # released once, not twice
 
 
-class _Held:
-    """An ASGI app whose requests wait on `go` after reading their body, so that a test holds them in flight."""
-
-    def __init__(self) -> None:
-        self.go = asyncio.Event()
-        self.seen: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        self.seen.append(scope["path"])
-        await self.go.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
+def test_the_default_queue_holds_every_instance_of_the_heavy_requests_admitted_at_once(model_dir: Path) -> None:
+    """An admitted heavy request never meets a full model queue with the defaults, so overload is refused at
+    admission, before a body is read (a full queue refused requests only after reading and decoding them: the late,
+    slow 503s bench.attack found)."""
+    settings = Settings(model_dir=model_dir)
+    heavy = settings.max_requests_in_flight - settings.light_reserved_requests
+    assert (heavy, settings.max_instances, settings.max_queue_size) == (64, 64, 4096)
+    assert settings.queue_holds_admitted_requests
+    assert not Settings(model_dir=model_dir, max_queue_size=4095).queue_holds_admitted_requests
+    assert Settings(model_dir=model_dir, max_queue_size=4095, max_instances=63).queue_holds_admitted_requests
 
 
-def _post(path: str, content_length: int) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "headers": [(b"content-length", str(content_length).encode())],
-    }
+@pytest.mark.anyio
+async def test_a_queue_smaller_than_what_admission_admits_is_logged_at_start(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.app import create_app
 
-
-def test_a_model_admits_at_most_queue_size_over_max_instances_heavy_requests_refusing_before_the_body() -> None:
-    """Each heavy request holds at most max_instances instances, so max_queue_size // max_instances of them always fit
-    the model's queue: the next one for that model is refused at once, before its body is read, instead of being
-    read, decoded and then refused by the full queue (the late, slow 503s bench.attack found)."""
-    from service.limits import WorkLimits
-    from service.middleware import InFlightLimitMiddleware
-
-    settings = Settings(max_queue_size=130, max_instances=64)
-    assert settings.heavy_requests_per_model == 2 and Settings().heavy_requests_per_model == 16
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    limits = WorkLimits(settings, metrics)
-    app = _Held()
-    gate = InFlightLimitMiddleware(app, limits, metrics, heavy_per_model=settings.heavy_requests_per_model)
-    heavy, light = settings.light_request_bytes + 1, settings.light_request_bytes
-
-    async def scenario() -> list[list[dict[str, Any]]]:
-        sent: list[list[dict[str, Any]]] = [[] for _ in range(6)]
-        body_reads: list[int] = []
-
-        def call(index: int, path: str, size: int) -> Any:
-            async def receive() -> Any:
-                body_reads.append(index)
-                return {"type": "http.request", "body": b"{}"}
-
-            async def send(message: Any) -> None:
-                sent[index].append(message)
-
-            return asyncio.create_task(gate(_post(path, size), receive, send))
-
-        held = [call(0, "/v2/models/a/infer", heavy), call(1, "/v1/models/a/versions/3/predict", heavy)]
-        await asyncio.sleep(0)
-        await call(2, "/v2/models/a/infer", heavy)  # a third heavy one for model a: refused at once
-        assert 2 not in body_reads and sent[2][0]["status"] == 503
-        others = [call(3, "/v2/models/b/infer", heavy), call(4, "/v2/models/a/infer", light)]
-        await asyncio.sleep(0)
-        assert gate._heavy == {"a": 2, "b": 1} and limits.admission.requests == 4
-        app.go.set()
-        await asyncio.gather(*held, *others)
-        assert gate._heavy == {}  # entries go with their last request: bounded whatever names clients send
-        await call(5, "/v2/models/a/infer", heavy)  # room again
-        return sent
-
-    sent = asyncio.run(scenario())
-    assert json.loads(sent[2][1]["body"]) == {
-        "error": "the server is overloaded (2 heavy requests in flight for model a, limit 2); retry after 1 s"
-    }
-    assert (b"retry-after", b"1") in sent[2][0]["headers"]
-    assert [sent[i][0]["status"] for i in (0, 1, 3, 4, 5)] == [200] * 5
-    assert registry.get_sample_value("oegate_admissions_total", {"lane": "heavy", "outcome": "refused"}) == 1.0
-    assert registry.get_sample_value("oegate_admissions_total", {"lane": "heavy", "outcome": "admitted"}) == 4.0
-    assert registry.get_sample_value("oegate_admissions_total", {"lane": "light", "outcome": "admitted"}) == 1.0
-    assert limits.admission.requests == 0 and limits.admission.bytes == 0
+    for size, expected in ((4096, []), (1024, ["max_queue_size is below what admission lets in"])):
+        caplog.clear()
+        app = create_app(Settings(model_dir=model_dir, providers=["CPUExecutionProvider"], max_queue_size=size))
+        with caplog.at_level(logging.WARNING, logger="service.app"):
+            async with app.router.lifespan_context(app):
+                pass
+        found = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "service.app"]
+        assert [m[: len(e)] for m, e in zip(found, expected, strict=True)] == expected
