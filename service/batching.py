@@ -128,10 +128,6 @@ class MicroBatcher:
         """Instances queued (both queues) and not yet taken into a batch."""
         return self._depths[False] + self._depths[True]
 
-    def has_room(self, n: int, priority: bool = False) -> bool:
-        """Whether `n` more instances fit in the (priority or ordinary) queue now; `submit` refuses them otherwise."""
-        return self._depths[priority] + n <= self._max_queue_size
-
     @property
     def closing(self) -> bool:
         """True once `close()` was called (the worker may still be finishing queued jobs)."""
@@ -143,7 +139,7 @@ class MicroBatcher:
         if self._closing or not self._workers:
             raise ServiceError(f"model {self._name}: batcher is not running")
         n = len(inputs)
-        if not self.has_room(n, priority):  # each queue has the bound: heavy jobs cannot fill the priority one
+        if self._depths[priority] + n > self._max_queue_size:  # each queue has the bound: heavy jobs cannot fill it
             raise OverloadedError(
                 f"model {self._name} is overloaded ({self._depths[priority]} instances queued, limit "
                 f"{self._max_queue_size}); "

@@ -70,6 +70,11 @@ def mnist_box(ink: np.ndarray) -> np.ndarray:
     return field
 
 
+DIGIT_SIMILARITY = 0.85
+"""`shape_features` cosine similarity to a drawn digit at or above which a glyph counts as a digit look-alike (the
+Omniglot analogue and the font-glyph OE source drop such glyphs)."""
+
+
 def shape_features(images: np.ndarray) -> np.ndarray:
     """Blurred, mean-centered, unit-norm pixel vectors of 28 x 28 images: their dot products are cosine similarities
     that tolerate small shifts (how glyphs are compared with digits to drop look-alikes)."""

@@ -32,14 +32,13 @@ import PIL
 
 from training.data.base import MissingPackageError
 from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomic
-from training.image.anomalies.glyphs import GlyphRenderer, shape_features
+from training.image.anomalies.glyphs import DIGIT_SIMILARITY, GlyphRenderer, shape_features
 
 AENIGMA_DIR = Path("/usr/share/fonts/truetype/aenigma")
 NOTO_DIR = Path("/usr/share/fonts/truetype/noto")
 RENDER_VERSION = 2  # bump when rendering changes, to invalidate caches
 NOTMNIST_LETTERS = "ABCDEFGHIJ"
 MAX_LETTERS_PER_SCRIPT = 48
-DIGIT_SIMILARITY = 0.85
 PEN_STROKE = 2  # pixels at the 64 px render size, added to Regular weights
 
 

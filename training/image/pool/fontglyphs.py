@@ -33,8 +33,7 @@ from PIL import Image, ImageFilter
 
 from training.data.base import DataError, MissingPackageError
 from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomic
-from training.image.anomalies.glyphs import GlyphRenderer, load_font, mnist_box, shape_features
-from training.image.anomalies.rendered_sets import DIGIT_SIMILARITY
+from training.image.anomalies.glyphs import DIGIT_SIMILARITY, GlyphRenderer, load_font, mnist_box, shape_features
 
 DRAW_VERSION = 1  # bumped whenever the drawing changes, so a cached set is redrawn
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
