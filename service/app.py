@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
 from service import __version__
@@ -21,6 +22,7 @@ from service.capture import Capture
 from service.cpus import cpu_budget, onnxruntime_threads
 from service.deps import Components
 from service.errors import install_error_handlers
+from service.hot_routes import HotRoutes
 from service.inference import Predictor
 from service.limits import WorkLimits
 from service.metrics import Metrics
@@ -34,6 +36,14 @@ from service.settings import Settings
 from service.shared_pins import SharedPins
 
 logger = logging.getLogger(__name__)
+
+
+def hot_routes() -> list[APIRoute]:
+    """The routes `HotRoutes` serves directly: predict and infer, nearly every request's (no dependencies)."""
+    routes = [route for router in (native.router, v2.inference) for route in router.routes]
+    assert all(isinstance(route, APIRoute) and not route.dependencies for route in routes)
+    return routes  # type: ignore[return-value]
+
 
 DESCRIPTION = """Anomaly-gating classifier server (Outlier Exposure, Hendrycks et al., ICLR 2019).
 
@@ -106,15 +116,17 @@ def create_app(
         settings=settings, metrics=metrics, registry=registry, predictor=predictor, limits=limits, capture=capture
     )
     install_error_handlers(app, metrics)
+    # The predict/infer routes first: the router tries routes in order, and they take nearly every request.
+    for router in (native.router, v2.inference, models.router, v2.public, v2.router, health.router, admin.router):
+        app.include_router(router)
     # Added innermost first: the request context (ids, access log, latency) wraps admission, which refuses
-    # requests over the in-flight bound before the body limits and deadline read any of their body.
+    # requests over the in-flight bound before the body limits and deadline read any of their body; inside them
+    # all, the predict/infer routes are served past the framework's router (service/hot_routes.py).
+    app.add_middleware(HotRoutes, routes=hot_routes(), handlers=app.exception_handlers)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics, timeout_s=settings.body_timeout_s
     )
     app.add_middleware(InFlightLimitMiddleware, limits=limits, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    # The predict/infer routes first: the router tries routes in order, and they take nearly every request.
-    for router in (native.router, v2.inference, models.router, v2.public, v2.router, health.router, admin.router):
-        app.include_router(router)
     document_request_bodies(app, [PredictRequest, InferenceRequest])
     return app
