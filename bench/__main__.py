@@ -72,6 +72,12 @@ def parse_options(argv: list[str]) -> Options:
     add("--model", default=defaults.model, help="model name (default %(default)s)")
     add("--version", default=defaults.version, help="artifact version the peers load (default %(default)s)")
     add("--digit", type=int, default=defaults.digit_index, help="MNIST test index sent (default %(default)s)")
+    add(
+        "--instances",
+        type=int,
+        default=defaults.instances,
+        help="the digit N times per request: N native instances or a V2 batch of N (default 1; oegate and Triton)",
+    )
     add("--triton-venv", type=Path, default=defaults.triton_venv, help="Python 3.12 venv for PyTriton (made if absent)")
     add("--output-dir", type=Path, default=defaults.output_dir, help="where <stamp>.md/.json go (bench/results)")
     add("--quiet-load", type=float, default=defaults.quiet_load, help="1-min load average counted as quiet")
@@ -87,6 +93,10 @@ def parse_options(argv: list[str]) -> Options:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.instances < 1:
+        parser.error("--instances must be >= 1")
+    if args.instances > 1 and ("baseline" in args.servers or "native-raw" in args.apis):
+        parser.error("--instances > 1: the baseline server reads one instance and native-raw carries one image")
     if args.server_core == args.client_core:
         parser.error("--server-core and --client-core must differ")
     return Options(
@@ -102,6 +112,7 @@ def parse_options(argv: list[str]) -> Options:
         model=args.model,
         version=args.version,
         digit_index=args.digit,
+        instances=args.instances,
         triton_venv=args.triton_venv.resolve(),
         output_dir=args.output_dir.resolve(),
         quiet_load=args.quiet_load,

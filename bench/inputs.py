@@ -1,6 +1,7 @@
 """The one request every server gets, and reading its prediction back.
 
-The input is an MNIST test digit, scaled to [0, 1] as the service's image codec does (pixel / 255), sent as:
+The input is an MNIST test digit, scaled to [0, 1] as the service's image codec does (pixel / 255), once per
+request or N times (`--instances N`: N instances, or a V2 tensor of batch N), sent as:
 - `native`: the native API's JSON `{"instances": [{"array": [C][H][W]}]}`;
 - `v2`: an Open Inference Protocol (V2) FP32 [1, C, H, W] tensor in JSON;
 - `v2-binary`: the same tensor with Triton's binary tensor extension both ways (raw little-endian float32 after
@@ -93,11 +94,13 @@ def _binary_header(values: np.ndarray, input_name: str) -> bytes:
 
 
 def request_body(api: Api, values: np.ndarray, input_name: str = "input") -> bytes:
-    """The body for one image `values` (float32 [1, C, H, W]) on `api`."""
-    if values.dtype != np.float32 or values.ndim != 4 or values.shape[0] != 1:
-        raise ValueError(f"expected float32 [1, C, H, W], got {values.dtype} {list(values.shape)}")
+    """The body for the images `values` (float32 [N, C, H, W]; N = 1 for `native-raw`, one image per body) on
+    `api`: N instances, or one V2 tensor of batch N."""
+    if values.dtype != np.float32 or values.ndim != 4 or values.shape[0] < 1:
+        raise ValueError(f"expected float32 [N, C, H, W], got {values.dtype} {list(values.shape)}")
     if api == "native":
-        return ('{"instances":[{"array":' + _nested(values[0]) + "}]}").encode()
+        instances = ",".join('{"array":' + _nested(image) + "}" for image in values)
+        return ('{"instances":[' + instances + "]}").encode()
     if api == "v2-binary":
         return _binary_header(values, input_name) + values.astype("<f4").tobytes()
     if api == "native-raw":
@@ -121,8 +124,8 @@ def _png(values: np.ndarray) -> bytes:
     """A one-channel image [1, 1, H, W] = pixel / 255 as the PNG of its pixels (decoded back exactly by the codec)."""
     from PIL import Image  # only this body needs it
 
-    if values.shape[1] != 1:
-        raise ValueError(f"native-raw bodies are grey images [1, 1, H, W], got {list(values.shape)}")
+    if values.shape[:2] != (1, 1):
+        raise ValueError(f"native-raw bodies are one grey image [1, 1, H, W], got {list(values.shape)}")
     pixels = np.rint(values[0, 0] * np.float32(255.0)).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -130,7 +133,7 @@ def _png(values: np.ndarray) -> bytes:
 
 
 def body_values(api: Api, body: bytes, headers: dict[str, str] | None = None) -> np.ndarray:
-    """The float32 [1, C, H, W] a server reads from `body` (JSON numbers -> float64 -> float32, as they all do)."""
+    """The float32 [N, C, H, W] a server reads from `body` (JSON numbers -> float64 -> float32, as they all do)."""
     if api == "native-raw":
         from PIL import Image
 
@@ -142,7 +145,8 @@ def body_values(api: Api, body: bytes, headers: dict[str, str] | None = None) ->
         return np.frombuffer(body[length:], dtype="<f4").reshape(tensor["shape"])
     parsed = json.loads(body)
     if api == "native":
-        return np.asarray([parsed["instances"][0]["array"]], dtype=np.float64).astype(np.float32)
+        arrays = [instance["array"] for instance in parsed["instances"]]
+        return np.asarray(arrays, dtype=np.float64).astype(np.float32)
     tensor = parsed["inputs"][0]
     return np.asarray(tensor["data"], dtype=np.float64).astype(np.float32).reshape(tensor["shape"])
 

@@ -53,6 +53,7 @@ class Options:
     model: str = "mnist-oe"
     version: str = "1"
     digit_index: int = 0
+    instances: int = 1  # the digit this many times per request (instances, or a V2 tensor's batch)
     triton_venv: Path = Path("/tmp/bench-venv312")
     output_dir: Path = REPO / "bench" / "results"
     work_root: Path = REPO / "runs" / "bench"
@@ -159,18 +160,20 @@ def run(options: Options) -> int:
     reference = inputs.reference_prediction(artifact / "model.onnx", digit.values)
     if reference.label_index != digit.label:
         raise SystemExit(f"the model itself labels {digit.source} as {reference.label_index}, not {digit.label}")
+    values = np.repeat(digit.values, options.instances, axis=0)
     bodies, headers, scripts = {}, {}, {}
     for api in options.apis:
         bodies[api] = work_dir / f"body-{api}.bin"
-        bodies[api].write_bytes(inputs.request_body(api, digit.values))
-        headers[api] = inputs.request_headers(api, digit.values)
+        bodies[api].write_bytes(inputs.request_body(api, values))
+        headers[api] = inputs.request_headers(api, values)
         scripts[api] = work_dir / f"wrk-{api}.lua"
         scripts[api].write_text(wrk.lua_script(bodies[api].resolve(), headers[api]))
     state = _Run(options, work_dir, model_root, reference, digit.label, bodies, headers, scripts)
     facts = _machine_facts(options, load_before)
     facts |= {
         "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "input": f"{digit.source}, label {digit.label}, pixel / 255 as float32 [1, 1, 28, 28] (native-raw: its PNG)",
+        "input": f"{digit.source}, label {digit.label}, pixel / 255 as float32 [1, 1, 28, 28] (native-raw: its PNG)"
+        + (f", {n} times per request (float32 [{n}, 1, 28, 28])" if (n := options.instances) > 1 else ""),
         "body_bytes": {api: path.stat().st_size for api, path in bodies.items()},
         "reference": {"label_index": reference.label_index, "anomaly_score": reference.anomaly_score},
         "model": f"{source} (model.onnx sha256 {hashlib.sha256((artifact / 'model.onnx').read_bytes()).hexdigest()})",

@@ -43,11 +43,28 @@ def test_bodies_have_the_documented_shapes() -> None:
     assert len(tensor["data"]) == 784 and tensor["data"][3 * 28 + 5] == 1
 
 
-def test_request_body_refuses_anything_but_one_float32_image() -> None:
+def test_request_body_refuses_anything_but_float32_images() -> None:
     with pytest.raises(ValueError, match="float32"):
         request_body("v2", np.zeros((1, 1, 28, 28), dtype=np.float64))
-    with pytest.raises(ValueError, match=r"\[1, C, H, W\]"):
-        request_body("native", np.zeros((2, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        request_body("native", np.zeros((0, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        request_body("v2", np.zeros((1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="one grey image"):
+        request_body("native-raw", np.zeros((2, 1, 28, 28), dtype=np.float32))
+
+
+def test_several_instances_per_body_round_trip_in_order() -> None:
+    rng = np.random.default_rng(0)
+    values = (rng.integers(0, 256, size=(3, 1, 28, 28)) / 255.0).astype(np.float32)
+    for api in ("native", "v2", "v2-binary"):
+        body = request_body(api, values)
+        read = body_values(api, body, request_headers(api, values))
+        np.testing.assert_array_equal(read, values, strict=True)
+    native = json.loads(request_body("native", values))
+    assert len(native["instances"]) == 3
+    (tensor,) = json.loads(request_body("v2", values))["inputs"]
+    assert tensor["shape"] == [3, 1, 28, 28] and len(tensor["data"]) == 3 * 784
 
 
 @pytest.mark.parametrize(

@@ -27,3 +27,17 @@ def test_a_variant_needs_a_new_name_and_a_checkout(value: str, capsys: pytest.Ca
     with pytest.raises(SystemExit):
         parse_options(["--variant", value])
     assert "NAME=DIR" in capsys.readouterr().err
+
+
+def test_instances_per_request_default_to_one_and_exclude_one_image_servers_and_bodies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parse_options([]).instances == 1
+    options = parse_options(["--servers", "oegate", "--apis", "v2,v2-binary,native", "--instances", "16"])
+    assert options.instances == 16
+    for refused in (["--servers", "oegate,baseline", "--apis", "v2"], ["--servers", "oegate", "--apis", "native-raw"]):
+        with pytest.raises(SystemExit):
+            parse_options([*refused, "--instances", "2"])
+        assert "--instances > 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_options(["--servers", "oegate", "--instances", "0"])
