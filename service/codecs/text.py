@@ -88,6 +88,13 @@ class TextEncoder:
         return TokenBatch(tuple(np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings))
 
 
+INLINE_TEXT_CHARS = 512
+"""A native request whose instances are all texts of at most this many characters in all is tokenized on the event
+loop: tokenizing costs about 0.33 us per character here (one 64-character text 29 us, 512 characters 0.17 ms;
+`timeit` on one core of the 2-core bench machine), less than the decode thread hand-off, which py-spy put at about
+a fifth of the event loop's busy time serving one short text per request (BENCHMARKS.md, section 3)."""
+
+
 class IndexedCodecError(CodecError):
     """A CodecError about one text of a batch: `index` says which."""
 

@@ -7,6 +7,7 @@ the model does not take is a 422 naming the instance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,7 +24,7 @@ from service.capture import RawInput, RawInputs
 from service.card import Card, TextInputSpec
 from service.codecs import CodecError, TextEncoder, decode_array, decode_base64, decode_image
 from service.codecs.image import small_pngs
-from service.codecs.text import IndexedCodecError
+from service.codecs.text import INLINE_TEXT_CHARS, IndexedCodecError
 from service.errors import (
     BadRequestError,
     InvalidInputError,
@@ -84,9 +85,8 @@ async def parse_predict_request(request: Request, settings: Settings, limits: Wo
         parsed = await parse_off_loop(len(body), settings.large_json_bytes, limits.decode, _parse_json_body, body)
         _check_count(len(parsed.instances), settings)
         decode = partial(decode_instances, parsed.instances, settings=settings)
-        arrays_only = all(isinstance(instance, ArrayInstance) for instance in parsed.instances)
         return NativeRequest(
-            decode=decode, top_k=parsed.top_k, threshold=parsed.threshold, inline=small and arrays_only
+            decode=decode, top_k=parsed.top_k, threshold=parsed.threshold, inline=small and _cheap(parsed.instances)
         )
     if kind == "multipart/form-data":
         return await _parse_multipart(request, settings)
@@ -105,6 +105,15 @@ async def parse_predict_request(request: Request, settings: Settings, limits: Wo
         f"unsupported content type '{kind or '(none)'}': send application/json, multipart/form-data, or one image "
         f"as {', '.join(RAW_IMAGE_TYPES)}"
     )
+
+
+def _cheap(instances: Sequence[Instance]) -> bool:
+    """Whether decoding `instances` costs less than a decode thread hand-off: arrays only (numbers already parsed,
+    only checked and stacked), or short texts only (`INLINE_TEXT_CHARS` in all)."""
+    if all(isinstance(instance, ArrayInstance) for instance in instances):
+        return True
+    texts = [instance.text for instance in instances if isinstance(instance, TextInstance)]
+    return len(texts) == len(instances) and sum(map(len, texts)) <= INLINE_TEXT_CHARS
 
 
 async def _parse_multipart(request: Request, settings: Settings) -> NativeRequest:

@@ -1,11 +1,13 @@
 """Which requests are decoded on the event loop and which in a decode thread (service/inference.py): small numeric
-bodies and small PNGs inline, everything else (large bodies, large or non-PNG images, texts) in a thread."""
+bodies, small PNGs and short native texts inline, everything else (large bodies, large or non-PNG images, long
+texts) in a thread."""
 
 from __future__ import annotations
 
 import io
 import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,8 +15,9 @@ import pytest
 from PIL import Image
 
 from service.codecs.image import INLINE_DECODE_PIXELS, png_size, small_pngs
+from service.codecs.text import INLINE_TEXT_CHARS
 from service.protocol import native, v2
-from tests.service.conftest import digit_like, png_bytes
+from tests.service.conftest import clone_artifact, digit_like, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +86,25 @@ async def test_v2_fp32_and_small_binary_pngs_are_decoded_inline(serve, monkeypat
     assert small.status_code == large.status_code == pngs.status_code == 200
     assert len(large.request.content) > 4096 > len(small.request.content)
     assert on_loop == [True, False, True]
+
+
+async def test_native_texts_up_to_the_character_limit_in_all_are_tokenized_inline(
+    serve, model_dir: Path, text_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clone_artifact(text_artifact, model_dir, "words", 1)
+    on_loop = recording(monkeypatch, native, "decode_instances")
+    assert INLINE_TEXT_CHARS == 512
+    half = ("word " * INLINE_TEXT_CHARS)[: INLINE_TEXT_CHARS // 2]  # 256 characters
+    bodies = [
+        [half, half],  # 512 in all: inline
+        [half, half + "x"],  # 513: a thread
+        ["x" * 600],  # one long text: a thread
+        ["short"],
+    ]
+    async with serve(large_json_bytes=64 * 1024) as (_, client):
+        for texts in bodies:
+            response = await client.post("/v1/models/words/predict", json={"instances": [{"text": t} for t in texts]})
+            assert response.status_code == 200, response.text
+        mixed = await client.post("/v1/models/words/predict", json={"instances": [{"text": "a"}, {"image_b64": "x"}]})
+    assert mixed.status_code == 422  # texts mixed with images: refused (decoded in a thread, not inline)
+    assert on_loop == [True, False, False, True, False]
