@@ -40,9 +40,11 @@ logger = logging.getLogger(__name__)
 
 def hot_routes() -> list[APIRoute]:
     """The routes `HotRoutes` serves directly: predict and infer, nearly every request's (no dependencies)."""
-    routes = [route for router in (native.router, v2.inference) for route in router.routes]
-    assert all(isinstance(route, APIRoute) and not route.dependencies for route in routes)
-    return routes  # type: ignore[return-value]
+    routes = [
+        route for router in (native.router, v2.inference) for route in router.routes if isinstance(route, APIRoute)
+    ]
+    assert not any(route.dependencies for route in routes), "HotRoutes calls endpoints without solving dependencies"
+    return routes
 
 
 DESCRIPTION = """Anomaly-gating classifier server (Outlier Exposure, Hendrycks et al., ICLR 2019).
