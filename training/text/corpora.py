@@ -30,6 +30,11 @@ and scripts, none of them dialogue about the in-distribution topics:
   numbers, company slogans, job titles, user agents, file paths, payment-card lines, in `FAKER_RECORD_LOCALES`.
   Both are generated with fixed seeds (package `faker`, pinned in requirements-data.txt: another version changes
   the sentences). Their length is not checked in words (Chinese, Japanese and Thai have no spaces).
+**OE corpus, `default-wordnet`**: the nine groups plus `wordnet-en`, the usage examples of WordNet 3.0's glosses
+(Debian `wordnet-base`, `/usr/share/wordnet/data.{noun,verb,adj,adv}`: "she rubbed down her child with a sponge",
+"the country lay ruined after the war"): short everyday English about every kind of subject, the voice of the
+in-distribution dialogue rather than of articles and speeches. De-duplicated against the nine groups.
+
 Each is split into sentences of 4 to 60 words, de-duplicated across groups and capped at `OE_GROUP_CAP` sentences
 (a fixed, seed-independent subset, so no one group dominates the OE batches). `english` is the first recipe,
 `wikipedia-en` + `news-en` only. A fixed 1 in `OE_HELDOUT_MODULUS` of the sentences (by a CRC of the sentence,
@@ -54,13 +59,14 @@ import io
 import re
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
 
-from training.data.base import DataError
+from training.data.base import DataError, MissingPackageError
 from training.data.wheels import wheel_file
 from training.text.data import (
     TextInDistribution,
@@ -99,14 +105,27 @@ OE_GROUPS = (
 FAKER_LOREM_PER_LOCALE = 400
 FAKER_RECORDS = 8000
 _EPOCH, _END = dt.datetime(1990, 1, 1), dt.datetime(2025, 1, 1)  # fixed: Faker's default range ends "now"
+# Locales whose Faker city list is made from a set (`list({...})`), so its order, and the cities a seed draws,
+# changed with Python's hash seed; their list is sorted.
+_SET_ORDERED_CITIES = frozenset({"it_IT"})
 FAKER_RECORD_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "ja_JP", "zh_CN", "ru_RU", "ar_AA")
-OE_RECIPES = {"default": OE_GROUPS, "english": ("wikipedia-en", "news-en")}
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_PACKAGE = "wordnet-base"
+WORDNET_GROUP = "wordnet-en"
+ALL_OE_GROUPS = (*OE_GROUPS, WORDNET_GROUP)
+OE_RECIPES = {
+    "default": OE_GROUPS,
+    "default-wordnet": ALL_OE_GROUPS,
+    "english": ("wikipedia-en", "news-en"),
+}
 OE_GROUP_CAP = 20_000
 OE_HELDOUT_MODULUS = 20
 # Tokenized punctuation in the ParlSpeech texts ("Präsidentin ! Meine"): the space before it is removed.
 _SPACED_PUNCTUATION = re.compile(r" ([.,!?;:)])")
 # Characters that betray leftover markup or tables; a sentence holding any is dropped.
 _MARKUP_CHARACTERS = re.compile(r"[{}\[\]<>|=]|''|https?:")
+# A usage example inside a WordNet gloss: a double-quoted string.
+_WORDNET_EXAMPLE = re.compile(r'"([^"]+)"')
 
 
 def _yaml_loader() -> Any:
@@ -153,14 +172,26 @@ def chatterbot_categories() -> dict[str, tuple[str, ...]]:
     return {category: tuple(texts) for category, texts in result.items()}
 
 
-def load_chatterbot(*, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> TextInDistribution:
-    """`chatterbot-en`: English chatterbot-corpus topics, near-OOD categories held out, capped (module doc)."""
+def load_chatterbot(
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    held_out_classes: tuple[str, ...] | list[str] = (),
+) -> TextInDistribution:
+    """`chatterbot-en`: English chatterbot-corpus topics, near-OOD categories held out, capped (module doc).
+    `held_out_classes` (in-distribution categories) leave every split too, as the `held_out` validation texts."""
     categories = chatterbot_categories()
-    kept = sorted(
+    usable = sorted(
         name
         for name, texts in categories.items()
         if name not in NEAR_OOD_CATEGORIES and len(texts) >= MIN_CATEGORY_SIZE
     )
+    unknown = sorted(set(held_out_classes) - set(usable))
+    if unknown:
+        raise DataError(f"chatterbot-en: held-out class(es) {', '.join(unknown)} are not categories; {usable}")
+    kept = [name for name in usable if name not in held_out_classes]
+    held_texts = tuple(text for name in usable if name in held_out_classes for text in categories[name])
     rng = np.random.default_rng(seed)
     texts: list[str] = []
     labels: list[int] = []
@@ -175,7 +206,9 @@ def load_chatterbot(*, seed: int = 0, val_fraction: float = 0.1, test_fraction: 
         f"chatterbot-corpus English, {len(kept)} topic categories, {len(texts)} utterances "
         f"(near-OOD held out: {', '.join(NEAR_OOD_CATEGORIES)}; cap {CATEGORY_CAP} per category)"
     )
-    return split_labelled(
+    if held_texts:
+        description += f" ({len(held_texts)} utterances of {', '.join(sorted(held_out_classes))} held out)"
+    split = split_labelled(
         "chatterbot-en",
         texts,
         np.array(labels, np.int64),
@@ -185,6 +218,7 @@ def load_chatterbot(*, seed: int = 0, val_fraction: float = 0.1, test_fraction: 
         test_fraction=test_fraction,
         description=description,
     )
+    return replace(split, held_out=held_texts)
 
 
 def near_ood_texts() -> tuple[str, ...]:
@@ -281,6 +315,36 @@ def default_oe_sources() -> dict[str, tuple[str, ...]]:
     return groups
 
 
+def wordnet_examples() -> list[str]:
+    """The usage examples of every WordNet 3.0 synset's gloss (Debian `wordnet-base`), in file order."""
+    if not WORDNET_DIR.is_dir():
+        raise MissingPackageError(WORDNET_PACKAGE, str(WORDNET_DIR), f"the {WORDNET_GROUP} OE group")
+    examples: list[str] = []
+    for part in ("noun", "verb", "adj", "adv"):
+        for line in (WORDNET_DIR / f"data.{part}").read_text(encoding="latin-1").splitlines():
+            if line.startswith("  "):  # the license header
+                continue
+            _, bar, gloss = line.partition(" | ")
+            if bar:
+                examples.extend(collapse_whitespace(m) for m in _WORDNET_EXAMPLE.findall(gloss))
+    return examples
+
+
+@functools.cache
+def oe_group_sentences(group: str) -> tuple[str, ...]:
+    """One OE group's sentences (held-out slice included): the nine of `default_oe_sources`, or `wordnet-en`,
+    de-duplicated against those nine and capped like them. Only the groups a recipe names are read."""
+    if group in OE_GROUPS:
+        return default_oe_sources()[group]
+    if group != WORDNET_GROUP:
+        raise DataError(f"unknown OE corpus group '{group}'; groups: {', '.join(ALL_OE_GROUPS)}")
+    seen = {s.casefold() for sentences in default_oe_sources().values() for s in sentences}
+    sentences = keep_sentences([s for s in wordnet_examples() if not _MARKUP_CHARACTERS.search(s)], seen=seen)
+    if len(sentences) > OE_GROUP_CAP:
+        sentences = sorted(sentences, key=lambda t: zlib.crc32(t.encode("utf-8")))[:OE_GROUP_CAP]
+    return tuple(sentences)
+
+
 def _faker(locale: str) -> Any:
     try:
         from faker import Faker
@@ -288,6 +352,9 @@ def _faker(locale: str) -> Any:
         raise DataError("the faker-* OE groups need the PyPI package faker (`make venv` installs it)") from error
     fake = Faker(locale)
     fake.seed_instance(zlib.crc32(locale.encode()))
+    for provider in fake.get_providers():
+        if locale in _SET_ORDERED_CITIES and isinstance(getattr(provider, "cities", None), list):
+            provider.cities = sorted(provider.cities)  # listed from a set: its order changed with PYTHONHASHSEED
     return fake
 
 
@@ -332,14 +399,12 @@ def is_oe_heldout(sentence: str) -> bool:
 
 def load_default_oe_corpus(groups: tuple[str, ...] = OE_GROUPS) -> tuple[str, ...]:
     """The OE corpus for training from `groups`: their sentences minus the held-out slice."""
-    sources = default_oe_sources()
-    return tuple(s for group in groups for s in sources[group] if not is_oe_heldout(s))
+    return tuple(s for group in groups for s in oe_group_sentences(group) if not is_oe_heldout(s))
 
 
 def oe_heldout_sentences(groups: tuple[str, ...] = OE_GROUPS) -> tuple[str, ...]:
     """The held-out slice of the OE corpus of `groups` (`val-oe-heldout*`); never returned for training."""
-    sources = default_oe_sources()
-    return tuple(s for group in groups for s in sources[group] if is_oe_heldout(s))
+    return tuple(s for group in groups for s in oe_group_sentences(group) if is_oe_heldout(s))
 
 
 TEXT_IN_DISTRIBUTION_NAMES = ("chatterbot-en",)
@@ -364,17 +429,22 @@ def load_text_in_distribution(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     test_path: Path | None = None,
+    held_out_classes: tuple[str, ...] | list[str] = (),
 ) -> TextInDistribution:
-    """The text in-distribution set named by `spec`: `chatterbot-en`, `csv:PATH` or `jsonl:PATH` (`data.py`)."""
+    """The text in-distribution set named by `spec`: `chatterbot-en`, `csv:PATH` or `jsonl:PATH` (`data.py`);
+    `held_out_classes` leave every split and become its `held_out` texts (the `val-heldout-classes` set)."""
     kind, argument = _parse(spec, "text in-distribution")
     if kind == "name" and argument == "chatterbot-en":
         if test_path is not None:
             raise DataError("chatterbot-en has its own test split; a test file is only for csv: and jsonl: data")
-        return load_chatterbot(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        return load_chatterbot(
+            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, held_out_classes=held_out_classes
+        )
     if kind in ("csv", "jsonl"):
         return load_labelled_texts(
-            Path(argument), test_path=test_path, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-        )
+            Path(argument), test_path=test_path, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+            held_out_classes=held_out_classes,
+        )  # fmt: skip
     valid = ", ".join((*TEXT_IN_DISTRIBUTION_NAMES, *TEXT_IN_DISTRIBUTION_FORMS))
     raise DataError(f"unknown text in-distribution spec '{spec}'; valid: {valid}")
 
@@ -387,9 +457,9 @@ def load_text_oe_corpus(
     kind, argument = _parse(spec, "text OE corpus")
     if kind == "name" and argument in OE_RECIPES:
         excluded = set(exclude)
-        unknown = excluded - set(OE_GROUPS)
+        unknown = excluded - set(ALL_OE_GROUPS)
         if unknown:
-            raise DataError(f"unknown OE corpus groups {sorted(unknown)}; groups: {', '.join(OE_GROUPS)}")
+            raise DataError(f"unknown OE corpus groups {sorted(unknown)}; groups: {', '.join(ALL_OE_GROUPS)}")
         sentences = load_default_oe_corpus(tuple(g for g in OE_RECIPES[argument] if g not in excluded))
     elif kind == "text":
         sentences = tuple(read_text_corpus(Path(argument)))

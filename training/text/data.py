@@ -9,6 +9,9 @@ User in-distribution data (`csv:PATH`, `jsonl:PATH`):
 - Whitespace inside a text is collapsed to single spaces; an empty text or label is an error naming its row.
 - Label order is the sorted unique label names (independent of row order, like torchvision's ImageFolder), so the
   same file always gives the same class indices.
+- `held_out_classes` (names of labels) leave every split: their texts become `held_out`, the `val-heldout-classes`
+  validation set (a measure of out-of-scope detection in the data's own voice); an explicit test file drops their
+  rows.
 - Splits are stratified and seeded (`training/data/splits.py`): `val_fraction` and `test_fraction` of each class;
   with an explicit test file, only val is carved and every test label must be a training label.
 
@@ -23,7 +26,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +75,9 @@ class TextInDistribution:
     val: TextSet
     test: TextSet
     description: str
+    held_out: tuple[str, ...] = field(default=())
+    """Texts of the classes held out of every split (`held_out_classes`): the `val-heldout-classes` validation set,
+    out-of-scope inputs in the in-distribution voice. Empty unless classes were held out."""
 
     @property
     def num_classes(self) -> int:
@@ -214,6 +220,22 @@ def split_labelled(
     )
 
 
+def hold_out(
+    texts: list[str], names: list[str], held_out_classes: tuple[str, ...] | list[str], what: str
+) -> tuple[list[str], list[str], tuple[str, ...]]:
+    """(texts, names) without the `held_out_classes`, and the held-out texts; an unknown class name is an error."""
+    held = set(held_out_classes)
+    unknown = sorted(held - set(names))
+    if unknown:
+        raise DataError(f"{what}: held-out class(es) {', '.join(unknown)} do not occur; labels: {sorted(set(names))}")
+    kept = [i for i, name in enumerate(names) if name not in held]
+    return (
+        [texts[i] for i in kept],
+        [names[i] for i in kept],
+        tuple(t for t, n in zip(texts, names, strict=True) if n in held),
+    )
+
+
 def load_labelled_texts(
     path: Path,
     *,
@@ -221,20 +243,25 @@ def load_labelled_texts(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    held_out_classes: tuple[str, ...] | list[str] = (),
 ) -> TextInDistribution:
     """A user's labelled text file (CSV or JSONL, see module doc) split train / val / test.
 
     With `test_path`, that file is the test split and `val_fraction` of each class of `path` is carved for val.
+    `held_out_classes` leave every split and become `held_out` (module doc).
     """
     texts, names = read_labelled_file(path)
+    texts, names, held_texts = hold_out(texts, names, held_out_classes, f"labelled text file {path}")
     class_names = tuple(sorted(set(names)))
     if len(class_names) < 2:
         raise DataError(f"labelled text file {path}: only one label ('{class_names[0]}'); a classifier needs two")
     index = {label: i for i, label in enumerate(class_names)}
     labels = np.array([index[label] for label in names], np.int64)
     description = f"{len(texts)} labelled texts from {path}, {len(class_names)} classes"
+    if held_texts:
+        description += f" ({len(held_texts)} texts of {', '.join(sorted(set(held_out_classes)))} held out)"
     if test_path is None:
-        return split_labelled(
+        split = split_labelled(
             str(path),
             texts,
             labels,
@@ -244,9 +271,13 @@ def load_labelled_texts(
             test_fraction=test_fraction,
             description=description,
         )
+        return replace(split, held_out=held_texts)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"{path}: val_fraction must be in (0, 1), got {val_fraction}")
     test_texts, test_names = read_labelled_file(test_path)
+    held = set(held_out_classes)
+    test_rows = [i for i, name in enumerate(test_names) if name not in held]
+    test_texts, test_names = [test_texts[i] for i in test_rows], [test_names[i] for i in test_rows]
     unknown = sorted(set(test_names) - set(class_names))
     if unknown:
         raise DataError(f"test file {test_path}: label(s) {', '.join(unknown)} do not occur in {path}")
@@ -259,6 +290,7 @@ def load_labelled_texts(
         _subset(texts, labels, val),
         test,
         f"{description}; test split from {test_path}",
+        held_texts,
     )
 
 

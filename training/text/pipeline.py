@@ -65,7 +65,7 @@ def prepare_text(
     d = cfg.data
     data = load_text_in_distribution(
         d.in_distribution, seed=cfg.run.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        test_path=d.test_file,
+        test_path=d.test_file, held_out_classes=d.held_out_classes,
     ).sealed()  # fmt: skip
     run_dir = open_run_dir(cfg, cfg.run.directory, resume=resume, force=force, record=record)
     log.info("%s: train %d, val %d, test %d", data.name, len(data.train), len(data.val), len(data.test))
@@ -170,6 +170,7 @@ def publish_text(
             "test_file": str(cfg.data.test_file) if cfg.data.test_file else None,
             "val_fraction": cfg.data.val_fraction,
             "test_fraction": cfg.data.test_fraction,
+            "held_out_classes": list(cfg.data.held_out_classes),
             "description": data.description,
             "train_samples": len(data.train),
             "val_samples": len(data.val),

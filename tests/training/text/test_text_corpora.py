@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from training.data.base import DataError
+from training.data.base import DataError, MissingPackageError
 from training.data.wheels import wheel_file
 from training.text import anomalies, corpora
 from training.text.anomalies import (
@@ -181,7 +184,10 @@ def test_near_ood_is_the_held_out_categories() -> None:
 def test_validation_sets(chatterbot: TextInDistribution) -> None:
     vocabulary = {word.lower() for text in chatterbot.train.texts for word in text.split()}
     val_words = {word for text in chatterbot.val.texts for word in text.split()}
-    for name in [n for n in TEXT_VALIDATION_SETS if n != "val-oe-heldout-wikipedia-bg"]:  # 3 held-out sentences
+    skipped = {"val-oe-heldout-wikipedia-bg", "val-heldout-classes"}  # 3 held-out sentences; needs held-out classes
+    if not (corpora.WORDNET_DIR / "data.noun").exists():
+        skipped.add("val-oe-heldout-wordnet-en")  # without Debian's wordnet-base (test_wordnet_group says so)
+    for name in [n for n in TEXT_VALIDATION_SETS if n not in skipped]:
         texts = load_text_validation_anomalies(name, chatterbot.sealed(), size=40, seed=2)
         assert len(texts) == 40 and all(texts)
         assert texts == load_text_validation_anomalies(name, chatterbot, size=40, seed=2)
@@ -212,3 +218,74 @@ def test_spec_errors(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("One user sentence of words. Another user sentence of words.\n")
     assert load_text_oe_corpus(f"text:{corpus}") == ("One user sentence of words.", "Another user sentence of words.")
+
+
+def test_held_out_classes_become_the_val_heldout_classes_set(chatterbot: TextInDistribution) -> None:
+    categories = corpora.chatterbot_categories()
+    held = corpora.load_chatterbot(seed=0, val_fraction=0.15, test_fraction=0.2, held_out_classes=["humor", "gossip"])
+    assert held.class_names == tuple(n for n in chatterbot.class_names if n not in ("humor", "gossip"))
+    assert sorted(held.held_out) == sorted(categories["humor"] + categories["gossip"])
+    splits = set(held.train.texts) | set(held.val.texts) | set(held.test.texts)
+    assert not splits & set(held.held_out)
+    assert splits == set(chatterbot.train.texts + chatterbot.val.texts + chatterbot.test.texts) - set(held.held_out)
+    drawn = load_text_validation_anomalies("val-heldout-classes", held.sealed(), size=20, seed=1)
+    assert len(drawn) == len(set(drawn)) == 20 and set(drawn) <= set(held.held_out)
+    assert drawn == load_text_validation_anomalies("val-heldout-classes", held, size=20, seed=1)
+    everything = load_text_validation_anomalies("val-heldout-classes", held, size=10_000, seed=1)
+    assert sorted(everything) == sorted(held.held_out)  # up to the size
+    with pytest.raises(DataError, match=r"set data\.held_out_classes"):
+        load_text_validation_anomalies("val-heldout-classes", chatterbot, size=5, seed=0)
+    for bad in (["klingon"], [NEAR_OOD_CATEGORIES[0]]):  # not a category; a near-OOD test category
+        with pytest.raises(DataError, match="are not categories"):
+            corpora.load_chatterbot(seed=0, held_out_classes=bad)
+    same = load_text_in_distribution("chatterbot-en", seed=0, val_fraction=0.15, held_out_classes=("humor", "gossip"))
+    assert same.held_out == held.held_out and same.val.texts == held.val.texts
+
+
+def test_wordnet_examples_are_the_quoted_parts_of_glosses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wordnet = tmp_path / "wordnet"
+    wordnet.mkdir()
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    (wordnet / "data.noun").write_text(
+        header + '00001740 03 n 01 entity 0 000 | that which exists; "the entity   was seen"; "a second one"  \n'
+    )
+    (wordnet / "data.verb").write_text(header + "00001740 29 v 01 breathe 0 000 | draw air into the lungs  \n")
+    (wordnet / "data.adj").write_text('00001740 00 a 01 able 0 000 | having power; "he was able to help"  \n')
+    (wordnet / "data.adv").write_text("")
+    monkeypatch.setattr(corpora, "WORDNET_DIR", wordnet)
+    assert corpora.wordnet_examples() == ["the entity was seen", "a second one", "he was able to help"]
+    monkeypatch.setattr(corpora, "WORDNET_DIR", tmp_path / "absent")
+    with pytest.raises(MissingPackageError, match="wordnet-base"):
+        corpora.wordnet_examples()
+
+
+@pytest.mark.needs_apt("wordnet-base")
+def test_wordnet_group_and_the_default_wordnet_recipe() -> None:
+    sources = corpora.default_oe_sources()
+    wordnet = corpora.oe_group_sentences("wordnet-en")
+    assert 5_000 < len(wordnet) <= corpora.OE_GROUP_CAP
+    assert all(4 <= len(s.split()) <= 60 for s in wordnet)
+    assert not {s.casefold() for s in wordnet} & {s.casefold() for group in sources.values() for s in group}
+    recipe = load_text_oe_corpus("default-wordnet")
+    assert recipe == load_text_oe_corpus("default") + tuple(s for s in wordnet if not corpora.is_oe_heldout(s))
+    assert load_text_oe_corpus("default-wordnet", exclude=["wordnet-en"]) == load_text_oe_corpus("default")
+    data = corpora.load_chatterbot(seed=0)
+    drawn = load_text_validation_anomalies("val-oe-heldout-wordnet-en", data, size=50, seed=0)
+    assert len(drawn) == 50 and all(corpora.is_oe_heldout(s) and s in wordnet for s in drawn)
+    with pytest.raises(DataError, match="unknown OE corpus group 'klingon'"):
+        corpora.oe_group_sentences("klingon")
+
+
+def test_generated_groups_do_not_depend_on_the_hash_seed() -> None:
+    """Faker's Italian city list is made from a set; unsorted, the records changed with PYTHONHASHSEED."""
+    script = (
+        "import hashlib; from training.text import corpora as c; "
+        "print(hashlib.sha256(repr((c.faker_records(), c.faker_lorem_sentences())).encode()).hexdigest())"
+    )
+    env = dict(os.environ)
+    digests = set()
+    for seed in ("1", "2"):
+        env["PYTHONHASHSEED"] = seed
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        digests.add(done.stdout)
+    assert len(digests) == 1

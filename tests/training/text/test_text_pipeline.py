@@ -255,3 +255,26 @@ def test_validate_scores_published_artifacts_on_validation_sets_only(text_run: t
     cells = lines[3].split(" | ")
     assert cells[1] == f"{accuracy:.2f}"
     assert cells[2] == " / ".join(f"{100 * chars[k]:.2f}" for k in ("auroc", "fpr95", "accepted_fraction"))
+
+
+@pytest.mark.slow
+def test_held_out_classes_are_recorded_and_validated_as_out_of_scope(tmp_path: Path) -> None:
+    """A class held out of training (`data.held_out_classes`) is the `val-heldout-classes` set: in the card's
+    validation figures, recorded in the card's data, and rebuilt from the card alone by `validate`."""
+    data, corpus = write_user_data(tmp_path)
+    extra = ["--set", "data.held_out_classes=['space']", "--set", "data.val_anomalies=['val-heldout-classes']"]
+    extra += ["--set", "data.val_fraction=0.2"]  # 24 validation texts: enough for the PAC threshold
+    config = write_config(tmp_path, data, corpus)
+    with forbidden_test_sets(), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["pipeline", "--config", str(config), *extra, "--set", "oe.enabled=false"]) == 0
+    artifact = tmp_path / "models" / "topics-baseline" / "1"
+    card = load_artifact(artifact).card
+    assert card.labels == ["cooking", "sports"]
+    assert card.training["data"]["held_out_classes"] == ["space"]
+    held = card.evaluation["val_anomalies"]["val-heldout-classes"]
+    assert held["auroc"] > 0.9  # 'space' words share nothing with the two trained topics
+    out = io.StringIO()
+    with forbidden_test_sets(), contextlib.redirect_stdout(out):
+        assert main(["validate", "--artifact", str(artifact), "--sets", "val-heldout-classes", "--samples", "40"]) == 0
+    cells = out.getvalue().splitlines()[2].split(" | ")
+    assert cells[2] == " / ".join(f"{100 * held[k]:.2f}" for k in ("auroc", "fpr95", "accepted_fraction"))

@@ -64,6 +64,23 @@ def test_explicit_test_file(tmp_path: Path) -> None:
         load_labelled_texts(path, test_path=bad)
 
 
+def test_held_out_classes_leave_every_split(tmp_path: Path) -> None:
+    rows = ROWS + [(f"utterance number {i} about c-topic", "c-topic") for i in range(10)]
+    path = write_csv(tmp_path / "d.csv", rows)
+    data = load_labelled_texts(path, seed=0, val_fraction=0.1, test_fraction=0.2, held_out_classes=["c-topic"])
+    assert data.class_names == ("a-topic", "b-topic")
+    assert sorted(data.held_out) == sorted(t for t, label in rows if label == "c-topic")
+    assert sorted(data.train.texts + data.val.texts + data.test.texts) == sorted(t for t, _ in ROWS)
+    assert "10 texts of c-topic held out" in data.description
+    assert load_labelled_texts(path, seed=0).held_out == ()
+    test = write_jsonl(tmp_path / "t.jsonl", [("test a", "a-topic"), ("test c", "c-topic"), ("test b", "b-topic")])
+    with_test = load_labelled_texts(path, test_path=test, held_out_classes=("c-topic",))
+    assert with_test.test.texts == ("test a", "test b") and with_test.test.labels is not None
+    assert with_test.test.labels.tolist() == [0, 1] and len(with_test.held_out) == 10
+    with pytest.raises(DataError, match="held-out class\\(es\\) z-topic do not occur"):
+        load_labelled_texts(path, held_out_classes=["z-topic"])
+
+
 def test_sealed_test_split_refuses_reads(tmp_path: Path) -> None:
     sealed = load_labelled_texts(write_csv(tmp_path / "d.csv", ROWS)).sealed()
     assert len(sealed.test) == 8
