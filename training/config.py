@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.captures.curate import CurationConfig
 from training.captures.promotion import PromotionRule
-from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.anomalies.validation_sets import DEFAULT_VALIDATION_SET_NAMES, VALIDATION_SET_NAMES
 from training.image.nets import NetConfig
 
 
@@ -48,6 +48,10 @@ class DataConfig(_Section):
     """Share carved off for validation (and test, for image folders without split folders) when the data set has
     no fixed split; mnist and mnist5k have fixed splits. Recorded in the card, so `evaluate` rebuilds the same
     test split."""
+    held_out_classes: list[str] = Field(default_factory=list)
+    """Classes left out of every split; their train and val images are the `val-heldout-classes` validation set
+    (inputs of the same kind as the data, of no trained class). For choosing a recipe; a model you ship is trained
+    with every class."""
     outlier_pool: str = "default"
     """OE pool spec: `default` (the cached openclipart + arcade pool of random crops), `default-mixed` (crops,
     outlines and placed objects), `default-scribbles` (default-mixed plus a group of procedurally drawn pen strokes,
@@ -58,7 +62,7 @@ class DataConfig(_Section):
     """Use at most this many pool images (small pools for quick runs)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)
     """Source groups of the default pool to leave out (leave-one-source-out runs; `python -m training loso`)."""
-    val_anomalies: list[str] = Field(default_factory=lambda: list(VALIDATION_SET_NAMES))
+    val_anomalies: list[str] = Field(default_factory=lambda: list(DEFAULT_VALIDATION_SET_NAMES))
     """Validation anomaly sets for the card's validation summary and every choice made on detection: built from
     the validation split and noise (val-*), or your own held-out sets (npy:PATH, imagefolder:PATH). Test anomaly
     sets are refused here: they are read once, by `python -m training evaluate`."""

@@ -29,7 +29,7 @@ from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.cpus import usable_cpus
-from training.data.base import InDistribution, as_float
+from training.data.base import InDistribution, as_float, hold_out_classes
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import detection_figures
 from training.export import Gate, publish_artifact
@@ -99,8 +99,9 @@ def prepare(
     """
     set_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
-    data = load_in_distribution(
-        cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction
+    data = hold_out_classes(
+        load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction),
+        cfg.data.held_out_classes,
     ).sealed()
     for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
@@ -327,6 +328,7 @@ def publish(
         "data": {
             "in_distribution": cfg.data.in_distribution,
             "val_fraction": cfg.data.val_fraction,
+            "held_out_classes": list(cfg.data.held_out_classes),
             "description": ctx.data.description,
             "train_samples": len(ctx.data.train),
             "val_samples": len(ctx.data.val),

@@ -16,7 +16,7 @@ from training.cli import main
 from training.data.base import as_float
 from training.data.registry import load_anomalies, load_in_distribution
 from training.export import Gate
-from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.anomalies.validation_sets import DEFAULT_VALIDATION_SET_NAMES
 from training.image.nets import NetConfig, build_net
 from training.image.pool.build import build_outlier_pool
 from training.image.pool.sources import default_sources
@@ -55,7 +55,7 @@ def test_pipeline_publishes_both_artifacts_with_full_cards(pipeline_run: Path) -
         assert card.threshold.calibration_acceptance >= 0.95
         assert card.evaluation["split"] == "val"
         assert card.evaluation["val_accuracy"] > 0.8
-        assert set(card.evaluation["val_anomalies"]) == set(VALIDATION_SET_NAMES)
+        assert set(card.evaluation["val_anomalies"]) == set(DEFAULT_VALIDATION_SET_NAMES)
         assert "test_accuracy" not in card.evaluation  # test figures come from `evaluate`, never the pipeline
     oe = load_artifact(pipeline_run / "models" / "mnist5k-oe" / "1").card
     assert oe.training["data"]["outlier_pool_samples"] == 1000

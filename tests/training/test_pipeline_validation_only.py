@@ -16,7 +16,7 @@ from training.cli import main
 from training.config import load_config
 from training.data import registry
 from training.data.base import SealedImageSet
-from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.anomalies.validation_sets import DEFAULT_VALIDATION_SET_NAMES
 from training.pipeline import prepare
 
 
@@ -86,7 +86,7 @@ def test_pipeline_publishes_from_validation_data_alone(
     for name in ("tiny-baseline", "tiny-oe"):
         card = load_artifact(tmp_path / "models" / name / "1").card
         assert card.evaluation["split"] == "val"
-        assert set(card.evaluation["val_anomalies"]) == set(VALIDATION_SET_NAMES)
+        assert set(card.evaluation["val_anomalies"]) == set(DEFAULT_VALIDATION_SET_NAMES)
         assert not any("test" in key for key in card.evaluation)  # no test figure can come from the pipeline
         assert card.threshold.method == "pac_binomial" and card.threshold.delta == 0.05
         assert card.threshold.calibration_samples == 120
@@ -156,3 +156,26 @@ def test_validate_recomputes_an_image_cards_validation_figures(
     assert cells[4].rstrip(" |") == " / ".join(f"{50 * (figures[0][k] + figures[1][k]):.2f}" for k in keys)
     assert main(["validate", "--artifact", str(artifact), "--sets", "val-chars"]) == 2
     assert "mnist-oe/2 is an image artifact: val-chars are text validation sets" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_held_out_classes_are_recorded_and_validated(
+    tmp_path: Path, forbid_test_anomalies: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Digits held out of training (`data.held_out_classes`) are the `val-heldout-classes` set: in the card's
+    validation figures, recorded in its data, and rebuilt from the card alone by `validate`."""
+    data = _tiny_digits(tmp_path / "digits.npz")
+    extra = ["--set", "data.held_out_classes=['8', '9']", "--set", "data.val_anomalies=['val-heldout-classes']"]
+    assert main(_argv(tmp_path, data, *extra)) == 0
+    artifact = tmp_path / "models" / "tiny-oe" / "1"
+    card = load_artifact(artifact).card
+    assert card.labels == [str(d) for d in range(8)] and card.training["data"]["held_out_classes"] == ["8", "9"]
+    assert card.training["data"]["val_samples"] == 96  # 120 validation digits less the 24 eights and nines
+    held = card.evaluation["val_anomalies"]["val-heldout-classes"]
+    capsys.readouterr()
+    assert main(["validate", "--artifact", str(artifact), "--sets", "val-heldout-classes", "--samples", "60"]) == 0
+    cells = capsys.readouterr().out.splitlines()[2].split(" | ")
+    recomputed = [float(x) for x in cells[2].split(" / ")]
+    # Same images and threshold; a one-epoch net has near-ties that batch composition may reorder (<= 0.1 point).
+    expected = [100 * held[k] for k in ("auroc", "fpr95", "accepted_fraction")]
+    assert recomputed == pytest.approx(expected, abs=0.1)

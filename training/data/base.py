@@ -85,6 +85,9 @@ class InDistribution:
     val: ImageSet
     test: ImageSet
     description: str
+    held_out: np.ndarray | None = None
+    """Train and val images of the classes held out of every split (`hold_out_classes`), uint8 or float NCHW: the
+    `val-heldout-classes` validation set. None unless classes were held out."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -98,6 +101,40 @@ class InDistribution:
     def sealed(self) -> InDistribution:
         """The same data with the test split sealed (readable size, unreadable images and labels)."""
         return replace(self, test=SealedImageSet(len(self.test), f"test split of {self.name}"))
+
+
+def hold_out_classes(data: InDistribution, names: tuple[str, ...] | list[str]) -> InDistribution:
+    """`data` without the named classes: they leave train, val and test (labels renumbered in the order of the kept
+    class names), and their train and val images become `held_out`, the `val-heldout-classes` validation set (the
+    test split's are dropped, unread). Call it before sealing. No names: `data` unchanged."""
+    if not names:
+        return data
+    unknown = sorted(set(names) - set(data.class_names))
+    if unknown:
+        raise DataError(f"{data.name}: held-out class(es) {', '.join(unknown)} are not classes; {data.class_names}")
+    held = [data.class_names.index(name) for name in names]
+    kept = [i for i in range(len(data.class_names)) if i not in held]
+    if len(kept) < 2:
+        raise DataError(f"{data.name}: holding out {list(names)} leaves fewer than two classes")
+    renumber = np.full(len(data.class_names), -1, np.int64)
+    renumber[kept] = np.arange(len(kept))
+
+    def without(split: ImageSet, what: str) -> ImageSet:
+        if split.labels is None:
+            raise DataError(f"{data.name}: classes can only be held out of labelled data ({what} has no labels)")
+        keep = ~np.isin(split.labels, held)
+        return ImageSet(split.images[keep], renumber[split.labels[keep]])
+
+    images = [s.images[np.isin(s.labels, held)] for s in (data.train, data.val) if s.labels is not None]
+    return replace(
+        data,
+        class_names=tuple(data.class_names[i] for i in kept),
+        train=without(data.train, "train"),
+        val=without(data.val, "val"),
+        test=without(data.test, "test"),
+        description=f"{data.description} (classes {', '.join(names)} held out)",
+        held_out=np.concatenate(images),
+    )
 
 
 def as_float(images: np.ndarray) -> np.ndarray:

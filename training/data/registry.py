@@ -165,6 +165,10 @@ def anomaly_set_size(name: str, reference: InDistribution) -> int | None:
     """How many distinct images `load_anomalies(name, reference, n=...)` can draw; None when unlimited (noise)."""
     parsed = parse_spec(name)
     if parsed.kind == "name":
+        if parsed.argument == "val-heldout-classes":
+            if reference.held_out is None:
+                raise DataError("val-heldout-classes needs classes held out of training: set data.held_out_classes")
+            return len(reference.held_out)
         if parsed.argument in NOISE_GENERATORS or parsed.argument in VALIDATION_SET_NAMES:
             return None
         if parsed.argument == "negative":

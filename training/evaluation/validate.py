@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES
+from training.image.anomalies.validation_sets import DEFAULT_VALIDATION_SET_NAMES, VALIDATION_SET_NAMES
 from training.text.anomalies import TEXT_VALIDATION_SETS, load_text_validation_anomalies
 from training.text.corpora import load_text_in_distribution
 
@@ -56,7 +56,7 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
 def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
     from training.artifact import load_artifact
-    from training.data.base import as_float
+    from training.data.base import as_float, hold_out_classes
     from training.data.registry import load_anomalies, load_in_distribution
     from training.evaluation.metrics import detection_figures
 
@@ -64,8 +64,11 @@ def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -
     card = artifact.card
     summary = card.training.get("data", {})
     seed = int(card.training.get("seed", 0))
-    data = load_in_distribution(
-        summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1))
+    data = hold_out_classes(
+        load_in_distribution(
+            summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1))
+        ),
+        summary.get("held_out_classes") or (),
     ).sealed()
     assert data.val.labels is not None
     val = artifact.run(as_float(data.val.images))
@@ -86,7 +89,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sets", nargs="+", choices=sorted({*TEXT_VALIDATION_SETS, *VALIDATION_SET_NAMES}), metavar="SET",
         help=f"validation anomaly sets; text: {', '.join(TEXT_VALIDATION_SETS)} (default val-oe-heldout); image: "
-        f"{', '.join(VALIDATION_SET_NAMES)} (default: all)",
+        f"{', '.join(VALIDATION_SET_NAMES)} (default: all but val-heldout-classes, which needs classes held out)",
     )  # fmt: skip
     parser.add_argument("--samples", type=int, help="inputs per set (at most; default 500 texts, 2000 images)")
 
@@ -101,7 +104,7 @@ def _validate_one(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         if wrong:
             raise ValueError(f"{path} is a text artifact: {', '.join(wrong)} are image validation sets")
         return validate_text_artifact(path, sets, args.samples or 500)
-    sets = args.sets or list(VALIDATION_SET_NAMES)
+    sets = args.sets or list(DEFAULT_VALIDATION_SET_NAMES)
     wrong = sorted(set(sets) - set(VALIDATION_SET_NAMES))
     if wrong:
         raise ValueError(f"{path} is an image artifact: {', '.join(wrong)} are text validation sets")

@@ -21,6 +21,10 @@ applied to *validation* images instead of test images; every generator returns f
                     width and style that are not digits, a stand-in for characters of scripts nobody trained on
 - val-chimera:      the left half of one validation digit joined to the right half of a digit of another class
                     (for unlabelled data, of another image): pen strokes that make a glyph of no class
+- val-heldout-classes: train and val images of the classes held out of training (`data.held_out_classes`):
+                    handwriting of the same writers, of no trained class; a stand-in for letters and other scripts
+
+The digit rules of val-mirror and val-rotate apply whenever the class names are digits (some may be held out).
 
 Each set has its own stream seeded by (seed, crc32(name)).
 """
@@ -33,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from training.data.base import InDistribution, as_float
+from training.data.base import DataError, InDistribution, as_float
 
 VALIDATION_PREFIX = "val-"
 JIGSAW_GRID = 4
@@ -127,12 +131,20 @@ def pixelate(data: InDistribution, n: int, seed: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def _digits(data: InDistribution) -> np.ndarray | None:
+    """The digit each validation image shows when the class names are digits (all ten or some), else None."""
+    labels = data.val.labels
+    if labels is None or not set(data.class_names) <= set(DIGIT_LABELS):
+        return None
+    return np.array([int(name) for name in data.class_names], np.int64)[labels]
+
+
 def mirror(data: InDistribution, n: int, seed: int) -> np.ndarray:
     rng = _rng("val-mirror", seed)
-    images, labels = data.val.images, data.val.labels
-    if tuple(data.class_names) == DIGIT_LABELS and labels is not None:
-        vertical = np.flatnonzero(~np.isin(labels, list(NO_VERTICAL_FLIP)))
-        horizontal = np.flatnonzero(~np.isin(labels, list(NO_HORIZONTAL_FLIP)))
+    images, digits = data.val.images, _digits(data)
+    if digits is not None:
+        vertical = np.flatnonzero(~np.isin(digits, list(NO_VERTICAL_FLIP)))
+        horizontal = np.flatnonzero(~np.isin(digits, list(NO_HORIZONTAL_FLIP)))
         flipped = np.concatenate(
             [as_float(images[vertical])[:, :, ::-1, :], as_float(images[horizontal])[:, :, :, ::-1]]
         )
@@ -144,9 +156,9 @@ def mirror(data: InDistribution, n: int, seed: int) -> np.ndarray:
 
 def rotate(data: InDistribution, n: int, seed: int) -> np.ndarray:
     rng = _rng("val-rotate", seed)
-    images, labels = data.val.images, data.val.labels
-    if tuple(data.class_names) == DIGIT_LABELS and labels is not None:
-        candidates = np.flatnonzero(~np.isin(labels, list(NO_QUARTER_TURN)))
+    images, digits = data.val.images, _digits(data)
+    if digits is not None:
+        candidates = np.flatnonzero(~np.isin(digits, list(NO_QUARTER_TURN)))
     else:
         candidates = np.arange(len(images))
     index = np.sort(rng.choice(candidates, size=n, replace=n > len(candidates)))
@@ -173,6 +185,14 @@ def chimera(data: InDistribution, n: int, seed: int) -> np.ndarray:
     return out
 
 
+def heldout_classes(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    if data.held_out is None or not len(data.held_out):
+        raise DataError("val-heldout-classes needs classes held out of training: set data.held_out_classes")
+    rng = _rng("val-heldout-classes", seed)
+    index = rng.choice(len(data.held_out), size=n, replace=n > len(data.held_out))
+    return as_float(data.held_out[np.sort(index)])
+
+
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-uniform": uniform,
     "val-mean-pair": mean_pair,
@@ -184,6 +204,9 @@ VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-rotate": rotate,
     "val-chimera": chimera,
 }
+DEFAULT_VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
+"""The validation sets a pipeline reports by default; `val-heldout-classes` needs `data.held_out_classes`."""
+VALIDATION_SETS["val-heldout-classes"] = heldout_classes
 VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 
 

@@ -59,6 +59,7 @@ def test_name_lists() -> None:
         "val-mirror",
         "val-rotate",
         "val-chimera",
+        "val-heldout-classes",
     ) == ANOMALY_SET_NAMES
     text = describe_data_specs()
     for name in (*IN_DISTRIBUTION_NAMES, *ANOMALY_SET_NAMES, "default", "torchvision:NAME:ROOT", "CIFAR100"):

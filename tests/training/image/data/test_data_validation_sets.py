@@ -5,9 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data.base import ImageSet, InDistribution, SealedImageSet, SealedSplitError, as_float
+from training.data.base import (
+    DataError,
+    ImageSet,
+    InDistribution,
+    SealedImageSet,
+    SealedSplitError,
+    as_float,
+    hold_out_classes,
+)
 from training.data.registry import anomaly_set_size, load_anomalies
-from training.image.anomalies.validation_sets import VALIDATION_SET_NAMES, load_validation_anomalies
+from training.image.anomalies.validation_sets import (
+    DEFAULT_VALIDATION_SET_NAMES,
+    VALIDATION_SET_NAMES,
+    load_validation_anomalies,
+)
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -22,7 +34,7 @@ def _digits(n: int = 40, seed: int = 0) -> InDistribution:
     return data.sealed()
 
 
-@pytest.mark.parametrize("name", VALIDATION_SET_NAMES)
+@pytest.mark.parametrize("name", DEFAULT_VALIDATION_SET_NAMES)
 def test_every_set_is_float_images_in_range_seeded_and_needs_no_test_split(name: str) -> None:
     data = _digits()
     images = load_anomalies(name, data, n=25, seed=4)  # the test split is sealed: reading it would raise
@@ -137,3 +149,65 @@ def test_chimera_joins_halves_of_two_digits_of_different_classes() -> None:
         right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
         assert len(left) == 1 and len(right) == 1
         assert labels[left[0]] != labels[right[0]]
+
+
+def _marked_digits(n: int = 60) -> InDistribution:
+    """Unsealed 'digits' whose first pixel holds the digit they show (so a drawn image names its class)."""
+
+    def split(offset: int) -> ImageSet:
+        labels = (np.arange(n) + offset) % 10
+        images = np.zeros((n, 1, 28, 28), np.uint8)
+        images[:, 0, 0, 0] = labels
+        images[:, 0, 5:20, 10:14] = 200  # a vertical bar: any flip or turn changes the image
+        return ImageSet(images, labels.astype(np.int64))
+
+    return InDistribution("digits", DIGITS, split(0), split(3), split(5), "marked digits")
+
+
+def test_hold_out_classes_leaves_every_split_and_renumbers() -> None:
+    data = _marked_digits()
+    held = hold_out_classes(data, ["0", "7"])
+    assert held.class_names == ("1", "2", "3", "4", "5", "6", "8", "9")
+    for before, after in ((data.train, held.train), (data.val, held.val), (data.test, held.test)):
+        assert after.labels is not None and before.labels is not None
+        assert len(after) == int(np.isin(before.labels, [1, 2, 3, 4, 5, 6, 8, 9]).sum())
+        shown = after.images[:, 0, 0, 0]  # the digit each kept image shows, through the new label's name
+        assert [int(held.class_names[label]) for label in after.labels] == shown.tolist()
+    assert held.held_out is not None and len(held.held_out) == 2 * 12  # train and val images of 0 and 7; not test
+    assert sorted(set(held.held_out[:, 0, 0, 0].tolist())) == [0, 7]
+    assert "classes 0, 7 held out" in held.description
+    assert hold_out_classes(data, []) is data
+    with pytest.raises(DataError, match="held-out class\\(es\\) x are not classes"):
+        hold_out_classes(data, ["x"])
+    with pytest.raises(DataError, match="fewer than two classes"):
+        hold_out_classes(data, list(DIGITS[1:]))
+
+
+def test_val_heldout_classes_draws_the_held_out_images() -> None:
+    held = hold_out_classes(_marked_digits(), ["0", "7"]).sealed()
+    images = load_anomalies("val-heldout-classes", held, n=10, seed=1)
+    assert images.shape == (10, 1, 28, 28) and images.dtype == np.float32
+    assert set(np.round(images[:, 0, 0, 0] * 255).astype(int).tolist()) <= {0, 7}
+    np.testing.assert_array_equal(images, load_anomalies("val-heldout-classes", held, n=10, seed=1))
+    assert anomaly_set_size("val-heldout-classes", held) == 24
+    for call in (lambda: anomaly_set_size("val-heldout-classes", _digits()),
+                 lambda: load_validation_anomalies("val-heldout-classes", _digits(), n=5, seed=0)):  # fmt: skip
+        with pytest.raises(DataError, match=r"set data\.held_out_classes"):
+            call()
+    assert "val-heldout-classes" in VALIDATION_SET_NAMES and "val-heldout-classes" not in DEFAULT_VALIDATION_SET_NAMES
+
+
+@pytest.mark.parametrize("held", [["0"], ["1", "8"], []])
+def test_mirror_and_rotate_keep_their_digit_rules_with_classes_held_out(held: list[str]) -> None:
+    data = hold_out_classes(_marked_digits(n=200), held)
+    mirrored = load_validation_anomalies("val-mirror", data, n=300, seed=0)
+    turned = load_validation_anomalies("val-rotate", data, n=300, seed=0)
+    # The digit mark sits at pixel (0, 0) of the original; a vertical flip moves it to row 27, a left-right flip to
+    # column 27, a quarter turn to a corner: each image's digit is read back from wherever it went.
+    corners = lambda x: np.stack([x[:, 0, 27, 0], x[:, 0, 0, 27], x[:, 0, 27, 27]], axis=1)  # noqa: E731
+    flipped_digits = np.round(corners(mirrored).max(axis=1) * 255).astype(int)
+    turned_digits = np.round(corners(turned).max(axis=1) * 255).astype(int)
+    assert not set(flipped_digits.tolist()) & {0, 1, 8}  # digits that still look like digits when flipped
+    assert 0 not in set(turned_digits.tolist())  # a turned 0 is still a 0
+    kept = {int(name) for name in data.class_names}
+    assert set(turned_digits.tolist()) == kept - {0} and set(flipped_digits.tolist()) == kept - {0, 1, 8}
