@@ -29,7 +29,7 @@ from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.cpus import usable_cpus
-from training.data.base import InDistribution, as_float, hold_out_classes
+from training.data.base import InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import detection_figures
 from training.export import Gate, publish_artifact
@@ -99,10 +99,10 @@ def prepare(
     """
     set_threads(cfg.run.threads)
     # The test split is sealed: nothing before `python -m training evaluate` can read it (training/data/base.py).
-    data = hold_out_classes(
-        load_in_distribution(cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction),
-        cfg.data.held_out_classes,
-    ).sealed()
+    data = load_in_distribution(
+        cfg.data.in_distribution, seed=cfg.run.seed, val_fraction=cfg.data.val_fraction,
+        held_out_classes=cfg.data.held_out_classes,
+    ).sealed()  # fmt: skip
     for name in cfg.data.val_anomalies:  # fail now, not after hours of training, if a set is unknown or missing
         anomaly_set_size(name, data)
     run_dir = open_run_dir(cfg, cfg.run.directory, resume=resume, force=force, record=record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -75,6 +76,9 @@ class SealedImageSet(Sealed, ImageSet):  # `labels`: a refusing property over th
         raise self.refuse()
 
 
+NO_HELD_OUT_CLASSES = "val-heldout-classes needs classes held out of training: set data.held_out_classes"
+
+
 @dataclass(frozen=True)
 class InDistribution:
     """An in-distribution data set split three ways. `val` is never trained on: it tunes temperature and threshold."""
@@ -88,6 +92,12 @@ class InDistribution:
     held_out: np.ndarray | None = None
     """Train and val images of the classes held out of every split (`hold_out_classes`), uint8 or float NCHW: the
     `val-heldout-classes` validation set. None unless classes were held out."""
+
+    def held_out_images(self) -> np.ndarray:
+        """`held_out`, or a DataError naming the setting that makes it (`NO_HELD_OUT_CLASSES`)."""
+        if self.held_out is None or not len(self.held_out):
+            raise DataError(NO_HELD_OUT_CLASSES)
+        return self.held_out
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -103,7 +113,7 @@ class InDistribution:
         return replace(self, test=SealedImageSet(len(self.test), f"test split of {self.name}"))
 
 
-def hold_out_classes(data: InDistribution, names: tuple[str, ...] | list[str]) -> InDistribution:
+def hold_out_classes(data: InDistribution, names: Sequence[str]) -> InDistribution:
     """`data` without the named classes: they leave train, val and test (labels renumbered in the order of the kept
     class names), and their train and val images become `held_out`, the `val-heldout-classes` validation set (the
     test split's are dropped, unread). Call it before sealing. No names: `data` unchanged."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.base import DataError, InDistribution
+from training.data.base import DataError, InDistribution, hold_out_classes
 from training.image.anomalies.real_anomalies import (
     REAL_SET_NAMES,
     load_real_anomalies,
@@ -94,11 +94,18 @@ def describe_data_specs() -> str:
     )
 
 
-def load_in_distribution(spec: str, *, seed: int = 0, val_fraction: float = 0.1) -> InDistribution:
-    """The in-distribution set named by `spec`, split train / val / test.
+def load_in_distribution(
+    spec: str, *, seed: int = 0, val_fraction: float = 0.1, held_out_classes: Sequence[str] = ()
+) -> InDistribution:
+    """The in-distribution set named by `spec`, split train / val / test, without `held_out_classes` (their train
+    and val images become `held_out`: `base.hold_out_classes`).
 
     `seed` and `val_fraction` decide carved splits (mnist has a fixed split; mnist5k a fixed 60/20/20).
     """
+    return hold_out_classes(_load_in_distribution(spec, seed=seed, val_fraction=val_fraction), held_out_classes)
+
+
+def _load_in_distribution(spec: str, *, seed: int, val_fraction: float) -> InDistribution:
     parsed = parse_spec(spec)
     if parsed.kind == "name":
         if parsed.argument == "mnist":
@@ -166,9 +173,7 @@ def anomaly_set_size(name: str, reference: InDistribution) -> int | None:
     parsed = parse_spec(name)
     if parsed.kind == "name":
         if parsed.argument == "val-heldout-classes":
-            if reference.held_out is None:
-                raise DataError("val-heldout-classes needs classes held out of training: set data.held_out_classes")
-            return len(reference.held_out)
+            return len(reference.held_out_images())
         if parsed.argument in NOISE_GENERATORS or parsed.argument in VALIDATION_SET_NAMES:
             return None
         if parsed.argument == "negative":

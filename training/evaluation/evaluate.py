@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from training.artifact import Artifact, load_artifact
-from training.data.base import DataError, InDistribution, as_float, hold_out_classes
+from training.data.base import DataError, InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution
 from training.evaluation.metrics import (
     CalibrationErrors,
@@ -303,7 +303,7 @@ def _load_test_split(artifact: Artifact, config: EvaluationConfig) -> tuple[InDi
     data_seed = config.data_seed if config.data_seed is not None else int(card.training.get("seed", 0))
     val_fraction = data_summary.get("val_fraction", 0.1) if isinstance(data_summary, dict) else 0.1
     held = data_summary.get("held_out_classes") if isinstance(data_summary, dict) else None
-    data = hold_out_classes(load_in_distribution(spec, seed=data_seed, val_fraction=float(val_fraction)), held or ())
+    data = load_in_distribution(spec, seed=data_seed, val_fraction=float(val_fraction), held_out_classes=held or ())
     _check_shape(data.test.images, artifact.image_input.shape, f"in-distribution {spec} test split")
     labels = data.test.labels
     if labels is None or len(labels) < config.ratio or int(labels.max()) >= card.num_classes:

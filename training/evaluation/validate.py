@@ -56,7 +56,7 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
 def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
     from training.artifact import load_artifact
-    from training.data.base import as_float, hold_out_classes
+    from training.data.base import as_float
     from training.data.registry import load_anomalies, load_in_distribution
     from training.evaluation.metrics import detection_figures
 
@@ -64,12 +64,10 @@ def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -
     card = artifact.card
     summary = card.training.get("data", {})
     seed = int(card.training.get("seed", 0))
-    data = hold_out_classes(
-        load_in_distribution(
-            summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1))
-        ),
-        summary.get("held_out_classes") or (),
-    ).sealed()
+    data = load_in_distribution(
+        summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1)),
+        held_out_classes=summary.get("held_out_classes") or (),
+    ).sealed()  # fmt: skip
     assert data.val.labels is not None
     val = artifact.run(as_float(data.val.images))
     figures = {

