@@ -128,6 +128,13 @@ class OEConfig(OptimConfig):
     """Drop outlier pool images that the net OE starts from (the baseline) classifies with a top softmax
     probability >= this before the fine-tune: pool images that are in fact in-distribution would teach the gate to
     reject its own classes. None (default): keep every pool image. The count dropped goes in the card."""
+    fragments: int = Field(default=0, ge=0)
+    """Add this many outlier images recombined from pieces of training images of different classes to the pool,
+    before the screen (`training/image/pool/fragments.py`): the nearest OE data to a class the net never learnt.
+    0 (default): none."""
+    fragment_ink: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Each fragment piece's ink is scaled by a factor drawn uniformly from [this, 1]: 1 (default) keeps the
+    training images' ink; lower values vary it from piece to piece, as pen pressure does."""
 
 
 class CalibrationConfig(_Section):

@@ -36,7 +36,7 @@ from training.evaluation.metrics import detection_figures
 from training.evaluation.report_sections import loso_table
 from training.image.pool.build import DRAWN_GROUPS, full_view, load_default_pool_groups
 from training.image.pool.sources import default_sources
-from training.pipeline import Context, anomaly_scores, run_baseline, screen_pool
+from training.pipeline import Context, anomaly_scores, run_baseline, screen_pool, with_fragments
 from training.train import predict_logits, train_stage
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
         pool = images[group_of != g]
         if cfg.data.outlier_pool_limit is not None and cfg.data.outlier_pool_limit < len(pool):
             pool = pool[np.sort(draw(cfg.data.outlier_pool_limit, len(pool), cfg.run.seed, "LOSO pool"))]
-        pool = screen_pool(ctx, baseline_net, pool)
+        pool = screen_pool(ctx, baseline_net, with_fragments(ctx, pool))  # fragments are no source: kept in every run
         net = copy.deepcopy(baseline_net)
         train_stage(
             stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,

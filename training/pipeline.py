@@ -29,11 +29,12 @@ from training.card import ImageInputSpec
 from training.checkpoint import load_checkpoint
 from training.config import PipelineConfig, Stage
 from training.cpus import usable_cpus
-from training.data.base import InDistribution, as_float
+from training.data.base import DataError, InDistribution, as_float
 from training.data.registry import anomaly_set_size, load_anomalies, load_in_distribution, load_outlier_pool
 from training.evaluation.metrics import detection_figures
 from training.export import Gate, publish_artifact
 from training.image.nets import NetConfig, build_net
+from training.image.pool.fragments import fragments
 from training.scores import anomaly_score_from_kl, kl_uniform
 from training.train import Normalizer, checkpoint_path, predict_logits, train_stage
 
@@ -171,7 +172,20 @@ def load_pool(ctx: Context) -> np.ndarray:
         exclude=data.outlier_pool_exclude,
     )  # fmt: skip
     log.info("outlier pool %s: %d images", ctx.cfg.data.outlier_pool, len(pool))
-    return pool
+    return with_fragments(ctx, pool)
+
+
+def with_fragments(ctx: Context, pool: np.ndarray) -> np.ndarray:
+    """`pool` plus `oe.fragments` images recombined from the training split (`pool/fragments.py`), seeded by the run."""
+    count = ctx.cfg.oe.fragments
+    if not count:
+        return pool
+    train = ctx.data.train
+    made = fragments(train.images, train.labels, count, seed=ctx.cfg.run.seed, faintest=ctx.cfg.oe.fragment_ink)
+    if pool.shape[1:] != made.shape[1:]:
+        raise DataError(f"outlier pool images are {pool.shape[1:]}, training images {made.shape[1:]}")
+    log.info("outlier pool: %d fragments recombined from the training split added", count)
+    return np.concatenate([pool, made if pool.dtype == np.uint8 else as_float(made).astype(pool.dtype)])
 
 
 def screen_pool(ctx: Context, net: nn.Module, pool: np.ndarray) -> np.ndarray:

@@ -72,13 +72,13 @@ def test_loso_holds_out_the_drawn_scribbles_and_scores_them_whole(
         "--set", f"data.in_distribution='npz:{data}'", "--set", "data.outlier_pool='default-scribbles'",
         "--set", "net.arch='convnet'", "--set", "net.standardize=false",
         "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
-        "--set", "oe.epochs=1", "--set", "oe.batch_size=50",
+        "--set", "oe.epochs=1", "--set", "oe.batch_size=50", "--set", "oe.fragments=10",
         "--set", f"run.run_dir='{tmp_path / 'run'}'",
         "--groups", "scribbles",
     ]  # fmt: skip
     assert main(argv) == 0
     row = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())["groups"]["scribbles"]
-    assert row["group_images"] == 30 and row["pool_without_group"] == 90
+    assert row["group_images"] == 30 and row["pool_without_group"] == 90 + 10  # fragments stay in every LOSO run
     # Drawn samples have no source pictures: the whole view is the held-out samples themselves.
     assert row["whole_images"] == 30 and row["whole_oe"] == row["oe"] and row["whole_baseline"] == row["baseline"]
 
