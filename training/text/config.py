@@ -90,6 +90,9 @@ class TextOEConfig(TextOptimConfig):
     """lambda in CE + lambda * E_out[logsumexp(z) - mean(z)]; 1.0 for text (the reference NLP code)."""
     outlier_batch_ratio: float = Field(default=1.0, gt=0.0)
     """Outlier batch size as a multiple of the in-distribution batch (1: equal, as the reference NLP code)."""
+    splices: int = Field(default=0, ge=0)
+    """Add this many OE sentences recombined from training texts to the corpus: the opening words of one joined to
+    the closing words of a text of another class (`training/text/splices.py`). 0 (default): none."""
 
 
 class TextExportConfig(ExportConfig):

@@ -33,6 +33,7 @@ from training.text.data import TextInDistribution
 from training.text.encoder import pretrained_dir
 from training.text.export import ExtraFiles, GraphRunner, Summarize, TextGate, publish_text_artifact
 from training.text.nets import TextClassifier, TextNetConfig, build_text_net
+from training.text.splices import splices
 from training.text.tokenize import TextTokenizer
 from training.text.train import predict_text_logits, text_checkpoint_path, train_text_stage
 
@@ -79,6 +80,11 @@ def load_corpus(ctx: TextContext) -> tuple[str, ...]:
         d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=d.oe_corpus_exclude
     )
     log.info("OE corpus %s: %d sentences", d.oe_corpus, len(corpus))
+    count = ctx.cfg.oe.splices
+    if count:
+        train = ctx.data.train
+        corpus = (*corpus, *splices(train.texts, train.labels, count, seed=ctx.cfg.run.seed))
+        log.info("OE corpus: %d splices of training texts added", count)
     return corpus
 
 
