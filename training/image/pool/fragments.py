@@ -3,7 +3,7 @@
 Every other OE source is far from the training images (clip art, drawn strokes, glyphs of other scripts), and the
 held-out-class validation set (`val-heldout-classes`) shows what that leaves: handwriting of a class the net never
 learnt is read as one of its classes with confidence. A fragment is built only from the training split: the part of
-one training image on one side of a random line through its centre of ink, overlaid (pixel-wise maximum) on such a
+one training image on one side of a random line near its centre of ink, overlaid (pixel-wise maximum) on such a
 part of one or two other images of *other* classes, each shifted a little, the whole re-centred by its centre of ink
 as MNIST centres its digits. The result has the training images' strokes, pen and scale and is of no class: the
 shape of the problem at the gate's near boundary. Fragments the net still reads as a class with near certainty are
