@@ -109,6 +109,7 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
     out_dir = ctx.run_dir / "loso"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Any] = {}
+    made = with_fragments(ctx, images[:0])  # fragments (`oe.fragments`) are no source: drawn once, kept in every run
     for name in chosen:
         started = time.monotonic()
         g = names.index(name)
@@ -118,7 +119,7 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
         pool = images[group_of != g]
         if cfg.data.outlier_pool_limit is not None and cfg.data.outlier_pool_limit < len(pool):
             pool = pool[np.sort(draw(cfg.data.outlier_pool_limit, len(pool), cfg.run.seed, "LOSO pool"))]
-        pool = screen_pool(ctx, baseline_net, with_fragments(ctx, pool))  # fragments are no source: kept in every run
+        pool = screen_pool(ctx, baseline_net, np.concatenate([pool, made]))
         net = copy.deepcopy(baseline_net)
         train_stage(
             stage="oe", net=net, normalize=ctx.normalize, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,

@@ -48,6 +48,15 @@ def glyph_ink(font: ImageFont.FreeTypeFont, char: str, stroke_width: int = 0) ->
     return np.asarray(canvas.crop(box), dtype=np.uint8)
 
 
+def centre_of_ink(image: np.ndarray) -> tuple[float, float] | None:
+    """(row, col) centre of mass of an H x W image; None for a blank one."""
+    total = float(image.sum())
+    if total <= 0.0:
+        return None
+    rows, cols = np.indices(image.shape)
+    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+
+
 def mnist_box(ink: np.ndarray) -> np.ndarray:
     """Scale the ink to fit a 20 x 20 box (aspect kept), stretch it to a maximum of 255, and center its mass in a
     28 x 28 uint8 field."""
@@ -58,11 +67,7 @@ def mnist_box(ink: np.ndarray) -> np.ndarray:
     brightest = int(glyph.max())
     if 0 < brightest < 255:  # hairline strokes fade when shrunk; MNIST strokes always reach full white
         glyph = np.round(glyph.astype(np.float64) * (255.0 / brightest)).astype(np.uint8)
-    mass = glyph.astype(np.float64)
-    total = mass.sum()
-    rows, cols = np.indices(glyph.shape)
-    center_row = (rows * mass).sum() / total if total else glyph.shape[0] / 2
-    center_col = (cols * mass).sum() / total if total else glyph.shape[1] / 2
+    center_row, center_col = centre_of_ink(glyph.astype(np.float64)) or (glyph.shape[0] / 2, glyph.shape[1] / 2)
     top = int(np.clip(round(FIELD / 2 - center_row), 0, FIELD - glyph.shape[0]))
     left = int(np.clip(round(FIELD / 2 - center_col), 0, FIELD - glyph.shape[1]))
     field = np.zeros((FIELD, FIELD), dtype=np.uint8)

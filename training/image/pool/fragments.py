@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.image.anomalies.glyphs import centre_of_ink
+
 PIECES = (2, 3)
 PIECE_WEIGHTS = (0.7, 0.3)
 CUT_JITTER = 0.1  # the cut passes within this fraction of the side from the centre of ink
@@ -24,13 +26,9 @@ SHIFT = 0.15  # each piece moves by up to this fraction of the side, each axis
 
 
 def _centre_of_ink(image: np.ndarray) -> tuple[float, float]:
-    """(row, col) centre of mass of an HxW image; the middle for a blank one."""
-    total = float(image.sum())
+    """(row, col) centre of mass of an H x W image; the middle for a blank one."""
     h, w = image.shape
-    if total <= 0.0:
-        return (h - 1) / 2.0, (w - 1) / 2.0
-    rows, cols = np.indices(image.shape)
-    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+    return centre_of_ink(image) or ((h - 1) / 2.0, (w - 1) / 2.0)
 
 
 def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
