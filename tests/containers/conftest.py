@@ -166,3 +166,5 @@ LIVE_VERSION = str(_newest_committed("mnist-oe"))
 """The mnist-oe version the image serves out of the box (the newest committed one)."""
 NEXT_VERSION = str(_newest_committed("mnist-oe") + 1)
 """The version a training job in these tests publishes and promotes."""
+TEXT_LIVE_VERSION = str(_newest_committed("topics-oe"))
+"""The topics-oe version the image serves out of the box."""

@@ -18,6 +18,7 @@ from tests.containers.conftest import (
     LIVE_VERSION,
     NEXT_VERSION,
     PROMETHEUS_IMAGE,
+    TEXT_LIVE_VERSION,
     wait_for,
 )
 from tests.e2e.server import REPO, free_port
@@ -68,8 +69,8 @@ def test_compose_up_serves_the_committed_models(stack: Stack) -> None:
     assert models == {
         "mnist-oe": LIVE_VERSION,
         "mnist-baseline": LIVE_VERSION,
-        "topics-oe": "1",
-        "topics-baseline": "1",
+        "topics-oe": TEXT_LIVE_VERSION,
+        "topics-baseline": TEXT_LIVE_VERSION,
     }
 
 

@@ -11,11 +11,12 @@ from service.settings import Settings
 from tests.e2e.server import REPO
 from tests.service.conftest import running
 from training.artifact import load_artifact
+from training.captures.retrain import newest_version
 from training.text.config import load_text_config
 
 pytestmark = pytest.mark.anyio
 
-TOPICS_OE = REPO / "models" / "topics-oe" / "1"
+TOPICS_OE = newest_version(REPO / "models", "topics-oe")  # the version served by default
 PREDICT = "/v1/models/topics-oe/predict"
 IN_SCOPE = {  # sentence -> topic
     "Do you think artificial intelligence will ever become conscious?": "ai",
@@ -86,4 +87,5 @@ def test_the_committed_text_artifact_is_the_int8_graph_with_its_tokenizer() -> N
         newer = set(expected) - set(recorded)
         assert {key: expected[key] for key in newer} == {key: defaults[key] for key in newer}, section
     assert card.training["data"]["in_distribution"] == config.data.in_distribution == "chatterbot-en"
-    assert card.training["data"]["oe_corpus"] == config.data.oe_corpus == "default"
+    assert card.training["data"]["oe_corpus"] == config.data.oe_corpus == "default-wordnet"
+    assert card.version == config.export.version
