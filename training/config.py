@@ -135,6 +135,9 @@ class OEConfig(OptimConfig):
     fragment_ink: float = Field(default=1.0, gt=0.0, le=1.0)
     """Each fragment piece's ink is scaled by a factor drawn uniformly from [this, 1]: 1 (default) keeps the
     training images' ink; lower values vary it from piece to piece, as pen pressure does."""
+    fragment_full_ink_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    """With `fragment_ink` < 1: the share of fragments whose pieces all keep full ink (each fragment drawn so with
+    this probability); the rest vary as `fragment_ink` says. 0 (default): every fragment varies."""
 
 
 class CalibrationConfig(_Section):

@@ -181,7 +181,10 @@ def with_fragments(ctx: Context, pool: np.ndarray) -> np.ndarray:
     if not count:
         return pool
     train = ctx.data.train
-    made = fragments(train.images, train.labels, count, seed=ctx.cfg.run.seed, faintest=ctx.cfg.oe.fragment_ink)
+    made = fragments(
+        train.images, train.labels, count, seed=ctx.cfg.run.seed,
+        faintest=ctx.cfg.oe.fragment_ink, full_ink_share=ctx.cfg.oe.fragment_full_ink_share,
+    )  # fmt: skip
     if pool.shape[1:] != made.shape[1:]:
         raise DataError(f"outlier pool images are {pool.shape[1:]}, training images {made.shape[1:]}")
     log.info("outlier pool: %d fragments recombined from the training split added", count)

@@ -67,15 +67,26 @@ def _partners(labels: np.ndarray | None, size: int, count: int, rng: np.random.G
     return np.asarray(chosen)
 
 
-def fragments(images: np.ndarray, labels: np.ndarray | None, n: int, seed: int, *, faintest: float = 1.0) -> np.ndarray:
+def fragments(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    n: int,
+    seed: int,
+    *,
+    faintest: float = 1.0,
+    full_ink_share: float = 0.0,
+) -> np.ndarray:
     """n fragments (uint8, shaped like `images`: N x C x H x W, uint8 in [0, 255] or float in [0, 1]) recombined from
     `images` (the training split), partners of different classes when `labels` has them. Each piece's ink is scaled
-    by a factor drawn uniformly from [`faintest`, 1] (1: full ink; lower: pen pressure varies from piece to piece).
-    Deterministic in `seed`."""
+    by a factor drawn uniformly from [`faintest`, 1] (1: full ink; lower: pen pressure varies from piece to piece),
+    except in a `full_ink_share` of the fragments (each drawn with that probability), whose pieces all keep full ink.
+    Deterministic in `seed`; with `full_ink_share` 0 the draws are those of the share-less construction."""
     if images.ndim != 4 or len(images) < max(PIECES):
         raise ValueError(f"fragments need at least {max(PIECES)} N x C x H x W images, got shape {images.shape}")
     if not 0.0 < faintest <= 1.0:
         raise ValueError(f"faintest must lie in (0, 1], got {faintest}")
+    if not 0.0 <= full_ink_share <= 1.0:
+        raise ValueError(f"full_ink_share must lie in [0, 1], got {full_ink_share}")
     scale = 1.0 if images.dtype == np.uint8 else 255.0
     rng = np.random.default_rng([seed, 0xF4A6])
     h, w = images.shape[2:]
@@ -84,8 +95,9 @@ def fragments(images: np.ndarray, labels: np.ndarray | None, n: int, seed: int, 
         count = int(rng.choice(PIECES, p=PIECE_WEIGHTS))
         index = _partners(labels, len(images), count, rng)
         merged = np.zeros(images.shape[1:], dtype=np.float32)
+        full = faintest == 1.0 or (full_ink_share > 0.0 and rng.random() < full_ink_share)
         for i in index:
-            ink = 1.0 if faintest == 1.0 else rng.uniform(faintest, 1.0)
+            ink = 1.0 if full else rng.uniform(faintest, 1.0)
             merged = np.maximum(merged, _piece(images[i].astype(np.float32) * np.float32(scale * ink), rng))
         cy, cx = _centre_of_ink(merged.sum(axis=0))
         merged = _shift(merged, round((h - 1) / 2.0 - cy), round((w - 1) / 2.0 - cx))

@@ -115,25 +115,48 @@ def test_fragment_ink_scales_each_piece_between_faintest_and_full() -> None:
             fragments(images, labels, 1, seed=0, faintest=bad)
 
 
+def test_a_full_ink_share_of_the_fragments_keeps_every_piece_at_full_ink() -> None:
+    images = np.zeros((12, 1, 28, 28), dtype=np.uint8)
+    images[:, 0, 6:22, 6:22] = 200
+    labels = np.arange(12) % 3
+    all_full = fragments(images, labels, 40, seed=0, faintest=0.5, full_ink_share=1.0)
+    assert set(np.unique(all_full)) == {0, 200}
+    mixed = fragments(images, labels, 400, seed=0, faintest=0.5, full_ink_share=0.5)
+    full = np.array([set(np.unique(f[f > 0])) == {200} for f in mixed])
+    assert 0.4 < full.mean() < 0.6  # about half the fragments, drawn one by one
+    assert min(int(f[f > 0].min()) for f in mixed[~full]) < 130  # the others vary over [0.5, 1] as before
+    # Share 0 draws exactly what the construction drew before the share existed (version 5's fragments): pinned.
+    import hashlib
+
+    pinned = {0.5: "ca49af86c835e194", 1.0: "d44d255672c7e8c1"}
+    for faintest, digest in pinned.items():
+        drawn = fragments(images, labels, 40, seed=0, faintest=faintest, full_ink_share=0.0)
+        assert hashlib.sha256(drawn.tobytes()).hexdigest()[:16] == digest, faintest
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="full_ink_share"):
+            fragments(images, labels, 1, seed=0, faintest=0.5, full_ink_share=bad)
+
+
 def test_too_few_training_images_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least 3"):
         fragments(np.zeros((2, 1, 28, 28), dtype=np.uint8), None, 1, seed=0)
 
 
 def test_config_bounds_the_fragment_settings() -> None:
-    cfg = load_config(None, ["oe.fragments=20", "oe.fragment_ink=0.5"])
-    assert (cfg.oe.fragments, cfg.oe.fragment_ink) == (20, 0.5)
-    assert (load_config(None).oe.fragments, load_config(None).oe.fragment_ink) == (0, 1.0)  # off by default
-    for bad in ("oe.fragments=-1", "oe.fragment_ink=0", "oe.fragment_ink=1.5"):
+    cfg = load_config(None, ["oe.fragments=20", "oe.fragment_ink=0.5", "oe.fragment_full_ink_share=0.5"])
+    assert (cfg.oe.fragments, cfg.oe.fragment_ink, cfg.oe.fragment_full_ink_share) == (20, 0.5, 0.5)
+    default = load_config(None).oe
+    assert (default.fragments, default.fragment_ink, default.fragment_full_ink_share) == (0, 1.0, 0.0)  # off
+    bad_values = ("oe.fragments=-1", "oe.fragment_ink=0", "oe.fragment_ink=1.5", "oe.fragment_full_ink_share=-0.1")
+    for bad in (*bad_values, "oe.fragment_full_ink_share=1.5"):
         with pytest.raises(ValidationError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(None, [bad])
 
 
-def _ctx(count: int, train: ImageSet, seed: int = 0) -> Any:
-    return SimpleNamespace(
-        cfg=SimpleNamespace(oe=SimpleNamespace(fragments=count, fragment_ink=1.0), run=SimpleNamespace(seed=seed)),
-        data=SimpleNamespace(train=train),
-    )
+def _ctx(count: int, train: ImageSet, seed: int = 0, ink: float = 1.0, full_ink_share: float = 0.0) -> Any:
+    oe = SimpleNamespace(fragments=count, fragment_ink=ink, fragment_full_ink_share=full_ink_share)
+    cfg = SimpleNamespace(oe=oe, run=SimpleNamespace(seed=seed))
+    return SimpleNamespace(cfg=cfg, data=SimpleNamespace(train=train))
 
 
 def test_the_pipeline_adds_fragments_of_the_training_split_only() -> None:
@@ -143,6 +166,10 @@ def test_the_pipeline_adds_fragments_of_the_training_split_only() -> None:
     assert out.shape == (19, 1, 28, 28)
     np.testing.assert_array_equal(out[:7], pool)
     np.testing.assert_array_equal(out[7:], fragments(images, labels, 12, seed=0))
+    inked = with_fragments(_ctx(12, ImageSet(images, labels), seed=2, ink=0.5, full_ink_share=0.5), pool)
+    expected = fragments(images, labels, 12, seed=2, faintest=0.5, full_ink_share=0.5)  # the run's ink settings
+    np.testing.assert_array_equal(inked[7:], expected)
+    assert not np.array_equal(expected, fragments(images, labels, 12, seed=2, faintest=0.5))
     assert with_fragments(_ctx(0, ImageSet(images, labels)), pool) is pool  # 0: the pool as it was
     float_pool = np.full((2, 1, 28, 28), 0.5, dtype=np.float32)  # a user's float pool keeps its [0, 1] range
     mixed = with_fragments(_ctx(3, ImageSet(images, labels)), float_pool)
