@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -126,8 +127,6 @@ def test_a_full_ink_share_of_the_fragments_keeps_every_piece_at_full_ink() -> No
     assert 0.4 < full.mean() < 0.6  # about half the fragments, drawn one by one
     assert min(int(f[f > 0].min()) for f in mixed[~full]) < 130  # the others vary over [0.5, 1] as before
     # Share 0 draws exactly what the construction drew before the share existed (version 5's fragments): pinned.
-    import hashlib
-
     pinned = {0.5: "ca49af86c835e194", 1.0: "d44d255672c7e8c1"}
     for faintest, digest in pinned.items():
         drawn = fragments(images, labels, 40, seed=0, faintest=faintest, full_ink_share=0.0)
