@@ -318,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_validate_arguments(p)
     p.set_defaults(func=run_validate)
+    p = sub.add_parser("probe", help="score artifacts on real-world inputs of kinds no data set here holds (informs)")
+    from training.evaluation.probes import add_probe_arguments, run_probe
+
+    add_probe_arguments(p)
+    p.set_defaults(func=run_probe)
 
     try:
         from training.evaluation.command import add_evaluate_arguments, run_evaluate

@@ -23,6 +23,37 @@ from training.text.corpora import load_text_in_distribution
 MEAN_KEYS = ("auroc", "fpr95", "accepted_fraction")
 
 
+def _text_validation_data(card: Any) -> Any:
+    """The card's text in-distribution data rebuilt with its seed and fractions, the test split sealed."""
+    summary = card.training.get("data", {})
+    test_file = summary.get("test_file")
+    return load_text_in_distribution(
+        summary["in_distribution"], seed=int(card.training.get("seed", 0)),
+        val_fraction=float(summary.get("val_fraction", 0.15)), test_fraction=float(summary.get("test_fraction", 0.2)),
+        test_path=Path(test_file) if test_file else None, held_out_classes=summary.get("held_out_classes") or (),
+    ).sealed()  # fmt: skip
+
+
+def _image_validation_data(card: Any) -> Any:
+    """The card's image in-distribution data rebuilt with its seed and validation fraction, the test split sealed."""
+    from training.data.registry import load_in_distribution
+
+    summary = card.training.get("data", {})
+    return load_in_distribution(
+        summary["in_distribution"], seed=int(card.training.get("seed", 0)),
+        val_fraction=float(summary.get("val_fraction", 0.1)), held_out_classes=summary.get("held_out_classes") or (),
+    ).sealed()  # fmt: skip
+
+
+def validation_scores(artifact: Any) -> np.ndarray:
+    """`anomaly_score` of a loaded artifact on its own validation split (text or image), rebuilt from its card."""
+    from training.data.base import as_float
+
+    if artifact.card.task == "text":
+        return np.asarray(artifact.run_texts(_text_validation_data(artifact.card).val.texts)["anomaly_score"])
+    return np.asarray(artifact.run(as_float(_image_validation_data(artifact.card).val.images))["anomaly_score"])
+
+
 def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one text artifact (validation data only)."""
     from training.artifact import load_artifact  # onnxruntime and torch only when the command runs
@@ -30,14 +61,8 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
-    summary = card.training.get("data", {})
     seed = int(card.training.get("seed", 0))
-    test_file = summary.get("test_file")
-    data = load_text_in_distribution(
-        summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.15)),
-        test_fraction=float(summary.get("test_fraction", 0.2)), test_path=Path(test_file) if test_file else None,
-        held_out_classes=summary.get("held_out_classes") or (),
-    ).sealed()  # fmt: skip
+    data = _text_validation_data(card)
     assert data.val.labels is not None
     val = artifact.run_texts(data.val.texts)
     in_scores = val["anomaly_score"]
@@ -57,17 +82,13 @@ def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -
     """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
     from training.artifact import load_artifact
     from training.data.base import as_float
-    from training.data.registry import load_anomalies, load_in_distribution
+    from training.data.registry import load_anomalies
     from training.evaluation.metrics import detection_figures
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
-    summary = card.training.get("data", {})
     seed = int(card.training.get("seed", 0))
-    data = load_in_distribution(
-        summary["in_distribution"], seed=seed, val_fraction=float(summary.get("val_fraction", 0.1)),
-        held_out_classes=summary.get("held_out_classes") or (),
-    ).sealed()  # fmt: skip
+    data = _image_validation_data(card)
     assert data.val.labels is not None
     val = artifact.run(as_float(data.val.images))
     figures = {
