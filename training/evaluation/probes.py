@@ -47,35 +47,23 @@ CATALOGUE_ERRORS = (OSError, struct.error, UnicodeDecodeError, ValueError, Index
 
 @dataclass(frozen=True)
 class Probe:
-    """One probe: where its files are, the package that brings them, and how to read its inputs."""
+    """One probe (described in the module docstring): its task, where its files are, the package that brings them."""
 
     name: str
     task: str  # "image" or "text"
     roots: tuple[Path, ...]
     package: str
-    what: str
 
 
+STANDARD_LIBRARY = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
 PROBES = (
-    Probe("ui-icons", "image", (Path("/usr/share/icons/Adwaita"),), "adwaita-icon-theme", "UI icons (PNG)"),
-    Probe(
-        "backgrounds", "image", (Path("/usr/share/backgrounds"),), "gnome-backgrounds",
-        "desktop wallpapers: photographs and abstract art",
-    ),
-    Probe(
-        "game-sprites", "image", (Path("/usr/share/games/supertux2"),), "supertux-data",
-        "game sprites (a kind the pool holds, from arcade; another source)",
-    ),
-    Probe("licenses", "text", (Path("/usr/share/common-licenses"),), "base-files", "licence texts: English legal"),
-    Probe(
-        "docstrings", "text", (Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}",),
-        "python3", "standard-library docstrings: English technical",
-    ),
-    Probe("ui-messages-en", "text", (Path("/usr/share/locale"),), "gettext catalogues", "UI strings: English"),
-    Probe(
-        "ui-messages-translated", "text", (Path("/usr/share/locale"),), "gettext catalogues",
-        "UI strings: their translations",
-    ),
+    Probe("ui-icons", "image", (Path("/usr/share/icons/Adwaita"),), "adwaita-icon-theme"),
+    Probe("backgrounds", "image", (Path("/usr/share/backgrounds"),), "gnome-backgrounds"),
+    Probe("game-sprites", "image", (Path("/usr/share/games/supertux2"),), "supertux-data"),
+    Probe("licenses", "text", (Path("/usr/share/common-licenses"),), "base-files"),
+    Probe("docstrings", "text", (STANDARD_LIBRARY,), "python3"),
+    Probe("ui-messages-en", "text", (Path("/usr/share/locale"),), "gettext catalogues"),
+    Probe("ui-messages-translated", "text", (Path("/usr/share/locale"),), "gettext catalogues"),
 )  # fmt: skip
 
 

@@ -67,10 +67,10 @@ def text_probes(tmp_path: Path) -> dict[str, Probe]:
     (locale / "fr" / "LC_MESSAGES").mkdir(parents=True)
     (locale / "fr" / "LC_MESSAGES" / "bad.mo").write_bytes(b"not a catalogue")  # skipped
     return {
-        "licenses": Probe("licenses", "text", (licences,), "base-files", "licences"),
-        "docstrings": Probe("docstrings", "text", (library,), "python3", "docstrings"),
-        "ui-messages-en": Probe("ui-messages-en", "text", (locale,), "gettext catalogues", "UI strings"),
-        "ui-messages-translated": Probe("ui-messages-translated", "text", (locale,), "gettext catalogues", "UI"),
+        "licenses": Probe("licenses", "text", (licences,), "base-files"),
+        "docstrings": Probe("docstrings", "text", (library,), "python3"),
+        "ui-messages-en": Probe("ui-messages-en", "text", (locale,), "gettext catalogues"),
+        "ui-messages-translated": Probe("ui-messages-translated", "text", (locale,), "gettext catalogues"),
     }
 
 
@@ -102,8 +102,8 @@ def test_samples_are_seeded_and_capped(text_probes: dict[str, Probe]) -> None:
 
 
 def test_a_text_artifact_is_scored_against_its_validation_split(text_probes: dict[str, Probe], tmp_path: Path) -> None:
-    missing = Probe("ui-icons", "image", (tmp_path / "none",), "adwaita-icon-theme", "icons")  # another task's probe
-    empty = Probe("licenses", "text", (tmp_path / "none",), "base-files", "licences")
+    missing = Probe("ui-icons", "image", (tmp_path / "none",), "adwaita-icon-theme")  # another task's probe
+    empty = Probe("licenses", "text", (tmp_path / "none",), "base-files")
     result = probe_artifact(TOPICS_OE, [text_probes["licenses"], missing], samples=10, seed=0)
     assert result["artifact"] == "topics-oe/2" and result["task"] == "text" and list(result["probes"]) == ["licenses"]
     figures = result["probes"]["licenses"]
@@ -130,7 +130,7 @@ def test_image_probes_decode_files_as_the_service_does(tmp_path: Path) -> None:
     Image.fromarray(icon, "RGBA").save(root / "a.png")
     Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(root / "sub" / "b.jpg", quality=95)
     (root / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # does not decode: skipped
-    probe = Probe("ui-icons", "image", (root,), "adwaita-icon-theme", "icons")
+    probe = Probe("ui-icons", "image", (root,), "adwaita-icon-theme")
     spec = load_artifact(MNIST_OE).image_input
     images = probe_images(probe, spec, samples=10, seed=0)
     service_spec = ImageInputSpec.model_validate(spec.model_dump(mode="json"))
