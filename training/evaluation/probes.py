@@ -139,8 +139,7 @@ def probe_images(probe: Probe, spec: Any, samples: int, seed: int) -> np.ndarray
     from service.codecs.image import decode_image
 
     spec = ImageInputSpec.model_validate(spec.model_dump(mode="json"))  # the service's own reading of the card
-    files = [p for suffix in IMAGE_SUFFIXES for p in _files(probe.roots, f"*{suffix}")]
-    files = sorted(set(files))
+    files = [p for p in _files(probe.roots, "*") if p.suffix in IMAGE_SUFFIXES]  # one walk of the tree
     random.Random(seed).shuffle(files)
     decoded: list[np.ndarray] = []
     for path in files:
@@ -164,12 +163,12 @@ def probe_artifact(
     `inputs` keeps each probe's sample between artifacts of one command (decoding is most of an image probe's time)."""
     from training.artifact import load_artifact
     from training.evaluation.metrics import detection_figures
-    from training.evaluation.validate import validation_scores
+    from training.evaluation.validate import validation_run
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     inputs = {} if inputs is None else inputs
-    in_scores = validation_scores(artifact)
+    in_scores = validation_run(artifact)[1]["anomaly_score"]
     results: dict[str, Any] = {}
     for probe in (p for p in probes if p.task == card.task):
         if card.task == "text":

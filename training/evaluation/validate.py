@@ -45,13 +45,16 @@ def _image_validation_data(card: Any) -> Any:
     ).sealed()  # fmt: skip
 
 
-def validation_scores(artifact: Any) -> np.ndarray:
-    """`anomaly_score` of a loaded artifact on its own validation split (text or image), rebuilt from its card."""
+def validation_run(artifact: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """(the card's in-distribution data rebuilt, test split sealed; a loaded artifact's outputs on its validation
+    split), text or image."""
     from training.data.base import as_float
 
     if artifact.card.task == "text":
-        return np.asarray(artifact.run_texts(_text_validation_data(artifact.card).val.texts)["anomaly_score"])
-    return np.asarray(artifact.run(as_float(_image_validation_data(artifact.card).val.images))["anomaly_score"])
+        text_data = _text_validation_data(artifact.card)
+        return text_data, artifact.run_texts(text_data.val.texts)
+    image_data = _image_validation_data(artifact.card)
+    return image_data, artifact.run(as_float(image_data.val.images))
 
 
 def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
@@ -62,13 +65,11 @@ def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) ->
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     seed = int(card.training.get("seed", 0))
-    data = _text_validation_data(card)
+    data, val = validation_run(artifact)
     assert data.val.labels is not None
-    val = artifact.run_texts(data.val.texts)
-    in_scores = val["anomaly_score"]
     figures = {
         name: detection_figures(
-            in_scores,
+            val["anomaly_score"],
             artifact.run_texts(load_text_validation_anomalies(name, data, size=samples, seed=seed))["anomaly_score"],
             card.threshold.value,
         )
@@ -88,9 +89,8 @@ def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     seed = int(card.training.get("seed", 0))
-    data = _image_validation_data(card)
+    data, val = validation_run(artifact)
     assert data.val.labels is not None
-    val = artifact.run(as_float(data.val.images))
     figures = {
         name: detection_figures(
             val["anomaly_score"],

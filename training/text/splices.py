@@ -17,14 +17,9 @@ import numpy as np
 CUT = (0.3, 0.7)  # each piece keeps about this share of its text's words (at least one word)
 
 
-def _head(words: list[str], rng: np.random.Generator) -> list[str]:
-    keep = max(1, round(rng.uniform(*CUT) * len(words)))
-    return words[: min(keep, len(words))]
-
-
-def _tail(words: list[str], rng: np.random.Generator) -> list[str]:
-    keep = max(1, round(rng.uniform(*CUT) * len(words)))
-    return words[len(words) - min(keep, len(words)) :]
+def _kept(words: list[str], rng: np.random.Generator) -> int:
+    """How many of `words` a piece keeps: a CUT share, at least one word, at most all of them."""
+    return min(max(1, round(rng.uniform(*CUT) * len(words))), len(words))
 
 
 def splices(texts: Sequence[str], labels: np.ndarray | None, n: int, seed: int) -> tuple[str, ...]:
@@ -41,5 +36,7 @@ def splices(texts: Sequence[str], labels: np.ndarray | None, n: int, seed: int) 
         second = first
         while second == first or (mixed_classes and labels is not None and labels[second] == labels[first]):
             second = int(rng.integers(0, len(texts)))
-        out.append(" ".join(_head(words[first], rng) + _tail(words[second], rng)))
+        head = words[first][: _kept(words[first], rng)]
+        tail = words[second][len(words[second]) - _kept(words[second], rng) :]
+        out.append(" ".join(head + tail))
     return tuple(out)

@@ -19,7 +19,7 @@ from training.artifact import load_artifact
 from training.cli import main
 from training.evaluation import probes as probes_module
 from training.evaluation.probes import Probe, probe_artifact, probe_images, probe_texts
-from training.evaluation.validate import validation_scores
+from training.evaluation.validate import validation_run
 
 REPO = Path(__file__).resolve().parents[3]
 MNIST_OE = REPO / "models" / "mnist-oe" / "5"
@@ -113,7 +113,7 @@ def test_a_text_artifact_is_scored_against_its_validation_split(text_probes: dic
     threshold = np.float32(artifact.card.threshold.value)
     assert figures["n"] == 3
     assert figures["accepted_fraction"] == pytest.approx(float(np.mean(scores < threshold)))
-    in_scores = validation_scores(artifact)
+    in_scores = validation_run(artifact)[1]["anomaly_score"]
     assert len(in_scores) == artifact.card.training["data"]["val_samples"] == 189  # the validation split, not test
     # AUROC: the share of (validation, probe) pairs ranked the right way round (ties half), computed here.
     pairs = (scores[None, :] > in_scores[:, None]) + 0.5 * (scores[None, :] == in_scores[:, None])
