@@ -7,7 +7,8 @@ A spec is a plain name or `kind:argument`:
 - test anomalies: gaussian, rademacher, bernoulli, blobs, negative, fashion-mnist, notmnist, omniglot;
   npy:PATH, imagefolder:PATH
 - validation anomalies (built from the validation split and noise, `validation_sets.py`): val-uniform,
-  val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror, val-rotate, val-chimera
+  val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror, val-rotate, val-chimera;
+  opt-in: val-heldout-classes (classes held out of training), val-glyphs (printed glyphs drawn from fonts)
 
 Test anomalies are for evaluation only: never train or tune on them. Every choice is made on the validation split
 and the validation anomaly sets.

@@ -23,7 +23,13 @@ applied to *validation* images instead of test images; every generator returns f
                     (for unlabelled data, of another image): pen strokes that make a glyph of no class
 - val-heldout-classes: train and val images of the classes held out of training (`data.held_out_classes`):
                     handwriting of the same writers, of no trained class; a stand-in for letters and other scripts
+- val-glyphs:       printed characters of scripts no test set holds, and symbols, drawn from fonts no test set reads
+                    (the font-glyph source, `training/image/pool/fontglyphs.py`, with its own seeds: no image of the
+                    pool group's draw); a stand-in for printed letters. 28 x 28 grey images only; needs the fonts
+                    (`fonts-dejavu-extra`, `fonts-nanum`). Not from the validation split: a recipe whose pool holds
+                    the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for that recipe
 
+`val-heldout-classes` and `val-glyphs` are opt-in (`data.val_anomalies`, `python -m training validate --sets`).
 The digit rules of val-mirror and val-rotate apply whenever the class names are digits (some may be held out).
 
 Each set has its own stream seeded by (seed, crc32(name)).
@@ -37,7 +43,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from training.data.base import InDistribution, as_float
+from training.data.base import DataError, InDistribution, as_float
 
 VALIDATION_PREFIX = "val-"
 JIGSAW_GRID = 4
@@ -191,6 +197,24 @@ def heldout_classes(data: InDistribution, n: int, seed: int) -> np.ndarray:
     return as_float(images[np.sort(index)])
 
 
+GLYPH_SEED_OFFSET = zlib.crc32(b"val-glyphs")  # val-glyphs draws with seed + this; the pool group draws with seed 0
+
+
+def glyphs(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    if tuple(data.shape) != (1, 28, 28):
+        raise DataError(
+            f"val-glyphs are drawn as 28 x 28 grey images, as MNIST digits; {data.name} images are "
+            f"{'x'.join(map(str, data.shape))}: leave val-glyphs out of data.val_anomalies"
+        )
+    from training.image.pool.fontglyphs import font_glyphs  # the fonts are read only when the set is asked for
+
+    drawn = font_glyphs(n, GLYPH_SEED_OFFSET + seed)
+    if len(drawn) < n:  # the digit filter may keep slightly fewer than asked for
+        index = _rng("val-glyphs", seed).choice(len(drawn), size=n - len(drawn))
+        drawn = np.concatenate([drawn, drawn[np.sort(index)]])
+    return as_float(drawn)
+
+
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-uniform": uniform,
     "val-mean-pair": mean_pair,
@@ -203,8 +227,10 @@ VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
     "val-chimera": chimera,
 }
 DEFAULT_VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
-"""The validation sets a pipeline reports by default; `val-heldout-classes` needs `data.held_out_classes`."""
+"""The validation sets a pipeline reports by default; `val-heldout-classes` needs `data.held_out_classes`, and
+`val-glyphs` needs 28 x 28 grey images and the fonts."""
 VALIDATION_SETS["val-heldout-classes"] = heldout_classes
+VALIDATION_SETS["val-glyphs"] = glyphs
 VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 
 

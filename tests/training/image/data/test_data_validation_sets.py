@@ -17,6 +17,7 @@ from training.data.base import (
 from training.data.registry import anomaly_set_size, load_anomalies
 from training.image.anomalies.validation_sets import (
     DEFAULT_VALIDATION_SET_NAMES,
+    GLYPH_SEED_OFFSET,
     VALIDATION_SET_NAMES,
     load_validation_anomalies,
 )
@@ -211,3 +212,41 @@ def test_mirror_and_rotate_keep_their_digit_rules_with_classes_held_out(held: li
     assert 0 not in set(turned_digits.tolist())  # a turned 0 is still a 0
     kept = {int(name) for name in data.class_names}
     assert set(turned_digits.tolist()) == kept - {0} and set(flipped_digits.tolist()) == kept - {0, 1, 8}
+
+
+@pytest.mark.needs_apt("fonts-dejavu-extra")
+@pytest.mark.needs_apt("fonts-nanum")
+def test_val_glyphs_are_font_glyphs_of_their_own_seeds_not_the_pool_groups() -> None:
+    from training.image.pool.fontglyphs import font_glyphs
+
+    data = _digits()  # sealed test split: reading it would raise
+    images = load_anomalies("val-glyphs", data, n=12, seed=3)
+    assert images.shape == (12, 1, 28, 28) and images.dtype == np.float32
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    np.testing.assert_array_equal(images, as_float(font_glyphs(12, GLYPH_SEED_OFFSET + 3)[:12]))
+    assert not np.array_equal(images, load_anomalies("val-glyphs", data, n=12, seed=4))
+    from training.image.pool.build import DRAWN_SEED
+
+    assert DRAWN_SEED not in {GLYPH_SEED_OFFSET + s for s in range(1000)}  # never the glyph OE group's draw
+    pool_draw = as_float(font_glyphs(12, DRAWN_SEED))
+    assert not any(np.array_equal(image, drawn) for image in images for drawn in pool_draw)
+    assert anomaly_set_size("val-glyphs", data) is None
+
+
+def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.image.pool import fontglyphs
+
+    drawn = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 28, 28), np.uint8)
+    seeds: list[int] = []
+    monkeypatch.setattr(fontglyphs, "font_glyphs", lambda n, seed: seeds.append(seed) or drawn)  # the filter kept 3
+    images = load_validation_anomalies("val-glyphs", _digits(), n=5, seed=2)
+    assert seeds == [GLYPH_SEED_OFFSET + 2]
+    assert images.shape == (5, 1, 28, 28)
+    np.testing.assert_array_equal(images[:3], as_float(drawn))
+    assert set(np.round(images[3:, 0, 0, 0] * 255).astype(int).tolist()) <= {0, 1, 2}  # the rest are repeats
+    split = ImageSet(np.zeros((4, 3, 32, 32), np.uint8), np.zeros(4, np.int64))
+    rgb = InDistribution("pets", ("cat", "dog"), split, split, split, "colour photos")
+    with pytest.raises(DataError, match=r"val-glyphs .* pets images are 3x32x32"):
+        load_validation_anomalies("val-glyphs", rgb, n=5, seed=0)
+    assert seeds == [GLYPH_SEED_OFFSET + 2]  # refused before any font was read
+    assert "val-glyphs" in VALIDATION_SET_NAMES and "val-glyphs" not in DEFAULT_VALIDATION_SET_NAMES
