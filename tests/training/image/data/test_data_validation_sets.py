@@ -21,6 +21,8 @@ from training.image.anomalies.validation_sets import (
     VALIDATION_SET_NAMES,
     load_validation_anomalies,
 )
+from training.image.pool import fontglyphs
+from training.image.pool.build import DRAWN_SEED
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -217,25 +219,19 @@ def test_mirror_and_rotate_keep_their_digit_rules_with_classes_held_out(held: li
 @pytest.mark.needs_apt("fonts-dejavu-extra")
 @pytest.mark.needs_apt("fonts-nanum")
 def test_val_glyphs_are_font_glyphs_of_their_own_seeds_not_the_pool_groups() -> None:
-    from training.image.pool.fontglyphs import font_glyphs
-
     data = _digits()  # sealed test split: reading it would raise
     images = load_anomalies("val-glyphs", data, n=12, seed=3)
     assert images.shape == (12, 1, 28, 28) and images.dtype == np.float32
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
-    np.testing.assert_array_equal(images, as_float(font_glyphs(12, GLYPH_SEED_OFFSET + 3)[:12]))
+    np.testing.assert_array_equal(images, as_float(fontglyphs.font_glyphs(12, GLYPH_SEED_OFFSET + 3)[:12]))
     assert not np.array_equal(images, load_anomalies("val-glyphs", data, n=12, seed=4))
-    from training.image.pool.build import DRAWN_SEED
-
     assert DRAWN_SEED not in {GLYPH_SEED_OFFSET + s for s in range(1000)}  # never the glyph OE group's draw
-    pool_draw = as_float(font_glyphs(12, DRAWN_SEED))
+    pool_draw = as_float(fontglyphs.font_glyphs(12, DRAWN_SEED))
     assert not any(np.array_equal(image, drawn) for image in images for drawn in pool_draw)
     assert anomaly_set_size("val-glyphs", data) is None
 
 
 def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.image.pool import fontglyphs
-
     drawn = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 28, 28), np.uint8)
     seeds: list[int] = []
     monkeypatch.setattr(fontglyphs, "font_glyphs", lambda n, seed: seeds.append(seed) or drawn)  # the filter kept 3
