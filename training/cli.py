@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("list", help="list the registered data set names")
     p.set_defaults(func=_cmd_list_data)
 
-    p = sub.add_parser("validate", help="score text artifacts on validation anomaly sets (never test data)")
+    p = sub.add_parser("validate", help="score artifacts on validation anomaly sets (never test data)")
     from training.evaluation.validate import add_validate_arguments, run_validate
 
     add_validate_arguments(p)

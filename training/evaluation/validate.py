@@ -11,6 +11,7 @@ accepted at the card's threshold).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,50 +58,74 @@ def validation_run(artifact: Any) -> tuple[Any, dict[str, np.ndarray]]:
     return image_data, artifact.run(as_float(image_data.val.images))
 
 
-def validate_text_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
+def threshold_for_acceptance(val_scores: np.ndarray, target: float) -> float:
+    """The threshold that accepts the ceil(target * n) lowest-scoring validation inputs (reject = score >= it):
+    what a gate at that acceptance target would use, fitted on the validation split alone (ties aside)."""
+    ranked = np.sort(np.asarray(val_scores, np.float64))
+    k = int(np.ceil(target * len(ranked) - 1e-9))
+    return float(ranked[k]) if k < len(ranked) else float("inf")
+
+
+def accepted_at_targets(
+    val_scores: np.ndarray, anomaly_scores: np.ndarray, targets: Sequence[float]
+) -> dict[float, tuple[float, float]]:
+    """{target: (threshold, share of the anomalies accepted there)} for thresholds fitted on the validation scores."""
+    out = {}
+    for target in targets:
+        threshold = threshold_for_acceptance(val_scores, target)
+        out[target] = (threshold, float(np.mean(np.asarray(anomaly_scores) < threshold)))
+    return out
+
+
+def validate_text_artifact(
+    artifact_dir: Path, sets: list[str], samples: int, targets: Sequence[float] = ()
+) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one text artifact (validation data only)."""
     from training.artifact import load_artifact  # onnxruntime and torch only when the command runs
-    from training.evaluation.metrics import detection_figures
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     seed = int(card.training.get("seed", 0))
     data, val = validation_run(artifact)
     assert data.val.labels is not None
-    figures = {
-        name: detection_figures(
-            val["anomaly_score"],
-            artifact.run_texts(load_text_validation_anomalies(name, data, size=samples, seed=seed))["anomaly_score"],
-            card.threshold.value,
-        )
+    scores = {
+        name: artifact.run_texts(load_text_validation_anomalies(name, data, size=samples, seed=seed))["anomaly_score"]
         for name in sets
     }
+    return _figures(card, data, val, scores, targets)
+
+
+def _figures(
+    card: Any, data: Any, val: dict[str, np.ndarray], scores: dict[str, np.ndarray], targets: Sequence[float]
+) -> dict[str, Any]:
+    from training.evaluation.metrics import detection_figures
+
     accuracy = float(np.mean(val["logits"].argmax(1) == data.val.labels))
-    return {"artifact": f"{card.name}/{card.version}", "val_accuracy": accuracy, "sets": figures}
+    return {
+        "artifact": f"{card.name}/{card.version}",
+        "val_accuracy": accuracy,
+        "sets": {name: detection_figures(val["anomaly_score"], s, card.threshold.value) for name, s in scores.items()},
+        "at_targets": {name: accepted_at_targets(val["anomaly_score"], s, targets) for name, s in scores.items()},
+    }
 
 
-def validate_image_artifact(artifact_dir: Path, sets: list[str], samples: int) -> dict[str, Any]:
+def validate_image_artifact(
+    artifact_dir: Path, sets: list[str], samples: int, targets: Sequence[float] = ()
+) -> dict[str, Any]:
     """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
     from training.artifact import load_artifact
     from training.data.base import as_float
     from training.data.registry import load_anomalies
-    from training.evaluation.metrics import detection_figures
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     seed = int(card.training.get("seed", 0))
     data, val = validation_run(artifact)
     assert data.val.labels is not None
-    figures = {
-        name: detection_figures(
-            val["anomaly_score"],
-            artifact.run(as_float(load_anomalies(name, data, n=samples, seed=seed)))["anomaly_score"],
-            card.threshold.value,
-        )
-        for name in sets
+    scores = {
+        name: artifact.run(as_float(load_anomalies(name, data, n=samples, seed=seed)))["anomaly_score"] for name in sets
     }
-    accuracy = float(np.mean(val["logits"].argmax(1) == data.val.labels))
-    return {"artifact": f"{card.name}/{card.version}", "val_accuracy": accuracy, "sets": figures}
+    return _figures(card, data, val, scores, targets)
 
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +137,19 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         "and val-glyphs, drawn from fonts)",
     )  # fmt: skip
     parser.add_argument("--samples", type=int, help="inputs per set (at most; default 500 texts, 2000 images)")
+    parser.add_argument(
+        "--acceptance", type=_acceptance_target, nargs="+", default=[], metavar="TARGET",
+        help="also print, per set, the share accepted by a threshold fitted on the validation split to accept "
+        "TARGET of it (e.g. 0.95 0.9 0.8): how a lower acceptance target trades in-distribution acceptance for "
+        "refusals",
+    )  # fmt: skip
+
+
+def _acceptance_target(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"an acceptance target is a share in (0, 1], not {text}")
+    return value
 
 
 def _validate_one(path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -123,12 +161,12 @@ def _validate_one(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         wrong = sorted(set(sets) - set(TEXT_VALIDATION_SETS))
         if wrong:
             raise ValueError(f"{path} is a text artifact: {', '.join(wrong)} are image validation sets")
-        return validate_text_artifact(path, sets, args.samples or 500)
+        return validate_text_artifact(path, sets, args.samples or 500, args.acceptance)
     sets = args.sets or list(DEFAULT_VALIDATION_SET_NAMES)
     wrong = sorted(set(sets) - set(VALIDATION_SET_NAMES))
     if wrong:
         raise ValueError(f"{path} is an image artifact: {', '.join(wrong)} are text validation sets")
-    return validate_image_artifact(path, sets, args.samples or 2000)
+    return validate_image_artifact(path, sets, args.samples or 2000, args.acceptance)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -154,4 +192,14 @@ def run_validate(args: argparse.Namespace) -> int:
             + " | ".join(cells)
             + " |"
         )
+    if args.acceptance:
+        print()
+        print(
+            "| artifact | set | " + " | ".join(f"threshold / accepted at {100 * t:g}%" for t in args.acceptance) + " |"
+        )
+        print("|---|---|" + "---:|" * len(args.acceptance))
+        for path, r in zip(args.artifact, results, strict=True):
+            for name, at in r["at_targets"].items():
+                cells = [f"{threshold:.4f} / {100 * share:.2f}" for threshold, share in at.values()]
+                print(f"| {r['artifact']} (`{path}`) | {name} | " + " | ".join(cells) + " |")
     return 0
