@@ -28,8 +28,11 @@ applied to *validation* images instead of test images; every generator returns f
                     pool group's draw); a stand-in for printed letters. 28 x 28 grey images only; needs the fonts
                     (`fonts-dejavu-extra`, `fonts-nanum`). Not from the validation split: a recipe whose pool holds
                     the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for that recipe
+- val-glyphs-cyrillic: the same drawing, Cyrillic letters only: glyphs of a script that the pool
+                    `default-glyphs-no-cyrillic` leaves out, so it is a held-out estimate for that recipe too
 
-`val-heldout-classes` and `val-glyphs` are opt-in (`data.val_anomalies`, `python -m training validate --sets`).
+`val-heldout-classes`, `val-glyphs` and `val-glyphs-cyrillic` are opt-in (`data.val_anomalies`, `python -m training
+validate --sets`).
 The digit rules of val-mirror and val-rotate apply whenever the class names are digits (some may be held out).
 
 Each set has its own stream seeded by (seed, crc32(name)).
@@ -200,19 +203,27 @@ def heldout_classes(data: InDistribution, n: int, seed: int) -> np.ndarray:
 GLYPH_SEED_OFFSET = zlib.crc32(b"val-glyphs")  # val-glyphs draws with seed + this; the pool group draws with seed 0
 
 
-def glyphs(data: InDistribution, n: int, seed: int) -> np.ndarray:
+def _glyphs(name: str, scripts: list[str] | None, data: InDistribution, n: int, seed: int) -> np.ndarray:
     if tuple(data.shape) != (1, 28, 28):
         raise DataError(
-            f"val-glyphs are drawn as 28 x 28 grey images, as MNIST digits; {data.name} images are "
-            f"{'x'.join(map(str, data.shape))}: leave val-glyphs out of data.val_anomalies"
+            f"{name} are drawn as 28 x 28 grey images, as MNIST digits; {data.name} images are "
+            f"{'x'.join(map(str, data.shape))}: leave {name} out of data.val_anomalies"
         )
     from training.image.pool.fontglyphs import font_glyphs  # the fonts are read only when the set is asked for
 
-    drawn = font_glyphs(n, GLYPH_SEED_OFFSET + seed)
+    drawn = font_glyphs(n, GLYPH_SEED_OFFSET + seed, scripts)
     if len(drawn) < n:  # the digit filter may keep slightly fewer than asked for
-        index = _rng("val-glyphs", seed).choice(len(drawn), size=n - len(drawn))
+        index = _rng(name, seed).choice(len(drawn), size=n - len(drawn))
         drawn = np.concatenate([drawn, drawn[np.sort(index)]])
     return as_float(drawn)
+
+
+def glyphs(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    return _glyphs("val-glyphs", None, data, n, seed)
+
+
+def glyphs_cyrillic(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    return _glyphs("val-glyphs-cyrillic", ["cyrillic"], data, n, seed)
 
 
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
@@ -231,6 +242,7 @@ DEFAULT_VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 `val-glyphs` needs 28 x 28 grey images and the fonts."""
 VALIDATION_SETS["val-heldout-classes"] = heldout_classes
 VALIDATION_SETS["val-glyphs"] = glyphs
+VALIDATION_SETS["val-glyphs-cyrillic"] = glyphs_cyrillic
 VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 
 

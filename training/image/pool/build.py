@@ -42,6 +42,7 @@ from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomi
 from training.data.splits import draw
 from training.image.convert import check_pixels, fit_to_shape, flatten_alpha, image_to_chw, to_nchw
 from training.image.image_folder import list_images
+from training.image.pool.fontglyphs import GROUPS as GLYPH_SCRIPT_GROUPS
 from training.image.pool.fontglyphs import font_glyphs
 from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, default_sources
@@ -310,6 +311,8 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
 
 SCRIBBLES_GROUP = "scribbles"
 GLYPHS_GROUP = "glyphs"
+GLYPH_HELD_OUT_SCRIPT = "cyrillic"  # the script of `glyphs-no-cyrillic`'s pool that `val-glyphs-cyrillic` scores
+GLYPHS_HELD_OUT_GROUP = f"glyphs-no-{GLYPH_HELD_OUT_SCRIPT}"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
 GLYPH_SAMPLES = 6000  # the same
 DRAWN_SHAPE = (1, 28, 28)
@@ -318,13 +321,18 @@ DRAWN_SEED = 0  # fixed sets, as the cached clip-art pool is built with seed 0
 DRAWN_GROUPS: dict[str, Callable[[], np.ndarray]] = {
     SCRIBBLES_GROUP: lambda: scribbles(SCRIBBLE_SAMPLES, DRAWN_SEED),
     GLYPHS_GROUP: lambda: font_glyphs(GLYPH_SAMPLES, DRAWN_SEED),
+    # The glyph group without one script, so that script can be scored as glyphs of a kind OE never saw.
+    GLYPHS_HELD_OUT_GROUP: lambda: font_glyphs(
+        GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
+    ),
 }
 
 
 def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
     when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group,
-    `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order."""
+    `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order;
+    `+glyphs-no-cyrillic` the glyphs without their Cyrillic share (scored by `val-glyphs-cyrillic`)."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():

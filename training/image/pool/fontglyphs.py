@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,18 +148,33 @@ def _hand(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas.crop(box) if box else canvas, dtype=np.uint8)
 
 
+def script_groups(scripts: Sequence[str] | None) -> tuple[ScriptGroup, ...]:
+    """The named script groups, in `GROUPS` order (all of them for None); a DataError names unknown ones."""
+    if scripts is None:
+        return GROUPS
+    unknown = sorted(set(scripts) - {group.name for group in GROUPS})
+    if unknown or not scripts:
+        raise DataError(
+            f"unknown glyph script group(s) {', '.join(unknown) or '(none given)'}; groups: "
+            + ", ".join(group.name for group in GROUPS)
+        )
+    return tuple(group for group in GROUPS if group.name in scripts)
+
+
 def draw_glyphs(
-    count: int, seed: int, families: dict[str, list[Path]] | None = None
+    count: int, seed: int, families: dict[str, list[Path]] | None = None, scripts: Sequence[str] | None = None
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """(uint8 [count', 1, 28, 28] glyphs, samples kept per script group); count' <= count after the digit filter."""
+    """(uint8 [count', 1, 28, 28] glyphs, samples kept per script group); count' <= count after the digit filter.
+    `scripts` restricts the draw to those script groups (each an equal share of `count`)."""
+    groups = script_groups(scripts)
     families = families or font_files()
     rng = np.random.default_rng([seed, DRAW_VERSION])
     templates = digit_templates(families["dejavu"])
     renderers: dict[tuple[Path, int], GlyphRenderer | None] = {}
     out: list[np.ndarray] = []
     kept: dict[str, int] = {}
-    share = -(-count // len(GROUPS))
-    for group in GROUPS:
+    share = -(-count // len(groups))
+    for group in groups:
         chars = group_characters(group)
         fonts = families[group.family]
         glyphs = np.zeros((0, 28, 28), np.uint8)
@@ -190,18 +206,23 @@ def draw_glyphs(
     return np.ascontiguousarray(images[np.sort(order)]), kept
 
 
-def _fingerprint(count: int, seed: int, families: dict[str, list[Path]]) -> str:
+def _fingerprint(count: int, seed: int, families: dict[str, list[Path]], scripts: Sequence[str] | None) -> str:
     digest = hashlib.sha256(f"glyphs|{DRAW_VERSION}|{count}|{seed}|{PIL.__version__}".encode())
+    if scripts is not None:
+        digest.update(("|scripts:" + ",".join(group.name for group in script_groups(scripts))).encode())
     for path in (p for files in families.values() for p in files):
         digest.update(f"|{path.name}:{path.stat().st_size}".encode())
     return digest.hexdigest()
 
 
-def font_glyphs(count: int, seed: int) -> np.ndarray:
-    """`count` (or slightly fewer) drawn glyphs, cached in the data cache (module doc)."""
+def font_glyphs(count: int, seed: int, scripts: Sequence[str] | None = None) -> np.ndarray:
+    """`count` (or slightly fewer) drawn glyphs, cached in the data cache (module doc); `scripts` restricts them to
+    those script groups (for a script held out of OE and scored as a validation set)."""
+    groups = script_groups(scripts)
     families = font_files()
-    fingerprint = _fingerprint(count, seed, families)
-    path = data_cache_dir() / f"font-glyphs-{count}-{seed}.npz"
+    fingerprint = _fingerprint(count, seed, families, scripts)
+    tag = "" if scripts is None else "-" + "-".join(group.name for group in groups)
+    path = data_cache_dir() / f"font-glyphs-{count}-{seed}{tag}.npz"
     if path.is_file():
         try:
             arrays, manifest = load_npz_checked(path)
@@ -209,6 +230,6 @@ def font_glyphs(count: int, seed: int) -> np.ndarray:
                 return arrays["images"]
         except DataError:
             pass  # a damaged cache is redrawn
-    images, kept = draw_glyphs(count, seed, families)
+    images, kept = draw_glyphs(count, seed, families, scripts)
     save_npz_atomic(path, {"images": images}, {"fingerprint": fingerprint, "kept": kept, "count": count, "seed": seed})
     return images

@@ -61,6 +61,7 @@ def test_name_lists() -> None:
         "val-chimera",
         "val-heldout-classes",
         "val-glyphs",
+        "val-glyphs-cyrillic",
     ) == ANOMALY_SET_NAMES
     text = describe_data_specs()
     for name in (*IN_DISTRIBUTION_NAMES, *ANOMALY_SET_NAMES, "default", "torchvision:NAME:ROOT", "CIFAR100"):

@@ -22,7 +22,7 @@ from training.image.anomalies.validation_sets import (
     load_validation_anomalies,
 )
 from training.image.pool import fontglyphs
-from training.image.pool.build import DRAWN_SEED
+from training.image.pool.build import DRAWN_SEED, GLYPH_HELD_OUT_SCRIPT
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -234,7 +234,14 @@ def test_val_glyphs_are_font_glyphs_of_their_own_seeds_not_the_pool_groups() -> 
 def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 28, 28), np.uint8)
     seeds: list[int] = []
-    monkeypatch.setattr(fontglyphs, "font_glyphs", lambda n, seed: seeds.append(seed) or drawn)  # the filter kept 3
+    scripts: list[object] = []
+
+    def fake_glyphs(n: int, seed: int, only: list[str] | None = None) -> np.ndarray:
+        seeds.append(seed)
+        scripts.append(only)
+        return drawn  # the digit filter kept 3
+
+    monkeypatch.setattr(fontglyphs, "font_glyphs", fake_glyphs)
     images = load_validation_anomalies("val-glyphs", _digits(), n=5, seed=2)
     assert seeds == [GLYPH_SEED_OFFSET + 2]
     assert images.shape == (5, 1, 28, 28)
@@ -246,3 +253,10 @@ def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch:
         load_validation_anomalies("val-glyphs", rgb, n=5, seed=0)
     assert seeds == [GLYPH_SEED_OFFSET + 2]  # refused before any font was read
     assert "val-glyphs" in VALIDATION_SET_NAMES and "val-glyphs" not in DEFAULT_VALIDATION_SET_NAMES
+    # val-glyphs-cyrillic: the same draw restricted to the script the pool `default-glyphs-no-cyrillic` leaves out.
+    cyrillic = load_validation_anomalies("val-glyphs-cyrillic", _digits(), n=4, seed=1)
+    assert cyrillic.shape == (4, 1, 28, 28)
+    assert (seeds[-1], scripts) == (GLYPH_SEED_OFFSET + 1, [None, [GLYPH_HELD_OUT_SCRIPT]])
+    with pytest.raises(DataError, match=r"val-glyphs-cyrillic .* pets images are 3x32x32"):
+        load_validation_anomalies("val-glyphs-cyrillic", rgb, n=5, seed=0)
+    assert "val-glyphs-cyrillic" in VALIDATION_SET_NAMES and "val-glyphs-cyrillic" not in DEFAULT_VALIDATION_SET_NAMES

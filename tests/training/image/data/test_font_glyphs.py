@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import training.image.pool.build as pool_module
+from training.data import registry
 from training.data.base import MissingPackageError
 from training.image.anomalies.glyphs import shape_features
 from training.image.pool import fontglyphs
@@ -104,7 +105,13 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
     manifest = {"format": pool_module.POOL_FORMAT, "groups": ["clipart"]}
     pool_module.save_npz_atomic(pool_module.pool_path(shape, "mixed"), arrays, manifest)
     monkeypatch.setattr(pool_module, "scribbles", lambda n, seed: np.full((n, *shape), 1, np.uint8))
-    monkeypatch.setattr(pool_module, "font_glyphs", lambda n, seed: np.full((n, *shape), 2, np.uint8))
+    calls: list[tuple[int, object]] = []
+
+    def fake_glyphs(n: int, seed: int, scripts: list[str] | None = None) -> np.ndarray:
+        calls.append((seed, scripts))
+        return np.full((n, *shape), 2 if scripts is None else 3, np.uint8)
+
+    monkeypatch.setattr(pool_module, "font_glyphs", fake_glyphs)
     monkeypatch.setattr(pool_module, "SCRIBBLE_SAMPLES", 3)
     monkeypatch.setattr(pool_module, "GLYPH_SAMPLES", 2)
     images, groups, names = pool_module.load_default_pool_groups(shape, "mixed+scribbles+glyphs")
@@ -116,3 +123,30 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
     assert without[:, 0, 0, 0].tolist() == [7, 7, 7, 7, 1, 1, 1]
     with pytest.raises(pool_module.DataError, match="unknown pool recipe"):
         pool_module.load_default_pool_groups(shape, "mixed+letters")
+    # The glyphs without their Cyrillic share: every other script group, drawn with the pool's seed.
+    calls.clear()
+    images, groups, names = pool_module.load_default_pool_groups(shape, "mixed+scribbles+glyphs-no-cyrillic")
+    assert names == ["clipart", "scribbles", "glyphs-no-cyrillic"]
+    assert images[:, 0, 0, 0].tolist() == [7, 7, 7, 7, 1, 1, 1, 3, 3]
+    assert calls == [(pool_module.DRAWN_SEED, [g.name for g in GROUPS if g.name != "cyrillic"])]
+    assert registry.POOL_RECIPES["default-glyphs-no-cyrillic"] == "mixed+scribbles+glyphs-no-cyrillic"
+
+
+def test_script_groups_select_in_order_and_name_unknown_ones() -> None:
+    assert fontglyphs.script_groups(None) == GROUPS
+    assert [g.name for g in fontglyphs.script_groups(["hangul", "cyrillic"])] == ["cyrillic", "hangul"]
+    for bad in (["latin"], []):
+        with pytest.raises(fontglyphs.DataError, match="unknown glyph script group"):
+            fontglyphs.script_groups(bad)
+
+
+@needs_fonts[0]
+@needs_fonts[1]
+def test_a_script_restricted_draw_holds_only_that_script_and_is_cached_apart(private_cache: Path) -> None:
+    images, kept = draw_glyphs(12, 0, scripts=["cyrillic"])
+    assert list(kept) == ["cyrillic"] and kept["cyrillic"] == len(images) > 0
+    restricted = fontglyphs.font_glyphs(12, 0, ["cyrillic"])
+    np.testing.assert_array_equal(restricted, images)
+    assert (private_cache / "font-glyphs-12-0-cyrillic.npz").is_file()
+    everything = fontglyphs.font_glyphs(12, 0)  # all script groups: its own cache file, its own draw
+    assert (private_cache / "font-glyphs-12-0.npz").is_file() and not np.array_equal(everything, restricted)
