@@ -135,7 +135,7 @@ def load_outlier_pool(
     `default` is the cached pool of random clip-art crops, `default-mixed` the recipe with outline and placed views
     (`pool/build.py`), `default-scribbles` default-mixed plus a group of drawn pen strokes (`pool/scribbles.py`),
     `default-glyphs` that plus a group of drawn font glyphs (`pool/fontglyphs.py`), `default-glyphs-no-cyrillic`
-    the same without the glyphs' Cyrillic share (which `val-glyphs-cyrillic` then scores as unseen glyphs);
+    the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those);
     `exclude` drops source groups of any of them (leave-one-source-out runs).
     """
     parsed = parse_spec(spec)

@@ -332,7 +332,8 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
     """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
     when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group,
     `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order;
-    `+glyphs-no-cyrillic` the glyphs without their Cyrillic share (scored by `val-glyphs-cyrillic`)."""
+    `+glyphs-no-cyrillic` as many glyphs drawn from every script group but Cyrillic (scored by
+    `val-glyphs-cyrillic`)."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():
