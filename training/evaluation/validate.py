@@ -77,55 +77,36 @@ def accepted_at_targets(
     return out
 
 
-def validate_text_artifact(
+def validate_artifact(
     artifact_dir: Path, sets: list[str], samples: int, targets: Sequence[float] = ()
 ) -> dict[str, Any]:
-    """Validation accuracy and, per set, detection figures of one text artifact (validation data only)."""
+    """Validation accuracy and, per set, detection figures of one artifact, text or image (validation data only),
+    and with `targets` the share of each set accepted by thresholds fitted on the validation split."""
     from training.artifact import load_artifact  # onnxruntime and torch only when the command runs
+    from training.data.base import as_float
+    from training.data.registry import load_anomalies
+    from training.evaluation.metrics import detection_figures
 
     artifact = load_artifact(artifact_dir)
     card = artifact.card
     seed = int(card.training.get("seed", 0))
     data, val = validation_run(artifact)
     assert data.val.labels is not None
-    scores = {
-        name: artifact.run_texts(load_text_validation_anomalies(name, data, size=samples, seed=seed))["anomaly_score"]
-        for name in sets
-    }
-    return _figures(card, data, val, scores, targets)
 
+    def set_scores(name: str) -> np.ndarray:
+        if card.task == "text":
+            return artifact.run_texts(load_text_validation_anomalies(name, data, size=samples, seed=seed))[
+                "anomaly_score"
+            ]
+        return artifact.run(as_float(load_anomalies(name, data, n=samples, seed=seed)))["anomaly_score"]
 
-def _figures(
-    card: Any, data: Any, val: dict[str, np.ndarray], scores: dict[str, np.ndarray], targets: Sequence[float]
-) -> dict[str, Any]:
-    from training.evaluation.metrics import detection_figures
-
-    accuracy = float(np.mean(val["logits"].argmax(1) == data.val.labels))
+    scores = {name: set_scores(name) for name in sets}
     return {
         "artifact": f"{card.name}/{card.version}",
-        "val_accuracy": accuracy,
+        "val_accuracy": float(np.mean(val["logits"].argmax(1) == data.val.labels)),
         "sets": {name: detection_figures(val["anomaly_score"], s, card.threshold.value) for name, s in scores.items()},
         "at_targets": {name: accepted_at_targets(val["anomaly_score"], s, targets) for name, s in scores.items()},
     }
-
-
-def validate_image_artifact(
-    artifact_dir: Path, sets: list[str], samples: int, targets: Sequence[float] = ()
-) -> dict[str, Any]:
-    """Validation accuracy and, per set, detection figures of one image artifact (validation data only)."""
-    from training.artifact import load_artifact
-    from training.data.base import as_float
-    from training.data.registry import load_anomalies
-
-    artifact = load_artifact(artifact_dir)
-    card = artifact.card
-    seed = int(card.training.get("seed", 0))
-    data, val = validation_run(artifact)
-    assert data.val.labels is not None
-    scores = {
-        name: artifact.run(as_float(load_anomalies(name, data, n=samples, seed=seed)))["anomaly_score"] for name in sets
-    }
-    return _figures(card, data, val, scores, targets)
 
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,12 +142,12 @@ def _validate_one(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         wrong = sorted(set(sets) - set(TEXT_VALIDATION_SETS))
         if wrong:
             raise ValueError(f"{path} is a text artifact: {', '.join(wrong)} are image validation sets")
-        return validate_text_artifact(path, sets, args.samples or 500, args.acceptance)
+        return validate_artifact(path, sets, args.samples or 500, args.acceptance)
     sets = args.sets or list(DEFAULT_VALIDATION_SET_NAMES)
     wrong = sorted(set(sets) - set(VALIDATION_SET_NAMES))
     if wrong:
         raise ValueError(f"{path} is an image artifact: {', '.join(wrong)} are text validation sets")
-    return validate_image_artifact(path, sets, args.samples or 2000, args.acceptance)
+    return validate_artifact(path, sets, args.samples or 2000, args.acceptance)
 
 
 def run_validate(args: argparse.Namespace) -> int:

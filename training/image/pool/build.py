@@ -43,6 +43,7 @@ from training.data.splits import draw
 from training.image.convert import check_pixels, fit_to_shape, flatten_alpha, image_to_chw, to_nchw
 from training.image.image_folder import list_images
 from training.image.pool.fontglyphs import GROUPS as GLYPH_SCRIPT_GROUPS
+from training.image.pool.fontglyphs import HELD_OUT_SCRIPT as GLYPH_HELD_OUT_SCRIPT
 from training.image.pool.fontglyphs import font_glyphs
 from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, default_sources
@@ -311,7 +312,6 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
 
 SCRIBBLES_GROUP = "scribbles"
 GLYPHS_GROUP = "glyphs"
-GLYPH_HELD_OUT_SCRIPT = "cyrillic"  # the script of `glyphs-no-cyrillic`'s pool that `val-glyphs-cyrillic` scores
 GLYPHS_HELD_OUT_GROUP = f"glyphs-no-{GLYPH_HELD_OUT_SCRIPT}"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
 GLYPH_SAMPLES = 6000  # the same

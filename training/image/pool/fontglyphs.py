@@ -148,6 +148,9 @@ def _hand(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas.crop(box) if box else canvas, dtype=np.uint8)
 
 
+HELD_OUT_SCRIPT = "cyrillic"  # left out of the pool group `glyphs-no-cyrillic`, drawn alone as `val-glyphs-cyrillic`
+
+
 def script_groups(scripts: Sequence[str] | None) -> tuple[ScriptGroup, ...]:
     """The named script groups, in `GROUPS` order (all of them for None); a DataError names unknown ones."""
     if scripts is None:
