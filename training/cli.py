@@ -40,7 +40,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     if is_text_config(read_raw_config(args.config, args.overrides)):
         raise ValueError(
             f'{args.config} is a text config (task = "text"): run it with `python -m training pipeline --config '
-            f"{args.config}`; the single-stage commands (train, finetune-oe, export, loso) are for image models"
+            f"{args.config}`; the single-stage commands (train, finetune-oe, export) are for image models"
         )
     return load_config(args.config, args.overrides)
 
@@ -140,12 +140,22 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_loso(args: argparse.Namespace) -> int:
+    groups = [g for g in args.groups.split(",") if g] if args.groups else None
+    if is_text_config(read_raw_config(args.config, args.overrides)):
+        from training.text.config import load_text_config
+        from training.text.loso import loso_groups, run_text_loso
+        from training.text.pipeline import prepare_text
+
+        text_cfg = load_text_config(args.config, args.overrides)
+        loso_groups(text_cfg, groups)  # a bad group or corpus is named before a run directory is made
+        text_ctx = prepare_text(text_cfg, args.command_line, resume=args.resume, force=args.force)
+        print(run_text_loso(text_ctx, groups=groups, baseline_checkpoint=args.baseline))
+        return 0
     from training.loso import run_loso
     from training.pipeline import prepare
 
     cfg = _config(args)
     ctx = prepare(cfg, args.command_line, resume=args.resume, force=args.force)
-    groups = [g for g in args.groups.split(",") if g] if args.groups else None
     print(run_loso(ctx, groups=groups, baseline_checkpoint=args.baseline))
     return 0
 
@@ -262,9 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, required=True, help="baseline checkpoint (runs/<name>/checkpoints/...)")
     p.set_defaults(func=_cmd_finetune)
 
-    p = sub.add_parser("loso", help="leave-one-source-out: OE without each pool group, scored on that group")
+    p = sub.add_parser(
+        "loso", help="leave-one-source-out: OE without each pool (or text corpus) group, scored on that group"
+    )
     _add_config_arguments(p)
-    p.add_argument("--groups", help="comma-separated pool groups to hold out (default: every group)")
+    p.add_argument("--groups", help="comma-separated pool or corpus groups to hold out (default: every group)")
     p.add_argument("--baseline", type=Path, help="baseline checkpoint to start from (default: train one in the run)")
     p.set_defaults(func=_cmd_loso)
 

@@ -33,7 +33,7 @@ from training.data.base import DataError
 from training.data.registry import POOL_RECIPES
 from training.data.splits import draw
 from training.evaluation.metrics import detection_figures
-from training.evaluation.report_sections import loso_table
+from training.evaluation.report_sections import loso_summary, loso_table
 from training.image.pool.build import DRAWN_GROUPS, full_view, load_default_pool_groups
 from training.image.pool.sources import default_sources
 from training.pipeline import Context, anomaly_scores, run_baseline, screen_pool, with_fragments
@@ -145,7 +145,7 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
             rows[name]["whole_baseline"] = baseline.figures(ctx, whole)
         rows[name]["seconds"] = round(time.monotonic() - started, 1)
         log.info("LOSO %s: %s", name, json.dumps(rows[name]))
-    summary = _summary(rows)
+    summary = loso_summary(rows)
     result = {
         "command": ctx.command,
         "pool": cfg.data.outlier_pool,
@@ -161,22 +161,3 @@ def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoi
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "loso.md").write_text(loso_table(result) + "\n")
     return path
-
-
-def _summary(rows: dict[str, Any]) -> dict[str, Any]:
-    if not rows:
-        return {}
-    summary: dict[str, Any] = {}
-    for twin in ("oe", "baseline", "whole_oe", "whole_baseline"):
-        if not all(twin in row for row in rows.values()):
-            continue
-        aurocs = [row[twin]["auroc"] for row in rows.values()]
-        accepted = [row[twin]["accepted_fraction"] for row in rows.values()]
-        summary[twin] = {
-            "mean_auroc": float(np.mean(aurocs)),
-            "worst_auroc": float(np.min(aurocs)),
-            "mean_fpr95": float(np.mean([row[twin]["fpr95"] for row in rows.values()])),
-            "mean_accepted_fraction": float(np.mean(accepted)),
-            "worst_accepted_fraction": float(np.max(accepted)),
-        }
-    return summary

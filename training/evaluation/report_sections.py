@@ -203,6 +203,29 @@ def loso_section(loso: dict[str, Any]) -> list[str]:
     ]
 
 
+LOSO_TWINS = ("oe", "baseline", "whole_oe", "whole_baseline", "in_pool_oe")
+
+
+def loso_summary(rows: dict[str, Any]) -> dict[str, Any]:
+    """Per twin recorded in every row: mean and worst AUROC, mean FPR95, mean and worst accepted share."""
+    if not rows:
+        return {}
+    summary: dict[str, Any] = {}
+    for twin in LOSO_TWINS:
+        if not all(twin in row for row in rows.values()):
+            continue
+        aurocs = [row[twin]["auroc"] for row in rows.values()]
+        accepted = [row[twin]["accepted_fraction"] for row in rows.values()]
+        summary[twin] = {
+            "mean_auroc": float(np.mean(aurocs)),
+            "worst_auroc": float(np.min(aurocs)),
+            "mean_fpr95": float(np.mean([row[twin]["fpr95"] for row in rows.values()])),
+            "mean_accepted_fraction": float(np.mean(accepted)),
+            "worst_accepted_fraction": float(np.max(accepted)),
+        }
+    return summary
+
+
 def _loso_rows(result: dict[str, Any], oe: str, baseline: str) -> list[str]:
     lines = [
         "| held-out group | images | AUROC ↑ | FPR95 ↓ | accepted at the threshold ↓ |",
@@ -228,9 +251,52 @@ def _loso_rows(result: dict[str, Any], oe: str, baseline: str) -> list[str]:
     return lines
 
 
+def _fpr_ratio(oe: float, baseline: float) -> str:
+    """OE's FPR95 as a multiple of the baseline's (the text goal: at most 0.5 on every unseen set)."""
+    return f"{oe / baseline:.2f}" if baseline > 0 else ("0.00" if oe == 0 else "inf")
+
+
+def _text_loso_table(result: dict[str, Any]) -> str:
+    """Text LOSO: per left-out group, baseline -> OE without the group, the FPR95 ratio, and OE on the whole corpus
+    (the group seen) on the same held-out sentences."""
+    lines = [
+        f"OE fine-tuned {result['oe_epochs']} epochs on the corpus `{result['pool']}` minus the left-out group "
+        f"(reference: the whole corpus, {result['corpus_sentences']:,} sentences); temperature and threshold "
+        f"({result['threshold_method']} rule at {result['acceptance_target']:.0%} acceptance) fitted on "
+        f"{result['in_distribution']}; up to {result['held_out_samples_per_group']} sentences of the group's held-out "
+        "slice (never trained on by any run) scored against the validation texts. Torch fp32 scores, %.",
+        "",
+        "| left-out group | texts | AUROC: baseline -> OE without it (with it) ↑ | FPR95: baseline -> OE without it "
+        "(with it) ↓ | FPR95 OE / baseline ↓ | accepted at the threshold: baseline -> OE without it (with it) ↓ |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in result["groups"].items():
+        b, o, p = row["baseline"], row["oe"], row["in_pool_oe"]
+        lines.append(
+            f"| {name} | {row['group_texts']:,} | {100 * b['auroc']:.2f} -> {100 * o['auroc']:.2f} "
+            f"({100 * p['auroc']:.2f}) | {100 * b['fpr95']:.2f} -> {100 * o['fpr95']:.2f} ({100 * p['fpr95']:.2f}) | "
+            f"{_fpr_ratio(o['fpr95'], b['fpr95'])} | {100 * b['accepted_fraction']:.2f} -> "
+            f"{100 * o['accepted_fraction']:.2f} ({100 * p['accepted_fraction']:.2f}) |"
+        )
+    s = result["summary"]
+    if {"oe", "baseline", "in_pool_oe"} <= set(s):
+        b, o, p = s["baseline"], s["oe"], s["in_pool_oe"]
+        lines.append(
+            f"| **mean** (worst) | | {100 * b['mean_auroc']:.2f} -> {100 * o['mean_auroc']:.2f} "
+            f"({100 * p['mean_auroc']:.2f}); worst {100 * o['worst_auroc']:.2f} | {100 * b['mean_fpr95']:.2f} -> "
+            f"{100 * o['mean_fpr95']:.2f} ({100 * p['mean_fpr95']:.2f}) | "
+            f"{_fpr_ratio(o['mean_fpr95'], b['mean_fpr95'])} | {100 * b['mean_accepted_fraction']:.2f} -> "
+            f"{100 * o['mean_accepted_fraction']:.2f} ({100 * p['mean_accepted_fraction']:.2f}); worst "
+            f"{100 * o['worst_accepted_fraction']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def loso_table(result: dict[str, Any]) -> str:
-    """The LOSO tables in markdown, one row per held-out group, baseline -> OE: the group's pool samples, then
-    its pictures whole (when recorded)."""
+    """The LOSO tables in markdown, one row per held-out group, baseline -> OE: for images the group's pool samples,
+    then its pictures whole (when recorded); for text (`task = "text"`) one table with the reference run."""
+    if result.get("task") == "text":
+        return _text_loso_table(result)
     lines = [
         f"OE fine-tuned {result['oe_epochs']} epochs on the pool `{result['pool']}` minus the held-out group; "
         f"threshold: {result['threshold_method']} rule at {result['acceptance_target']:.0%} acceptance on "

@@ -80,12 +80,17 @@ def load_corpus(ctx: TextContext) -> tuple[str, ...]:
         d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=d.oe_corpus_exclude
     )
     log.info("OE corpus %s: %d sentences", d.oe_corpus, len(corpus))
+    return with_splices(ctx, corpus)
+
+
+def with_splices(ctx: TextContext, corpus: tuple[str, ...]) -> tuple[str, ...]:
+    """`corpus` plus the `oe.splices` splices of training texts the config asks for (none by default)."""
     count = ctx.cfg.oe.splices
-    if count:
-        train = ctx.data.train
-        corpus = (*corpus, *splices(train.texts, train.labels, count, seed=ctx.cfg.run.seed))
-        log.info("OE corpus: %d splices of training texts added", count)
-    return corpus
+    if not count:
+        return corpus
+    train = ctx.data.train
+    log.info("OE corpus: %d splices of training texts added", count)
+    return (*corpus, *splices(train.texts, train.labels, count, seed=ctx.cfg.run.seed))
 
 
 def run_text_baseline(ctx: TextContext) -> TextClassifier:

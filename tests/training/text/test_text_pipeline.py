@@ -216,7 +216,7 @@ def test_a_test_set_as_validation_set_is_refused_before_training(
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "finetune-oe", "loso"])
+@pytest.mark.parametrize("command", ["train", "finetune-oe"])
 def test_single_stage_commands_refuse_a_text_config_naming_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
