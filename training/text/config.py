@@ -93,6 +93,9 @@ class TextOEConfig(TextOptimConfig):
     splices: int = Field(default=0, ge=0)
     """Add this many OE sentences recombined from training texts to the corpus: the opening words of one joined to
     the closing words of a text of another class (`training/text/splices.py`). 0 (default): none."""
+    swaps: int = Field(default=0, ge=0)
+    """Add this many OE sentences made from training texts by replacing their nouns with common WordNet nouns the
+    training split never uses: in-voice, off-topic (`training/text/swaps.py`). 0 (default): none."""
 
 
 class TextExportConfig(ExportConfig):

@@ -34,6 +34,7 @@ from training.text.encoder import pretrained_dir
 from training.text.export import ExtraFiles, GraphRunner, Summarize, TextGate, publish_text_artifact
 from training.text.nets import TextClassifier, TextNetConfig, build_text_net
 from training.text.splices import splices
+from training.text.swaps import swaps
 from training.text.tokenize import TextTokenizer
 from training.text.train import predict_text_logits, text_checkpoint_path, train_text_stage
 
@@ -80,17 +81,20 @@ def load_corpus(ctx: TextContext) -> tuple[str, ...]:
         d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=d.oe_corpus_exclude
     )
     log.info("OE corpus %s: %d sentences", d.oe_corpus, len(corpus))
-    return with_splices(ctx, corpus)
+    return with_derived_sentences(ctx, corpus)
 
 
-def with_splices(ctx: TextContext, corpus: tuple[str, ...]) -> tuple[str, ...]:
-    """`corpus` plus the `oe.splices` splices of training texts the config asks for (none by default)."""
-    count = ctx.cfg.oe.splices
-    if not count:
-        return corpus
-    train = ctx.data.train
-    log.info("OE corpus: %d splices of training texts added", count)
-    return (*corpus, *splices(train.texts, train.labels, count, seed=ctx.cfg.run.seed))
+def with_derived_sentences(ctx: TextContext, corpus: tuple[str, ...]) -> tuple[str, ...]:
+    """`corpus` plus the OE sentences made from training texts that the config asks for: `oe.splices` splices and
+    `oe.swaps` swaps (none by default)."""
+    oe, train, seed = ctx.cfg.oe, ctx.data.train, ctx.cfg.run.seed
+    if oe.splices:
+        log.info("OE corpus: %d splices of training texts added", oe.splices)
+        corpus = (*corpus, *splices(train.texts, train.labels, oe.splices, seed=seed))
+    if oe.swaps:
+        log.info("OE corpus: %d swaps of training texts added", oe.swaps)
+        corpus = (*corpus, *swaps(train.texts, oe.swaps, seed=seed))
+    return corpus
 
 
 def run_text_baseline(ctx: TextContext) -> TextClassifier:

@@ -64,7 +64,7 @@ def test_the_oe_corpus_gets_splices_of_the_training_split_only(monkeypatch: pyte
     data = SimpleNamespace(oe_corpus="default", oe_corpus_limit=None, oe_corpus_exclude=())
 
     def ctx(count: int) -> Any:
-        cfg = SimpleNamespace(data=data, oe=SimpleNamespace(splices=count), run=SimpleNamespace(seed=3))
+        cfg = SimpleNamespace(data=data, oe=SimpleNamespace(splices=count, swaps=0), run=SimpleNamespace(seed=3))
         return SimpleNamespace(cfg=cfg, data=SimpleNamespace(train=TextSet(TEXTS, LABELS)))
 
     corpus = text_pipeline.load_corpus(ctx(7))
