@@ -47,7 +47,7 @@ from training.text.train import predict_text_logits, train_text_stage
 
 log = logging.getLogger(__name__)
 HELD_OUT_SAMPLES = 1000  # held-out-slice sentences of the left-out group scored per run (all when it holds fewer)
-IN_POOL = "(none)"  # run directory of the reference run, which leaves no group out
+IN_POOL = "whole-corpus"  # run directory of the reference run, which leaves no group out
 
 
 def corpus_groups(spec: str) -> tuple[str, ...]:

@@ -7,14 +7,21 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tests.training.text.test_text_pipeline import forbidden_test_sets, write_config, write_user_data
+from training.calibrate import choose_threshold, fit_temperature
 from training.cli import main
+from training.evaluation.metrics import detection_figures
 from training.evaluation.report_sections import loso_summary, loso_table
+from training.pipeline import anomaly_scores
 from training.text import corpora
+from training.text import loso as text_loso
 from training.text.loso import HELD_OUT_SAMPLES, held_out_texts
 
 # Two fake corpus groups of different sizes and kinds, so that a run that trained on the wrong group shows up in the
@@ -114,7 +121,7 @@ def test_text_loso_leaves_each_group_out_and_scores_its_held_out_slice(tmp_path:
     rows = list(result["groups"].values())
     assert rows[0]["baseline"]["threshold"] == rows[1]["baseline"]["threshold"]
     assert rows[0]["in_pool_oe"]["threshold"] == rows[1]["in_pool_oe"]["threshold"]
-    assert (loso_dir / "(none)" / "checkpoints" / "oe.pt").is_file()  # the reference run on the whole corpus
+    assert (loso_dir / "whole-corpus" / "checkpoints" / "oe.pt").is_file()  # the reference run on the whole corpus
     summary = result["summary"]["oe"]
     assert summary["mean_auroc"] == pytest.approx(np.mean([row["oe"]["auroc"] for row in rows]))
     assert "| fake-numbers | " in (loso_dir / "loso.md").read_text()
@@ -132,3 +139,32 @@ def test_text_loso_refuses_unknown_groups_and_a_corpus_without_groups(
     assert "unknown OE corpus group(s) nosuch; groups: fake-letters, fake-numbers" in capsys.readouterr().err
     assert main(["loso", "--config", str(config)]) == 2  # the config's corpus is a user's text file
     assert "LOSO needs a packaged OE corpus with source groups" in capsys.readouterr().err
+
+
+def test_a_loso_gate_scores_at_its_fitted_temperature_and_pac_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures of one net: KL scores of its logits over the temperature fitted on the validation split, the
+    threshold by the config's rule on those scores (the served gate's recipe, on the torch net)."""
+    rng = np.random.default_rng(0)
+    val_texts = tuple(f"val {i}" for i in range(80))
+    labels = rng.integers(0, 3, 80)
+    logits = {t: torch.tensor(rng.normal(0, 1, 3) + 4.0 * np.eye(3)[labels[i]]) for i, t in enumerate(val_texts)}
+    logits |= {f"odd {i}": torch.tensor(rng.normal(0, 0.5, 3)) for i in range(40)}
+    monkeypatch.setattr(
+        text_loso, "predict_text_logits", lambda net, tok, texts: torch.stack([logits[t] for t in texts])
+    )
+    cfg = SimpleNamespace(calibration=SimpleNamespace(acceptance_target=0.9, threshold_method="pac", delta=0.1))
+    val = SimpleNamespace(texts=val_texts, labels=labels)
+    ctx: Any = SimpleNamespace(cfg=cfg, tokenizer=None, data=SimpleNamespace(val=val))
+    gate = text_loso._TextGate.fit(ctx, net=None)  # type: ignore[arg-type]
+    val_logits = torch.stack([logits[t] for t in val_texts])
+    temperature = fit_temperature(val_logits, torch.from_numpy(labels))
+    assert gate.temperature == pytest.approx(temperature) and temperature != pytest.approx(1.0, abs=0.05)
+    val_scores = anomaly_scores(val_logits / temperature)
+    assert gate.threshold == choose_threshold(val_scores, 0.9, "pac", 0.1).value
+    odd = tuple(f"odd {i}" for i in range(40))
+    odd_scores = anomaly_scores(torch.stack([logits[t] for t in odd]) / temperature)
+    expected = detection_figures(val_scores, odd_scores, gate.threshold)
+    figures = gate.figures(ctx, odd)
+    assert figures == {key: expected[key] for key in ("auroc", "fpr95", "accepted_fraction")} | {
+        "threshold": gate.threshold
+    }
