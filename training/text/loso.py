@@ -42,7 +42,7 @@ from training.evaluation.report_sections import loso_summary, loso_table
 from training.pipeline import anomaly_scores
 from training.text import corpora
 from training.text.config import TextPipelineConfig
-from training.text.pipeline import TextContext, run_text_baseline, text_net_from_checkpoint, with_derived_sentences
+from training.text.pipeline import TextContext, load_corpus, run_text_baseline, text_net_from_checkpoint
 from training.text.train import predict_text_logits, train_text_stage
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ class _TextGate:
 
 
 def _fine_tune(ctx: TextContext, baseline: nn.Module, exclude: list[str], run_dir: Path) -> tuple[_TextGate, int]:
-    d = ctx.cfg.data
-    corpus = corpora.load_text_oe_corpus(d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=exclude)
-    corpus = with_derived_sentences(ctx, corpus)
+    corpus = load_corpus(ctx, exclude)
     net = copy.deepcopy(baseline)
     train_text_stage(
         stage="oe", net=net, tokenizer=ctx.tokenizer, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,

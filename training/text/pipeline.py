@@ -75,11 +75,14 @@ def prepare_text(
     return TextContext(cfg, data, tokenizer, run_dir, command, resume, time.monotonic())
 
 
-def load_corpus(ctx: TextContext) -> tuple[str, ...]:
+def load_corpus(ctx: TextContext, exclude: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The config's OE corpus without the groups in `exclude` (default: `data.oe_corpus_exclude`), plus the
+    sentences derived from training texts."""
     d = ctx.cfg.data
     corpus = load_text_oe_corpus(
-        d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit, exclude=d.oe_corpus_exclude
-    )
+        d.oe_corpus, seed=ctx.cfg.run.seed, limit=d.oe_corpus_limit,
+        exclude=list(d.oe_corpus_exclude if exclude is None else exclude),
+    )  # fmt: skip
     log.info("OE corpus %s: %d sentences", d.oe_corpus, len(corpus))
     return with_derived_sentences(ctx, corpus)
 

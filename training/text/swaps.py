@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from training.data.base import MissingPackageError
+from training.text.corpora import WORDNET_DIR, WORDNET_PACKAGE
 
-WORDNET_DIR = Path("/usr/share/wordnet")
-WORDNET_PACKAGE = "wordnet-base"
 _WORD = re.compile(r"[A-Za-z]+")
 MIN_LETTERS = 3
 COMMON_TAGGED = 2  # tagged noun senses a replacement noun needs
