@@ -57,7 +57,9 @@ class DataConfig(_Section):
     outlines and placed objects), `default-scribbles` (default-mixed plus a group of procedurally drawn pen strokes,
     `training/image/pool/scribbles.py`; 28 x 28 grayscale only), `default-glyphs` (default-scribbles plus a group
     of characters of scripts no test set holds and symbols, drawn from Debian fonts like handwriting,
-    `training/image/pool/fontglyphs.py`; 28 x 28 grayscale only), npy:PATH or imagefolder:PATH."""
+    `training/image/pool/fontglyphs.py`; 28 x 28 grayscale only), `default-glyphs-wide` (default-scribbles plus
+    twice the glyphs from nineteen script groups), the `-no-cyrillic` forms of the two (for scoring
+    `val-glyphs-cyrillic`), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)

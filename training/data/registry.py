@@ -41,13 +41,23 @@ from training.image.torchvision_sets import TORCHVISION_NAMES, load_torchvision
 
 IN_DISTRIBUTION_NAMES = ("mnist", "mnist5k")
 IN_DISTRIBUTION_FORMS = ("npz:PATH", "npy:PATH", "imagefolder:PATH", "torchvision:NAME:ROOT")
-POOL_NAMES = ("default", "default-mixed", "default-scribbles", "default-glyphs", "default-glyphs-no-cyrillic")
+POOL_NAMES = (
+    "default",
+    "default-mixed",
+    "default-scribbles",
+    "default-glyphs",
+    "default-glyphs-no-cyrillic",
+    "default-glyphs-wide",
+    "default-glyphs-wide-no-cyrillic",
+)
 POOL_RECIPES = {
     "default": "crops",
     "default-mixed": "mixed",
     "default-scribbles": "mixed+scribbles",
     "default-glyphs": "mixed+scribbles+glyphs",
     "default-glyphs-no-cyrillic": "mixed+scribbles+glyphs-no-cyrillic",
+    "default-glyphs-wide": "mixed+scribbles+glyphs-wide",
+    "default-glyphs-wide-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic",
 }
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
@@ -135,8 +145,9 @@ def load_outlier_pool(
     `default` is the cached pool of random clip-art crops, `default-mixed` the recipe with outline and placed views
     (`pool/build.py`), `default-scribbles` default-mixed plus a group of drawn pen strokes (`pool/scribbles.py`),
     `default-glyphs` that plus a group of drawn font glyphs (`pool/fontglyphs.py`), `default-glyphs-no-cyrillic`
-    the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those);
-    `exclude` drops source groups of any of them (leave-one-source-out runs).
+    the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those),
+    `default-glyphs-wide` default-scribbles plus twice the glyphs from nineteen script groups (fourteen more fonts'
+    scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic; `exclude` drops source groups of any of them (leave-one-source-out runs).
     """
     parsed = parse_spec(spec)
     if parsed.kind == "name":

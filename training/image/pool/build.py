@@ -42,6 +42,7 @@ from training.data.cache import data_cache_dir, load_npz_checked, save_npz_atomi
 from training.data.splits import draw
 from training.image.convert import check_pixels, fit_to_shape, flatten_alpha, image_to_chw, to_nchw
 from training.image.image_folder import list_images
+from training.image.pool.fontglyphs import ALL_GROUPS as ALL_GLYPH_SCRIPT_GROUPS
 from training.image.pool.fontglyphs import GROUPS as GLYPH_SCRIPT_GROUPS
 from training.image.pool.fontglyphs import HELD_OUT_SCRIPT as GLYPH_HELD_OUT_SCRIPT
 from training.image.pool.fontglyphs import font_glyphs
@@ -313,8 +314,11 @@ def load_pool_file(kind: str, path: Path, shape: Shape, *, seed: int, limit: int
 SCRIBBLES_GROUP = "scribbles"
 GLYPHS_GROUP = "glyphs"
 GLYPHS_HELD_OUT_GROUP = f"glyphs-no-{GLYPH_HELD_OUT_SCRIPT}"
+WIDE_GLYPHS_GROUP = "glyphs-wide"
+WIDE_GLYPHS_HELD_OUT_GROUP = f"glyphs-wide-no-{GLYPH_HELD_OUT_SCRIPT}"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
 GLYPH_SAMPLES = 6000  # the same
+WIDE_GLYPH_SAMPLES = 12000  # nineteen script groups: about 630 glyphs each
 DRAWN_SHAPE = (1, 28, 28)
 DRAWN_SEED = 0  # fixed sets, as the cached clip-art pool is built with seed 0
 # Groups drawn at load time (no source pictures), appended to a recipe as `RECIPE+NAME[+NAME]`.
@@ -325,6 +329,11 @@ DRAWN_GROUPS: dict[str, Callable[[], np.ndarray]] = {
     GLYPHS_HELD_OUT_GROUP: lambda: font_glyphs(
         GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
     ),
+    # Every script group, the first five and the fourteen of the wider source, twice the glyphs; and without Cyrillic.
+    WIDE_GLYPHS_GROUP: lambda: font_glyphs(WIDE_GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS]),
+    WIDE_GLYPHS_HELD_OUT_GROUP: lambda: font_glyphs(
+        WIDE_GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
+    ),
 }
 
 
@@ -333,7 +342,8 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
     when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group,
     `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order;
     `+glyphs-no-cyrillic` as many glyphs drawn from every script group but Cyrillic (scored by
-    `val-glyphs-cyrillic`)."""
+    `val-glyphs-cyrillic`); `+glyphs-wide` twice as many from the nineteen script groups of the wider source,
+    `+glyphs-wide-no-cyrillic` the same without Cyrillic."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():

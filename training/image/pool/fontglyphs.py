@@ -13,6 +13,12 @@ such characters from fonts of Debian packages that no anomaly set reads (`fonts-
   digit: blurred cosine similarity >= 0.85 to any of 0-9 drawn by the same fonts (as the Omniglot analogue drops
   them), before the pool-wide screen (`screen.py`) drops what the baseline itself reads as a digit.
 
+A wider source (`WIDE_GROUPS`, pool groups `glyphs-wide*`) adds fourteen script groups drawn by the fonts of
+further Debian packages no anomaly set reads (`FAMILIES`): Thai, Lao, Khmer, Myanmar, Japanese kana, Han ideographs,
+Tamil, Telugu, Sinhala, Yi, Tai Le and New Tai Lue, Tifinagh, N'Ko, Arabic in calligraphic and display faces, and
+pictographs (Symbola; the ones that draw digits or Latin letters, such as keycaps and "100", are left out). None of
+them is an Omniglot analogue alphabet (`rendered_sets.OMNIGLOT_SCRIPTS`).
+
 Each sample is one character of one font, chosen script-group first (each group an equal share, so 11,172 Hangul
 syllables do not drown 33 Georgian letters), drawn on a 64 px em with a random pen (extra stroke 0-3 px), sheared,
 rotated and stretched a little (a hand does not write upright type), slightly blurred, then normalized as MNIST
@@ -39,30 +45,72 @@ from training.image.anomalies.glyphs import DIGIT_SIMILARITY, GlyphRenderer, loa
 DRAW_VERSION = 1  # bumped whenever the drawing changes, so a cached set is redrawn
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 NANUM_DIR = Path("/usr/share/fonts/truetype/nanum")
-PACKAGES = {"dejavu": "fonts-dejavu-extra", "nanum": "fonts-nanum"}  # -extra brings -core
 PEN = (0, 3)  # extra stroke width in pixels of the 64 px em, inclusive
 SHEAR = 0.3  # |x shear| <= 0.3
 ROTATION = 15.0  # degrees either way
 STRETCH = (0.75, 1.3)  # width scale
 BLUR_RADIUS = 0.8
-HANGUL_SAMPLE = 600  # syllables drawn from the 11,172 (evenly spaced)
+HANGUL_SAMPLE = 600  # syllables drawn from the 11,172 (evenly spaced); Han and Yi are sampled alike
 CHUNK = 256  # glyphs drawn between two runs of the digit filter
+TRUETYPE = Path("/usr/share/fonts/truetype")
+OPENTYPE = Path("/usr/share/fonts/opentype")
+
+
+@dataclass(frozen=True)
+class FontFamily:
+    """The font files one Debian package installs: `patterns` in `directory`, minus names holding a `skip` word."""
+
+    package: str
+    directory: Path
+    patterns: tuple[str, ...] = ("*.ttf",)
+    skip: tuple[str, ...] = ()
+
+    def files(self) -> list[Path]:
+        found = {p for pattern in self.patterns for p in self.directory.glob(pattern)}
+        return sorted(p for p in found if not any(word in p.name for word in self.skip))
+
+
+FAMILIES: dict[str, FontFamily] = {
+    # DejaVu's TeX math font is left out (it draws text in the Latin of TeX Gyre); -extra brings -core.
+    "dejavu": FontFamily("fonts-dejavu-extra", DEJAVU_DIR, ("DejaVu*.ttf",), ("Math",)),
+    "nanum": FontFamily("fonts-nanum", NANUM_DIR, ("Nanum*.ttf",)),
+    "tlwg": FontFamily("fonts-thai-tlwg", TRUETYPE / "tlwg"),
+    "lao": FontFamily("fonts-lao", TRUETYPE / "lao"),
+    "mondulkiri": FontFamily("fonts-sil-mondulkiri", OPENTYPE / "mondulkiri"),
+    "padauk": FontFamily("fonts-sil-padauk", TRUETYPE / "padauk"),
+    "ipa-gothic": FontFamily("fonts-ipafont-gothic", OPENTYPE / "ipafont-gothic"),
+    "ipa-mincho": FontFamily("fonts-ipafont-mincho", OPENTYPE / "ipafont-mincho"),
+    "wqy": FontFamily("fonts-wqy-microhei", TRUETYPE / "wqy", ("*.ttc",)),
+    "ukai": FontFamily("fonts-arphic-ukai", TRUETYPE / "arphic", ("ukai.ttc",)),
+    "lohit-tamil": FontFamily("fonts-lohit-taml", TRUETYPE / "lohit-tamil"),
+    "lohit-telugu": FontFamily("fonts-lohit-telu", TRUETYPE / "lohit-telugu"),
+    "lklug": FontFamily("fonts-lklug-sinhala", TRUETYPE / "sinhala"),
+    "nuosu": FontFamily("fonts-sil-nuosusil", TRUETYPE / "nuosusil"),
+    "dai-banna": FontFamily("fonts-sil-dai-banna", TRUETYPE / "dai-banna"),
+    "symbola": FontFamily("fonts-symbola", TRUETYPE / "ancient-scripts", ("Symbola*.ttf",)),
+    # KacstDigital draws seven-segment shapes; mry_KacstQurn repeats KacstQurn.
+    "kacst": FontFamily("fonts-kacst", TRUETYPE / "kacst", skip=("Digital", "mry_")),
+    # The coloured Quran face draws marks in colour layers; the plain faces are enough.
+    "amiri": FontFamily("fonts-hosny-amiri", OPENTYPE / "fonts-hosny-amiri", skip=("Colored",)),
+}
+PACKAGES = {name: family.package for name, family in FAMILIES.items()}
 
 
 @dataclass(frozen=True)
 class ScriptGroup:
-    """One equal share of the source: its code point ranges and the fonts that draw them."""
+    """One equal share of the source: its code point ranges and the font families (`FAMILIES`) that draw them."""
 
     name: str
     ranges: tuple[tuple[int, int], ...]  # inclusive
-    family: str  # "dejavu" or "nanum"
+    families: tuple[str, ...]
+    sample: int | None = None  # draw from this many characters, evenly spaced, when the ranges hold more
 
 
 GROUPS = (
-    ScriptGroup("cyrillic", ((0x0400, 0x045F), (0x0460, 0x0481), (0x048A, 0x04FF)), "dejavu"),
-    ScriptGroup("georgian", ((0x10A0, 0x10C5), (0x10D0, 0x10FA)), "dejavu"),
-    ScriptGroup("arabic", ((0x0621, 0x064A), (0x0671, 0x06D3)), "dejavu"),
-    ScriptGroup("hangul", ((0xAC00, 0xD7A3),), "nanum"),
+    ScriptGroup("cyrillic", ((0x0400, 0x045F), (0x0460, 0x0481), (0x048A, 0x04FF)), ("dejavu",)),
+    ScriptGroup("georgian", ((0x10A0, 0x10C5), (0x10D0, 0x10FA)), ("dejavu",)),
+    ScriptGroup("arabic", ((0x0621, 0x064A), (0x0671, 0x06D3)), ("dejavu",)),
+    ScriptGroup("hangul", ((0xAC00, 0xD7A3),), ("nanum",), HANGUL_SAMPLE),
     ScriptGroup(
         "symbols",
         (
@@ -81,9 +129,42 @@ GROUPS = (
             (0x2600, 0x26FF),
             (0x2700, 0x27BF),
         ),
-        "dejavu",
+        ("dejavu",),
     ),
 )
+_CJK = ("wqy", "ukai", "ipa-gothic", "ipa-mincho")
+WIDE_GROUPS = (
+    ScriptGroup("thai", ((0x0E01, 0x0E30), (0x0E32, 0x0E33), (0x0E40, 0x0E46), (0x0E4F, 0x0E4F)), ("tlwg",)),
+    ScriptGroup("lao", ((0x0E81, 0x0EB0), (0x0EB2, 0x0EB3), (0x0EBD, 0x0EBD), (0x0EC0, 0x0EC6)), ("lao", "dejavu")),
+    ScriptGroup("khmer", ((0x1780, 0x17B3),), ("mondulkiri",)),
+    ScriptGroup("myanmar", ((0x1000, 0x102A), (0x103F, 0x103F), (0x1050, 0x1055)), ("padauk",)),
+    ScriptGroup("kana", ((0x3041, 0x3096), (0x30A1, 0x30FA)), _CJK),
+    ScriptGroup("han", ((0x4E00, 0x9FFF),), _CJK, HANGUL_SAMPLE),
+    ScriptGroup("tamil", ((0x0B85, 0x0BB9),), ("lohit-tamil",)),
+    ScriptGroup("telugu", ((0x0C05, 0x0C39),), ("lohit-telugu",)),
+    ScriptGroup("sinhala", ((0x0D85, 0x0DC6),), ("lklug",)),
+    ScriptGroup("yi", ((0xA000, 0xA48C),), ("nuosu",), HANGUL_SAMPLE),
+    ScriptGroup("tai", ((0x1950, 0x196D), (0x1970, 0x1974), (0x1980, 0x19AB)), ("dai-banna",)),
+    ScriptGroup("tifinagh-nko", ((0x2D30, 0x2D67), (0x07CA, 0x07EA)), ("dejavu",)),
+    ScriptGroup("arabic-styles", ((0x0621, 0x064A), (0x0671, 0x06D3)), ("kacst", "amiri")),
+    ScriptGroup(
+        "pictographs",
+        # Symbola's pictographs, without the ones that draw digits or Latin letters (hundred points, keycap ten,
+        # no one under eighteen, the input symbols for letters and numbers, a circled one).
+        (
+            (0x1F300, 0x1F4AE),
+            (0x1F4B0, 0x1F501),
+            (0x1F503, 0x1F51D),
+            (0x1F525, 0x1F5FF),
+            (0x1F600, 0x1F64F),
+            (0x1F680, 0x1F6FF),
+            (0x1F900, 0x1F9FF),
+            (0x2B00, 0x2BFF),
+        ),
+        ("symbola",),
+    ),
+)
+ALL_GROUPS = GROUPS + WIDE_GROUPS
 EXCLUDED_SCRIPTS = ("LATIN", "GREEK", "HEBREW", "ARMENIAN", "ETHIOPIC")
 
 
@@ -100,23 +181,34 @@ def group_characters(group: ScriptGroup) -> list[str]:
     """The characters of `group` the source may draw (before asking any font whether it has them)."""
     chars = [chr(c) for start, end in group.ranges for c in range(start, end + 1)]
     chars = [c for c in chars if _allowed(c)]
-    if group.name == "hangul" and len(chars) > HANGUL_SAMPLE:
-        chars = [chars[i] for i in np.linspace(0, len(chars) - 1, HANGUL_SAMPLE).round().astype(int)]
+    if group.sample is not None and len(chars) > group.sample:
+        chars = [chars[i] for i in np.linspace(0, len(chars) - 1, group.sample).round().astype(int)]
     return chars
 
 
-def font_files(dejavu_dir: Path = DEJAVU_DIR, nanum_dir: Path = NANUM_DIR) -> dict[str, list[Path]]:
-    """The fonts of each family; MissingPackageError naming the packages when either family is absent.
-    DejaVu's TeX math font is left out (it draws text in the Latin of TeX Gyre)."""
-    families = {
-        "dejavu": sorted(p for p in dejavu_dir.glob("DejaVu*.ttf") if "Math" not in p.name),
-        "nanum": sorted(nanum_dir.glob("Nanum*.ttf")),
-    }
-    for family, files in families.items():
-        if not files:
-            where = dejavu_dir if family == "dejavu" else nanum_dir
-            raise MissingPackageError(PACKAGES[family], str(where), "the font-glyphs OE source")
-    return families
+def font_files(
+    names: Sequence[str] = ("dejavu", "nanum"), families: dict[str, FontFamily] | None = None
+) -> dict[str, list[Path]]:
+    """The font files of each named family (DejaVu always: its digits are the filter's templates);
+    MissingPackageError naming the package when a family has none."""
+    families = FAMILIES if families is None else families
+    wanted = ["dejavu", *(name for name in names if name != "dejavu")]
+    found: dict[str, list[Path]] = {}
+    for name in wanted:
+        family = families[name]
+        found[name] = family.files()
+        if not found[name]:
+            raise MissingPackageError(family.package, str(family.directory), "the font-glyphs OE source")
+    return found
+
+
+def groups_families(groups: Sequence[ScriptGroup]) -> list[str]:
+    """The font families `groups` draw with, in `FAMILIES` order; the first five groups' draws keep both of their
+    families (DejaVu and Nanum) whatever the selection, so their cached draws stay valid."""
+    needed = {family for group in groups for family in group.families}
+    if set(groups) <= set(GROUPS):
+        needed |= {"dejavu", "nanum"}
+    return [name for name in FAMILIES if name in needed]
 
 
 def digit_templates(fonts: list[Path]) -> np.ndarray:
@@ -152,16 +244,17 @@ HELD_OUT_SCRIPT = "cyrillic"  # left out of the pool group `glyphs-no-cyrillic`,
 
 
 def script_groups(scripts: Sequence[str] | None) -> tuple[ScriptGroup, ...]:
-    """The named script groups, in `GROUPS` order (all of them for None); a DataError names unknown ones."""
+    """The named script groups, in `ALL_GROUPS` order (the first five, `GROUPS`, for None); a DataError names
+    unknown ones."""
     if scripts is None:
         return GROUPS
-    unknown = sorted(set(scripts) - {group.name for group in GROUPS})
+    unknown = sorted(set(scripts) - {group.name for group in ALL_GROUPS})
     if unknown or not scripts:
         raise DataError(
             f"unknown glyph script group(s) {', '.join(unknown) or '(none given)'}; groups: "
-            + ", ".join(group.name for group in GROUPS)
+            + ", ".join(group.name for group in ALL_GROUPS)
         )
-    return tuple(group for group in GROUPS if group.name in scripts)
+    return tuple(group for group in ALL_GROUPS if group.name in scripts)
 
 
 def draw_glyphs(
@@ -170,7 +263,7 @@ def draw_glyphs(
     """(uint8 [count', 1, 28, 28] glyphs, samples kept per script group); count' <= count after the digit filter.
     `scripts` restricts the draw to those script groups (each an equal share of `count`)."""
     groups = script_groups(scripts)
-    families = families or font_files()
+    families = families or font_files(groups_families(groups))
     rng = np.random.default_rng([seed, DRAW_VERSION])
     templates = digit_templates(families["dejavu"])
     renderers: dict[tuple[Path, int], GlyphRenderer | None] = {}
@@ -179,7 +272,7 @@ def draw_glyphs(
     share = -(-count // len(groups))
     for group in groups:
         chars = group_characters(group)
-        fonts = families[group.family]
+        fonts = [path for family in group.families for path in families[family]]
         glyphs = np.zeros((0, 28, 28), np.uint8)
         tries = 0
         while len(glyphs) < share and tries < 20 * share:
@@ -222,7 +315,7 @@ def font_glyphs(count: int, seed: int, scripts: Sequence[str] | None = None) -> 
     """`count` (or slightly fewer) drawn glyphs, cached in the data cache (module doc); `scripts` restricts them to
     those script groups (for a script held out of OE and scored as a validation set)."""
     groups = script_groups(scripts)
-    families = font_files()
+    families = font_files(groups_families(groups))
     fingerprint = _fingerprint(count, seed, families, scripts)
     tag = "" if scripts is None else "-" + "-".join(group.name for group in groups)
     path = data_cache_dir() / f"font-glyphs-{count}-{seed}{tag}.npz"
