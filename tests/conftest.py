@@ -20,6 +20,8 @@ from training.image.pool import sources as pool_sources
 from training.text import corpora as text_corpora
 
 APT_PATHS: dict[str, Callable[[], Path]] = {
+    # The fonts of the font-glyph OE source's wider form (`fontglyphs.FAMILIES`); DejaVu and Nanum as below.
+    **{family.package: (lambda family=family: family.directory) for family in fontglyphs.FAMILIES.values()},
     "openclipart-png": lambda: pool_sources.OPENCLIPART_DIR,
     "dataset-fashion-mnist": lambda: real_anomalies.FASHION_MNIST_TEST,
     "fonts-aenigma": lambda: rendered_sets.AENIGMA_DIR,

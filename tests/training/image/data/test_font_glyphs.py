@@ -12,10 +12,21 @@ import training.image.pool.build as pool_module
 from training.data import registry
 from training.data.base import MissingPackageError
 from training.image.anomalies.glyphs import shape_features
+from training.image.anomalies.rendered_sets import OMNIGLOT_SCRIPTS
 from training.image.pool import fontglyphs
-from training.image.pool.fontglyphs import GROUPS, draw_glyphs, font_files, group_characters
+from training.image.pool.fontglyphs import (
+    ALL_GROUPS,
+    FAMILIES,
+    GROUPS,
+    WIDE_GROUPS,
+    FontFamily,
+    draw_glyphs,
+    font_files,
+    group_characters,
+)
 
 needs_fonts = [pytest.mark.needs_apt("fonts-dejavu-extra"), pytest.mark.needs_apt("fonts-nanum")]
+needs_wide_fonts = pytest.mark.needs_apt(*sorted({family.package for family in FAMILIES.values()}))
 
 
 @pytest.mark.parametrize(
@@ -44,23 +55,79 @@ def test_only_characters_of_scripts_no_evaluation_set_holds(char: str, allowed: 
 
 
 def test_groups_hold_no_digit_and_no_excluded_script() -> None:
-    for group in GROUPS:
+    assert ALL_GROUPS == GROUPS + WIDE_GROUPS and len(ALL_GROUPS) == 19
+    assert len({group.name for group in ALL_GROUPS}) == len(ALL_GROUPS)
+    for group in ALL_GROUPS:
         chars = group_characters(group)
         assert chars, group.name
         assert not [c for c in chars if unicodedata.category(c).startswith("N")]
         names = [unicodedata.name(c) for c in chars]
         assert not [n for n in names if n.split()[0] in {"LATIN", "GREEK", "HEBREW", "ARMENIAN", "ETHIOPIC"}]
-    hangul = next(g for g in GROUPS if g.name == "hangul")
-    assert len(group_characters(hangul)) == fontglyphs.HANGUL_SAMPLE  # a sample, not all 11,172 syllables
+        assert set(group.families) <= set(FAMILIES), group.name
+    for name in ("hangul", "han", "yi"):  # a sample, not all 11,172 syllables or 20,992 ideographs
+        group = next(g for g in ALL_GROUPS if g.name == name)
+        assert len(group_characters(group)) == fontglyphs.HANGUL_SAMPLE
+
+
+def test_wide_groups_share_no_character_with_the_omniglot_analogue_and_draw_no_digit_or_letter() -> None:
+    omniglot = {c for script in OMNIGLOT_SCRIPTS for start, end in script.ranges for c in range(start, end + 1)}
+    for group in WIDE_GROUPS:
+        assert not omniglot & {ord(c) for c in group_characters(group)}, group.name
+    pictographs = next(g for g in WIDE_GROUPS if g.name == "pictographs")
+    names = [unicodedata.name(c) for c in group_characters(pictographs)]
+    words = {word for name in names for word in name.split()}
+    # keycap ten, hundred points, no one under eighteen, a circled one, the input symbols for letters and numbers
+    assert not words & {"KEYCAP", "HUNDRED", "EIGHTEEN", "OVERLAY", "INPUT"}
+    assert not [name for name in names if "LATIN" in name and "CROSS" not in name]  # a Latin cross is a shape
+    assert "\U0001f600" in group_characters(pictographs)  # a grinning face: the kind it is there for
+
+
+def test_each_group_draws_with_its_families_and_the_first_five_keep_theirs() -> None:
+    # The first five groups' draws (the `glyphs` pool group, `val-glyphs`) read DejaVu and Nanum whatever the
+    # selection, as before the wider source existed, so their cached draws and fingerprints stay valid.
+    assert fontglyphs.groups_families(GROUPS) == ["dejavu", "nanum"]
+    assert fontglyphs.groups_families(fontglyphs.script_groups(["cyrillic"])) == ["dejavu", "nanum"]
+    thai = fontglyphs.script_groups(["thai"])
+    assert fontglyphs.groups_families(thai) == ["tlwg"]
+    assert fontglyphs.groups_families(fontglyphs.script_groups(["thai", "kana"])) == [
+        "tlwg",
+        "ipa-gothic",
+        "ipa-mincho",
+        "wqy",
+        "ukai",
+    ]
+
+
+def test_font_families_skip_named_files_and_a_missing_one_names_its_package(tmp_path: Path) -> None:
+    (tmp_path / "kacst").mkdir()
+    for name in ("KacstBook.ttf", "KacstDigital.ttf", "mry_KacstQurn.ttf", "notes.txt"):
+        (tmp_path / "kacst" / name).write_bytes(b"")
+    family = FontFamily("fonts-kacst", tmp_path / "kacst", skip=("Digital", "mry_"))
+    assert [p.name for p in family.files()] == ["KacstBook.ttf"]
+    dejavu = FontFamily("fonts-dejavu-extra", tmp_path / "kacst", ("Kacst*.ttf",))
+    families = {"dejavu": dejavu, "kacst": family, "lao": FontFamily("fonts-lao", tmp_path / "none")}
+    found = font_files(["kacst"], families)
+    assert list(found) == ["dejavu", "kacst"]  # DejaVu always: its digits are the filter's templates
+    with pytest.raises(MissingPackageError, match="fonts-lao"):
+        font_files(["kacst", "lao"], families)
 
 
 def test_missing_fonts_name_the_package(tmp_path: Path) -> None:
+    def families(dejavu: Path, nanum: Path) -> dict[str, FontFamily]:
+        return {
+            "dejavu": FontFamily("fonts-dejavu-extra", dejavu, ("DejaVu*.ttf",), ("Math",)),
+            "nanum": FontFamily("fonts-nanum", nanum, ("Nanum*.ttf",)),
+        }
+
     with pytest.raises(MissingPackageError, match="fonts-dejavu-extra"):
-        font_files(tmp_path / "none", tmp_path)
+        font_files(families=families(tmp_path / "none", tmp_path))
     (tmp_path / "dejavu").mkdir()
+    (tmp_path / "dejavu" / "DejaVuMathTeXGyre.ttf").write_bytes(b"")
+    with pytest.raises(MissingPackageError, match="fonts-dejavu-extra"):  # the math font alone does not count
+        font_files(families=families(tmp_path / "dejavu", tmp_path))
     (tmp_path / "dejavu" / "DejaVuSans.ttf").write_bytes(b"")
     with pytest.raises(MissingPackageError, match="fonts-nanum"):
-        font_files(tmp_path / "dejavu", tmp_path / "none")
+        font_files(families=families(tmp_path / "dejavu", tmp_path / "none"))
 
 
 @needs_fonts[0]
@@ -130,6 +197,17 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
     assert images[:, 0, 0, 0].tolist() == [7, 7, 7, 7, 1, 1, 1, 3, 3]
     assert calls == [(pool_module.DRAWN_SEED, [g.name for g in GROUPS if g.name != "cyrillic"])]
     assert registry.POOL_RECIPES["default-glyphs-no-cyrillic"] == "mixed+scribbles+glyphs-no-cyrillic"
+    # The wider glyphs: all nineteen script groups (or all but Cyrillic), twice the count.
+    monkeypatch.setattr(pool_module, "WIDE_GLYPH_SAMPLES", 5)
+    for group, scripts in (
+        ("glyphs-wide", [g.name for g in ALL_GROUPS]),
+        ("glyphs-wide-no-cyrillic", [g.name for g in ALL_GROUPS if g.name != "cyrillic"]),
+    ):
+        calls.clear()
+        images, groups, names = pool_module.load_default_pool_groups(shape, f"mixed+scribbles+{group}")
+        assert names == ["clipart", "scribbles", group] and groups.tolist()[-5:] == [2] * 5 and len(images) == 12
+        assert calls == [(pool_module.DRAWN_SEED, scripts)]
+        assert registry.POOL_RECIPES[f"default-{group}"] == f"mixed+scribbles+{group}"
 
 
 def test_script_groups_select_in_order_and_name_unknown_ones() -> None:
@@ -150,3 +228,14 @@ def test_a_script_restricted_draw_holds_only_that_script_and_is_cached_apart(pri
     assert (private_cache / "font-glyphs-12-0-cyrillic.npz").is_file()
     everything = fontglyphs.font_glyphs(12, 0)  # all script groups: its own cache file, its own draw
     assert (private_cache / "font-glyphs-12-0.npz").is_file() and not np.array_equal(everything, restricted)
+
+
+@needs_wide_fonts
+def test_every_wide_group_draws_from_its_fonts_mnist_style(private_cache: Path) -> None:
+    names = [group.name for group in ALL_GROUPS]
+    drawn, kept = draw_glyphs(19 * 4, seed=3, scripts=names)
+    assert kept == {name: 4 for name in names}  # every group's fonts drew its share
+    assert drawn.shape == (76, 1, 28, 28) and int(drawn.max()) == 255
+    cached = fontglyphs.font_glyphs(19 * 4, 3, names)
+    np.testing.assert_array_equal(cached, drawn)
+    assert (private_cache / f"font-glyphs-76-3-{'-'.join(names)}.npz").is_file()
