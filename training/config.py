@@ -62,6 +62,8 @@ class DataConfig(_Section):
     `val-glyphs-cyrillic`), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
+    glyph_samples: int | None = Field(default=None, gt=0)
+    """Glyphs drawn for the glyph group of a `default-glyphs*` pool (None: 6,000, or 12,000 for `-wide`)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)
     """Source groups of the default pool to leave out (leave-one-source-out runs; `python -m training loso`)."""
     val_anomalies: list[str] = Field(default_factory=lambda: list(DEFAULT_VALIDATION_SET_NAMES))

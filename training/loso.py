@@ -94,7 +94,8 @@ def whole_pictures(
 def run_loso(ctx: Context, *, groups: list[str] | None = None, baseline_checkpoint: Path | None = None) -> Path:
     """One OE fine-tune per held-out group; writes loso.json and loso.md under the run directory; returns the json."""
     cfg = ctx.cfg
-    images, group_of, names = load_default_pool_groups(ctx.data.shape, _recipe(cfg.data.outlier_pool))
+    recipe = _recipe(cfg.data.outlier_pool)
+    images, group_of, names = load_default_pool_groups(ctx.data.shape, recipe, cfg.data.glyph_samples)
     chosen = groups or names
     unknown = sorted(set(chosen) - set(names))
     if unknown:

@@ -169,7 +169,7 @@ def load_pool(ctx: Context) -> np.ndarray:
     data = ctx.cfg.data
     pool = load_outlier_pool(
         data.outlier_pool, ctx.data.shape, seed=ctx.cfg.run.seed, limit=data.outlier_pool_limit,
-        exclude=data.outlier_pool_exclude,
+        exclude=data.outlier_pool_exclude, glyph_samples=data.glyph_samples,
     )  # fmt: skip
     log.info("outlier pool %s: %d images", ctx.cfg.data.outlier_pool, len(pool))
     return with_fragments(ctx, pool)

@@ -138,7 +138,13 @@ def _load_in_distribution(spec: str, *, seed: int, val_fraction: float) -> InDis
 
 
 def load_outlier_pool(
-    spec: str, shape: tuple[int, int, int], *, seed: int = 0, limit: int | None = None, exclude: Sequence[str] = ()
+    spec: str,
+    shape: tuple[int, int, int],
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    exclude: Sequence[str] = (),
+    glyph_samples: int | None = None,
 ) -> np.ndarray:
     """The OE outlier pool as uint8 [N, C, H, W] with (C, H, W) = `shape`; `limit` keeps a seeded subset.
 
@@ -148,17 +154,20 @@ def load_outlier_pool(
     the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those),
     `default-glyphs-wide` default-scribbles plus twice the glyphs from nineteen script groups (fourteen more fonts'
     scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic; `exclude` drops source groups of any of
-    them (leave-one-source-out runs).
+    them (leave-one-source-out runs); `glyph_samples` sets how many glyphs a glyph group draws.
     """
     parsed = parse_spec(spec)
     if parsed.kind == "name":
         if parsed.argument in POOL_NAMES:
+            recipe = POOL_RECIPES[parsed.argument]
             return load_default_pool(
-                shape, seed=seed, limit=limit, exclude=exclude, recipe=POOL_RECIPES[parsed.argument]
+                shape, seed=seed, limit=limit, exclude=exclude, recipe=recipe, glyph_samples=glyph_samples
             )
         raise _unknown("outlier pool", parsed.argument, POOL_NAMES, POOL_FORMS)
     if exclude:
         raise DataError(f"outlier pool {spec}: only the default pools have source groups to exclude")
+    if glyph_samples is not None:
+        raise DataError(f"outlier pool {spec}: only the default-glyphs* pools draw glyphs (data.glyph_samples)")
     if parsed.kind in ("npy", "imagefolder"):
         return load_pool_file(parsed.kind, Path(parsed.argument), shape, seed=seed, limit=limit)
     raise _unknown("outlier pool spec kind", parsed.kind, POOL_NAMES, POOL_FORMS)

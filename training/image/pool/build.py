@@ -321,29 +321,36 @@ GLYPH_SAMPLES = 6000  # the same
 WIDE_GLYPH_SAMPLES = 12000  # nineteen script groups: about 630 glyphs each
 DRAWN_SHAPE = (1, 28, 28)
 DRAWN_SEED = 0  # fixed sets, as the cached clip-art pool is built with seed 0
-# Groups drawn at load time (no source pictures), appended to a recipe as `RECIPE+NAME[+NAME]`.
-DRAWN_GROUPS: dict[str, Callable[[], np.ndarray]] = {
-    SCRIBBLES_GROUP: lambda: scribbles(SCRIBBLE_SAMPLES, DRAWN_SEED),
-    GLYPHS_GROUP: lambda: font_glyphs(GLYPH_SAMPLES, DRAWN_SEED),
+# Groups drawn at load time (no source pictures), appended to a recipe as `RECIPE+NAME[+NAME]`. Each takes the
+# glyph count asked for (`data.glyph_samples`; None: the group's default), which the scribbles ignore.
+DRAWN_GROUPS: dict[str, Callable[[int | None], np.ndarray]] = {
+    SCRIBBLES_GROUP: lambda _: scribbles(SCRIBBLE_SAMPLES, DRAWN_SEED),
+    GLYPHS_GROUP: lambda n: font_glyphs(n or GLYPH_SAMPLES, DRAWN_SEED),
     # The glyph group without one script, so that script can be scored as glyphs of a kind OE never saw.
-    GLYPHS_HELD_OUT_GROUP: lambda: font_glyphs(
-        GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
+    GLYPHS_HELD_OUT_GROUP: lambda n: font_glyphs(
+        n or GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
     ),
     # Every script group, the first five and the fourteen of the wider source, twice the glyphs; and without Cyrillic.
-    WIDE_GLYPHS_GROUP: lambda: font_glyphs(WIDE_GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS]),
-    WIDE_GLYPHS_HELD_OUT_GROUP: lambda: font_glyphs(
-        WIDE_GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]
+    WIDE_GLYPHS_GROUP: lambda n: font_glyphs(
+        n or WIDE_GLYPH_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS]
+    ),
+    WIDE_GLYPHS_HELD_OUT_GROUP: lambda n: font_glyphs(
+        n or WIDE_GLYPH_SAMPLES,
+        DRAWN_SEED,
+        [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT],
     ),
 }
 
 
-def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_default_pool_groups(
+    shape: Shape, recipe: str = DEFAULT_RECIPE, glyph_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images, group index per image, group names) of the cached default pool; DataError saying how to build it
     when it is missing or stale. `RECIPE+scribbles` appends the drawn pen strokes (`scribbles.py`) as one more group,
     `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order;
     `+glyphs-no-cyrillic` as many glyphs drawn from every script group but Cyrillic (scored by
     `val-glyphs-cyrillic`); `+glyphs-wide` twice as many from the nineteen script groups of the wider source,
-    `+glyphs-wide-no-cyrillic` the same without Cyrillic."""
+    `+glyphs-wide-no-cyrillic` the same without Cyrillic. `glyph_samples` draws that many glyphs instead."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():
@@ -359,14 +366,17 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
             "rebuild it with `make data` or `python -m training data build-pool`"
         )
     images, groups, names = arrays["images"], arrays["groups"], list(manifest["groups"])
-    for group in extra.split("+") if extra else []:
+    drawn_groups = extra.split("+") if extra else []
+    if glyph_samples is not None and not any(group.startswith(GLYPHS_GROUP) for group in drawn_groups):
+        raise DataError(f"data.glyph_samples is set, but pool recipe {recipe!r} draws no glyphs")
+    for group in drawn_groups:
         if group not in DRAWN_GROUPS:
             raise DataError(f"unknown pool recipe {recipe!r}")
         if tuple(shape) != DRAWN_SHAPE:
             raise DataError(
                 f"the {group} group is drawn for 28 x 28 grayscale models, not shape {shape}: use `default-mixed`"
             )
-        drawn = DRAWN_GROUPS[group]()
+        drawn = DRAWN_GROUPS[group](glyph_samples)
         images = np.concatenate([images, drawn])
         groups = np.concatenate([groups, np.full(len(drawn), len(names), dtype=groups.dtype)])
         names = [*names, group]
@@ -374,10 +384,16 @@ def load_default_pool_groups(shape: Shape, recipe: str = DEFAULT_RECIPE) -> tupl
 
 
 def load_default_pool(
-    shape: Shape, *, seed: int, limit: int | None, exclude: Sequence[str] = (), recipe: str = DEFAULT_RECIPE
+    shape: Shape,
+    *,
+    seed: int,
+    limit: int | None,
+    exclude: Sequence[str] = (),
+    recipe: str = DEFAULT_RECIPE,
+    glyph_samples: int | None = None,
 ) -> np.ndarray:
     """The cached default pool for `shape`, minus the `exclude`d source groups (LOSO), optionally a seeded subset."""
-    images, groups, names = load_default_pool_groups(shape, recipe)
+    images, groups, names = load_default_pool_groups(shape, recipe, glyph_samples)
     unknown = sorted(set(exclude) - set(names))
     if unknown:
         raise DataError(f"unknown outlier pool group(s) {', '.join(unknown)}; groups: {', '.join(names)}")

@@ -208,6 +208,22 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
         assert names == ["clipart", "scribbles", group] and groups.tolist()[-5:] == [2] * 5 and len(images) == 12
         assert calls == [(pool_module.DRAWN_SEED, scripts)]
         assert registry.POOL_RECIPES[f"default-{group}"] == f"mixed+scribbles+{group}"
+    # data.glyph_samples: the glyph group draws that many instead (the scribbles keep theirs); refused without one.
+    counts: list[int] = []
+    monkeypatch.setattr(
+        pool_module, "font_glyphs", lambda n, seed, scripts=None: counts.append(n) or fake_glyphs(n, seed)
+    )
+    for group in ("glyphs", "glyphs-no-cyrillic", "glyphs-wide", "glyphs-wide-no-cyrillic"):
+        images, _, _ = pool_module.load_default_pool_groups(shape, f"mixed+scribbles+{group}", glyph_samples=7)
+        assert len(images) == 4 + 3 + 7
+    assert counts == [7, 7, 7, 7]
+    pool = registry.load_outlier_pool("default-glyphs-wide", shape, exclude=["clipart"], glyph_samples=6)
+    assert pool[:, 0, 0, 0].tolist() == [1, 1, 1] + [2] * 6
+    with pytest.raises(pool_module.DataError, match="draws no glyphs"):
+        pool_module.load_default_pool_groups(shape, "mixed+scribbles", glyph_samples=7)
+    np.save(private_cache / "pool.npy", clipart)
+    with pytest.raises(pool_module.DataError, match="glyph_samples"):
+        registry.load_outlier_pool(f"npy:{private_cache / 'pool.npy'}", shape, glyph_samples=7)
 
 
 def test_script_groups_select_in_order_and_name_unknown_ones() -> None:
@@ -239,3 +255,22 @@ def test_every_wide_group_draws_from_its_fonts_mnist_style(private_cache: Path) 
     cached = fontglyphs.font_glyphs(19 * 4, 3, names)
     np.testing.assert_array_equal(cached, drawn)
     assert (private_cache / f"font-glyphs-76-3-{'-'.join(names)}.npz").is_file()
+
+
+def test_the_pipeline_asks_the_pool_for_the_configured_glyph_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from training import pipeline
+    from training.config import load_config
+
+    cfg = load_config(None, ["data.outlier_pool=default-glyphs-wide", "data.glyph_samples=24000", "oe.fragments=0"])
+    asked: list[dict[str, object]] = []
+
+    def fake_pool(spec: str, shape: tuple[int, int, int], **kwargs: object) -> np.ndarray:
+        asked.append({"spec": spec, **kwargs})
+        return np.zeros((2, *shape), np.uint8)
+
+    monkeypatch.setattr(pipeline, "load_outlier_pool", fake_pool)
+    ctx = SimpleNamespace(cfg=cfg, data=SimpleNamespace(shape=(1, 28, 28)))
+    assert len(pipeline.load_pool(ctx)) == 2  # type: ignore[arg-type]
+    assert asked[0]["spec"] == "default-glyphs-wide" and asked[0]["glyph_samples"] == 24000
