@@ -37,13 +37,15 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
 FROM base AS train
 ARG WHEELHOUSE=0
 ARG PIP_INDEX_URL=https://pypi.org/simple
-# Debian packages with the OE pool and test anomaly sets. DEBIAN_MIRROR points apt at a mirror or cache (air-gapped).
+# Debian packages with the OE pool, the glyph fonts, WordNet and the test anomaly sets: requirements/apt-data.txt,
+# the list `make apt-data` installs. DEBIAN_MIRROR points apt at a mirror or cache (air-gapped).
 ARG DEBIAN_MIRROR=
-# hadolint ignore=DL3008
+COPY requirements/apt-data.txt requirements/
+# hadolint ignore=DL3008,SC2046
 RUN if [ -n "$DEBIAN_MIRROR" ]; then \
         echo "deb $DEBIAN_MIRROR bookworm main" >/etc/apt/sources.list && rm -f /etc/apt/sources.list.d/*; fi \
     && apt-get update \
-    && apt-get install -y --no-install-recommends openclipart-png dataset-fashion-mnist fonts-aenigma fonts-noto-core fortunes \
+    && apt-get install -y --no-install-recommends $(grep -v '^#' requirements/apt-data.txt) \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements/train.lock requirements/data.lock requirements/
 ARG TORCH_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/

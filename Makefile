@@ -3,14 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# Debian packages that carry real data: OE pool (openclipart-png), the test anomaly sets, and the flywheel test's
-# traffic shift (Armenian letters drawn by fonts-dejavu-core, a script no test set or pool holds), and the fonts of
-# the font-glyph OE source (fonts-dejavu-extra, fonts-nanum: scripts no test set holds; APT_FONTS: the fonts of its
-# wider form, `glyphs-wide`), and WordNet's usage examples (wordnet-base: the text OE group `wordnet-en`).
-APT_FONTS := fonts-thai-tlwg fonts-lao fonts-sil-mondulkiri fonts-sil-padauk fonts-ipafont-gothic fonts-ipafont-mincho \
-	fonts-wqy-microhei fonts-arphic-ukai fonts-lohit-taml fonts-lohit-telu fonts-lklug-sinhala fonts-sil-nuosusil \
-	fonts-sil-dai-banna fonts-symbola fonts-kacst fonts-hosny-amiri
-APT_DATA := openclipart-png dataset-fashion-mnist fonts-aenigma fonts-dejavu-core fonts-dejavu-extra fonts-nanum fonts-noto-core fortunes wordnet-base $(APT_FONTS)
+# Debian packages that carry real data (the OE pool, the test anomaly sets, the glyph fonts, WordNet): one list in
+# requirements/apt-data.txt, which the train image (Dockerfile) installs too.
+APT_DATA := $(shell grep -v '^\#' requirements/apt-data.txt)
 # Debian packages whose programs the deploy tests run (no Docker engine needed): `docker-compose config` and a real
 # Prometheus server + promtool. prometheus' postinst starts its daemon only under systemd or a SysV runlevel whose
 # rc.d links allow it (never in a container without init, nor with a policy-rc.d that denies it); the tests never

@@ -74,6 +74,22 @@ def test_the_train_image_has_the_cpu_build_of_torch() -> None:
     assert result.stdout.split() == ["2.13.0+cpu", "None", "False"]
 
 
+def apt_data_packages() -> list[str]:
+    """The Debian data packages `make apt-data` installs (requirements/apt-data.txt)."""
+    text = (Path(__file__).parents[2] / "requirements" / "apt-data.txt").read_text()
+    return [package for line in text.splitlines() if not line.startswith("#") for package in line.split()]
+
+
+def test_the_train_image_holds_every_debian_data_package_the_host_installs() -> None:
+    # The text recipe reads WordNet (wordnet-base), the glyph pools their fonts: a training job in the image must find
+    # what `make apt-data` gives a host.
+    listed = apt_data_packages()
+    assert "wordnet-base" in listed and "fonts-nanum" in listed
+    query = ["--entrypoint", "dpkg-query", TRAIN_IMAGE, "-W", "-f", "${Package} ${db:Status-Status}\n", *listed]
+    result = docker("run", "--rm", "--network", "none", *query, check=False)
+    assert sorted(result.stdout.split("\n")[:-1]) == sorted(f"{package} installed" for package in listed), result.stderr
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Container, str, Path]]:
     """The service image on the host network with a read-only root filesystem, serving a copy of the committed
