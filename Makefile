@@ -59,7 +59,7 @@ apt-data:
 	else echo "not root or no apt-get: skipping Debian packages ($(APT_DATA) $(APT_TOOLS))"; fi
 
 data: venv apt-data
-	$(PY) -m training data build-pool --recipe mixed   # the pool configs/mnist-oe.toml uses (default-mixed)
+	$(PY) -m training data build-pool --recipe mixed   # the pool configs/mnist-oe.toml draws on (its glyphs and scribbles are drawn at load time)
 
 lint: venv
 	$(PY) -m ruff check service training tests bench tools
