@@ -83,6 +83,37 @@ def test_loso_holds_out_the_drawn_scribbles_and_scores_them_whole(
     assert row["whole_images"] == 30 and row["whole_oe"] == row["oe"] and row["whole_baseline"] == row["baseline"]
 
 
+@pytest.mark.slow
+def test_loso_draws_the_configured_glyph_count_and_holds_the_glyphs_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _grouped_pool(tmp_path / "cache", monkeypatch)
+    pool_path((1, 28, 28)).rename(pool_path((1, 28, 28), "mixed"))
+    monkeypatch.setattr(pool_build, "SCRIBBLE_SAMPLES", 30)
+    asked: list[int] = []
+
+    def fake_glyphs(n: int, seed: int, scripts: list[str] | None = None) -> np.ndarray:
+        asked.append(n)
+        return np.random.default_rng(n).integers(0, 64, size=(n, 1, 28, 28), dtype=np.uint8)
+
+    monkeypatch.setattr(pool_build, "font_glyphs", fake_glyphs)
+    data = _tiny_digits(tmp_path / "digits.npz")
+    argv = [
+        "loso",
+        "--set", f"data.in_distribution='npz:{data}'", "--set", "data.outlier_pool='default-glyphs-wide'",
+        "--set", "data.glyph_samples=20",
+        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
+        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
+        "--set", "oe.epochs=1", "--set", "oe.batch_size=50", "--set", "oe.fragments=0",
+        "--set", f"run.run_dir='{tmp_path / 'run'}'",
+        "--groups", "glyphs-wide",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert asked == [20]  # data.glyph_samples reaches the drawn group
+    row = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())["groups"]["glyphs-wide"]
+    assert row["group_images"] == 20 and row["pool_without_group"] == 90 + 30
+
+
 def test_loso_table_rows_and_summary() -> None:
     row = lambda a, f, acc: {"auroc": a, "fpr95": f, "accepted_fraction": acc, "threshold": 0.5}  # noqa: E731
     result = {
