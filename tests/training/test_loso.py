@@ -27,19 +27,26 @@ def _grouped_pool(cache: Path, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     return groups
 
 
-@pytest.mark.slow
-def test_loso_holds_out_each_group_and_scores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _grouped_pool(tmp_path / "cache", monkeypatch)
-    data = _tiny_digits(tmp_path / "digits.npz")
+def _loso_argv(run_dir: Path, data: Path, groups: str, *settings: str) -> list[str]:
+    """`loso` on the tiny digits with one-epoch twins, plus `--set` for each of `settings`."""
     argv = [
         "loso",
         "--set", f"data.in_distribution='npz:{data}'",
         "--set", "net.arch='convnet'", "--set", "net.standardize=false",
         "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
         "--set", "oe.epochs=1", "--set", "oe.batch_size=50",
-        "--set", f"run.run_dir='{tmp_path / 'run'}'",
-        "--groups", "bright,dark",
+        "--set", f"run.run_dir='{run_dir}'",
     ]  # fmt: skip
+    for setting in settings:
+        argv += ["--set", setting]
+    return [*argv, "--groups", groups]
+
+
+@pytest.mark.slow
+def test_loso_holds_out_each_group_and_scores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _grouped_pool(tmp_path / "cache", monkeypatch)
+    data = _tiny_digits(tmp_path / "digits.npz")
+    argv = _loso_argv(tmp_path / "run", data, "bright,dark")
     assert main(argv) == 0
     result = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())
     assert list(result["groups"]) == ["bright", "dark"]
@@ -67,15 +74,7 @@ def test_loso_holds_out_the_drawn_scribbles_and_scores_them_whole(
     pool_path((1, 28, 28)).rename(mixed)  # the scribbles pool is the mixed recipe's cache plus the drawn group
     monkeypatch.setattr(pool_build, "SCRIBBLE_SAMPLES", 30)
     data = _tiny_digits(tmp_path / "digits.npz")
-    argv = [
-        "loso",
-        "--set", f"data.in_distribution='npz:{data}'", "--set", "data.outlier_pool='default-scribbles'",
-        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
-        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
-        "--set", "oe.epochs=1", "--set", "oe.batch_size=50", "--set", "oe.fragments=10",
-        "--set", f"run.run_dir='{tmp_path / 'run'}'",
-        "--groups", "scribbles",
-    ]  # fmt: skip
+    argv = _loso_argv(tmp_path / "run", data, "scribbles", "data.outlier_pool='default-scribbles'", "oe.fragments=10")
     assert main(argv) == 0
     row = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())["groups"]["scribbles"]
     assert row["group_images"] == 30 and row["pool_without_group"] == 90 + 10  # fragments stay in every LOSO run
@@ -98,16 +97,8 @@ def test_loso_draws_the_configured_glyph_count_and_holds_the_glyphs_out(
 
     monkeypatch.setattr(pool_build, "font_glyphs", fake_glyphs)
     data = _tiny_digits(tmp_path / "digits.npz")
-    argv = [
-        "loso",
-        "--set", f"data.in_distribution='npz:{data}'", "--set", "data.outlier_pool='default-glyphs-wide'",
-        "--set", "data.glyph_samples=20",
-        "--set", "net.arch='convnet'", "--set", "net.standardize=false",
-        "--set", "baseline.epochs=1", "--set", "baseline.batch_size=50",
-        "--set", "oe.epochs=1", "--set", "oe.batch_size=50", "--set", "oe.fragments=0",
-        "--set", f"run.run_dir='{tmp_path / 'run'}'",
-        "--groups", "glyphs-wide",
-    ]  # fmt: skip
+    settings = ["data.outlier_pool='default-glyphs-wide'", "data.glyph_samples=20", "oe.fragments=0"]
+    argv = _loso_argv(tmp_path / "run", data, "glyphs-wide", *settings)
     assert main(argv) == 0
     assert asked == [20]  # data.glyph_samples reaches the drawn group
     row = json.loads((tmp_path / "run" / "loso" / "loso.json").read_text())["groups"]["glyphs-wide"]
