@@ -93,7 +93,6 @@ FAMILIES: dict[str, FontFamily] = {
     # The coloured Quran face draws marks in colour layers; the plain faces are enough.
     "amiri": FontFamily("fonts-hosny-amiri", OPENTYPE / "fonts-hosny-amiri", skip=("Colored",)),
 }
-PACKAGES = {name: family.package for name, family in FAMILIES.items()}
 
 
 @dataclass(frozen=True)
