@@ -58,12 +58,14 @@ class DataConfig(_Section):
     `training/image/pool/scribbles.py`; 28 x 28 grayscale only), `default-glyphs` (default-scribbles plus a group
     of characters of scripts no test set holds and symbols, drawn from Debian fonts like handwriting,
     `training/image/pool/fontglyphs.py`; 28 x 28 grayscale only), `default-glyphs-wide` (default-scribbles plus
-    twice the glyphs from nineteen script groups), the `-no-cyrillic` forms of the two (for scoring
-    `val-glyphs-cyrillic`), npy:PATH or imagefolder:PATH."""
+    twice the glyphs from nineteen script groups), `default-printed` (default-glyphs-wide plus those scripts' glyphs
+    printed as type), the `-no-cyrillic` forms of the three (for scoring `val-glyphs-cyrillic` and
+    `val-printed-cyrillic`), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""
     glyph_samples: int | None = Field(default=None, gt=0)
-    """Glyphs drawn for the glyph group of a `default-glyphs*` pool (None: 6,000, or 12,000 for `-wide`)."""
+    """Glyphs drawn for the hand-drawn glyph group of a `default-glyphs*` or `default-printed*` pool (None: 6,000,
+    or 12,000 for `-wide` and `default-printed`)."""
     outlier_pool_exclude: list[str] = Field(default_factory=list)
     """Source groups of the default pool to leave out (leave-one-source-out runs; `python -m training loso`)."""
     val_anomalies: list[str] = Field(default_factory=lambda: list(DEFAULT_VALIDATION_SET_NAMES))

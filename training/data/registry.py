@@ -49,6 +49,8 @@ POOL_NAMES = (
     "default-glyphs-no-cyrillic",
     "default-glyphs-wide",
     "default-glyphs-wide-no-cyrillic",
+    "default-printed",
+    "default-printed-no-cyrillic",
 )
 POOL_RECIPES = {
     "default": "crops",
@@ -58,6 +60,8 @@ POOL_RECIPES = {
     "default-glyphs-no-cyrillic": "mixed+scribbles+glyphs-no-cyrillic",
     "default-glyphs-wide": "mixed+scribbles+glyphs-wide",
     "default-glyphs-wide-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic",
+    "default-printed": "mixed+scribbles+glyphs-wide+printed-wide",
+    "default-printed-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic+printed-wide-no-cyrillic",
 }
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
@@ -153,7 +157,8 @@ def load_outlier_pool(
     `default-glyphs` that plus a group of drawn font glyphs (`pool/fontglyphs.py`), `default-glyphs-no-cyrillic`
     the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those),
     `default-glyphs-wide` default-scribbles plus twice the glyphs from nineteen script groups (fourteen more fonts'
-    scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic; `exclude` drops source groups of any of
+    scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic, `default-printed` default-glyphs-wide plus
+    the nineteen groups' glyphs printed as type (`-no-cyrillic`: both without Cyrillic); `exclude` drops source groups of any of
     them (leave-one-source-out runs); `glyph_samples` sets how many glyphs a glyph group draws.
     """
     parsed = parse_spec(spec)

@@ -115,7 +115,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         "--sets", nargs="+", choices=sorted({*TEXT_VALIDATION_SETS, *VALIDATION_SET_NAMES}), metavar="SET",
         help=f"validation anomaly sets; text: {', '.join(TEXT_VALIDATION_SETS)} (default val-oe-heldout); image: "
         f"{', '.join(VALIDATION_SET_NAMES)} (default: all but val-heldout-classes, which needs classes held out, "
-        "and val-glyphs, val-glyphs-cyrillic, drawn from fonts)",
+        "and val-glyphs, val-glyphs-cyrillic, val-printed-cyrillic, drawn from fonts)",
     )  # fmt: skip
     parser.add_argument("--samples", type=int, help="inputs per set (at most; default 500 texts, 2000 images)")
     parser.add_argument(

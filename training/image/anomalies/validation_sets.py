@@ -30,8 +30,11 @@ applied to *validation* images instead of test images; every generator returns f
                     the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for that recipe
 - val-glyphs-cyrillic: the same drawing, Cyrillic letters only: glyphs of a script that the pool
                     `default-glyphs-no-cyrillic` leaves out, so it is a held-out estimate for that recipe too
+- val-printed-cyrillic: Cyrillic letters printed (upright type, no pen or hand) in forty-odd faces of nine font
+                    packages that no pool group and no test set reads (`fontglyphs.VALIDATION_GROUPS`): printed
+                    letters of a script and in faces that the `-no-cyrillic` pools never saw
 
-`val-heldout-classes`, `val-glyphs` and `val-glyphs-cyrillic` are opt-in (`data.val_anomalies`, `python -m training
+`val-heldout-classes`, `val-glyphs`, `val-glyphs-cyrillic` and `val-printed-cyrillic` are opt-in (`data.val_anomalies`, `python -m training
 validate --sets`).
 The digit rules of val-mirror and val-rotate apply whenever the class names are digits (some may be held out).
 
@@ -203,16 +206,18 @@ def heldout_classes(data: InDistribution, n: int, seed: int) -> np.ndarray:
 GLYPH_SEED_OFFSET = zlib.crc32(b"val-glyphs")  # val-glyphs draws with seed + this; the pool group draws with seed 0
 
 
-def _glyphs(name: str, held_out_script_only: bool, data: InDistribution, n: int, seed: int) -> np.ndarray:
+def _glyphs(
+    name: str, scripts: list[str] | None, data: InDistribution, n: int, seed: int, style: str = "hand"
+) -> np.ndarray:
     if tuple(data.shape) != (1, 28, 28):
         raise DataError(
             f"{name} are drawn as 28 x 28 grey images, as MNIST digits; {data.name} images are "
             f"{'x'.join(map(str, data.shape))}: leave {name} out of data.val_anomalies"
         )
     # the fonts are read only when the set is asked for
-    from training.image.pool.fontglyphs import HELD_OUT_SCRIPT, font_glyphs
+    from training.image.pool.fontglyphs import font_glyphs
 
-    drawn = font_glyphs(n, GLYPH_SEED_OFFSET + seed, [HELD_OUT_SCRIPT] if held_out_script_only else None)
+    drawn = font_glyphs(n, GLYPH_SEED_OFFSET + seed, scripts, style)
     if len(drawn) < n:  # the digit filter may keep slightly fewer than asked for
         index = _rng(name, seed).choice(len(drawn), size=n - len(drawn))
         drawn = np.concatenate([drawn, drawn[np.sort(index)]])
@@ -220,11 +225,15 @@ def _glyphs(name: str, held_out_script_only: bool, data: InDistribution, n: int,
 
 
 def glyphs(data: InDistribution, n: int, seed: int) -> np.ndarray:
-    return _glyphs("val-glyphs", False, data, n, seed)
+    return _glyphs("val-glyphs", None, data, n, seed)
 
 
 def glyphs_cyrillic(data: InDistribution, n: int, seed: int) -> np.ndarray:
-    return _glyphs("val-glyphs-cyrillic", True, data, n, seed)
+    return _glyphs("val-glyphs-cyrillic", ["cyrillic"], data, n, seed)
+
+
+def printed_cyrillic(data: InDistribution, n: int, seed: int) -> np.ndarray:
+    return _glyphs("val-printed-cyrillic", ["cyrillic-faces"], data, n, seed, "printed")
 
 
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {
@@ -244,6 +253,7 @@ DEFAULT_VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 VALIDATION_SETS["val-heldout-classes"] = heldout_classes
 VALIDATION_SETS["val-glyphs"] = glyphs
 VALIDATION_SETS["val-glyphs-cyrillic"] = glyphs_cyrillic
+VALIDATION_SETS["val-printed-cyrillic"] = printed_cyrillic
 VALIDATION_SET_NAMES = tuple(VALIDATION_SETS)
 
 

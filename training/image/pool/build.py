@@ -316,13 +316,17 @@ GLYPHS_GROUP = "glyphs"
 GLYPHS_HELD_OUT_GROUP = f"glyphs-no-{GLYPH_HELD_OUT_SCRIPT}"
 WIDE_GLYPHS_GROUP = "glyphs-wide"
 WIDE_GLYPHS_HELD_OUT_GROUP = f"glyphs-wide-no-{GLYPH_HELD_OUT_SCRIPT}"
+PRINTED_GROUP = "printed-wide"
+PRINTED_HELD_OUT_GROUP = f"printed-wide-no-{GLYPH_HELD_OUT_SCRIPT}"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
 GLYPH_SAMPLES = 6000  # the same
 WIDE_GLYPH_SAMPLES = 12000  # nineteen script groups: about 630 glyphs each
+PRINTED_SAMPLES = 12000  # printed glyphs of the nineteen script groups
 DRAWN_SHAPE = (1, 28, 28)
 DRAWN_SEED = 0  # fixed sets, as the cached clip-art pool is built with seed 0
 # Groups drawn at load time (no source pictures), appended to a recipe as `RECIPE+NAME[+NAME]`. Each takes the
-# glyph count asked for (`data.glyph_samples`; None: the group's default), which the scribbles ignore.
+# glyph count asked for (`data.glyph_samples`; None: the group's default), which the scribbles and the printed
+# glyphs ignore.
 DRAWN_GROUPS: dict[str, Callable[[int | None], np.ndarray]] = {
     SCRIBBLES_GROUP: lambda _: scribbles(SCRIBBLE_SAMPLES, DRAWN_SEED),
     GLYPHS_GROUP: lambda n: font_glyphs(n or GLYPH_SAMPLES, DRAWN_SEED),
@@ -339,6 +343,16 @@ DRAWN_GROUPS: dict[str, Callable[[int | None], np.ndarray]] = {
         DRAWN_SEED,
         [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT],
     ),
+    # The same nineteen script groups printed: upright, in their fonts' own faces and weights; and without Cyrillic.
+    PRINTED_GROUP: lambda _: font_glyphs(
+        PRINTED_SAMPLES, DRAWN_SEED, [g.name for g in ALL_GLYPH_SCRIPT_GROUPS], style="printed"
+    ),
+    PRINTED_HELD_OUT_GROUP: lambda _: font_glyphs(
+        PRINTED_SAMPLES,
+        DRAWN_SEED,
+        [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT],
+        style="printed",
+    ),
 }
 
 
@@ -350,7 +364,9 @@ def load_default_pool_groups(
     `+glyphs` the drawn font glyphs (`fontglyphs.py`); `RECIPE+scribbles+glyphs` both, in that order;
     `+glyphs-no-cyrillic` as many glyphs drawn from every script group but Cyrillic (scored by
     `val-glyphs-cyrillic`); `+glyphs-wide` twice as many from the nineteen script groups of the wider source,
-    `+glyphs-wide-no-cyrillic` the same without Cyrillic. `glyph_samples` draws that many glyphs instead."""
+    `+glyphs-wide-no-cyrillic` the same without Cyrillic; `+printed-wide` (and `-no-cyrillic`) 12,000 of those
+    glyphs printed, as type (scored by `val-printed-cyrillic`). `glyph_samples` draws that many hand-drawn glyphs
+    instead."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)
     if not path.is_file():
