@@ -157,9 +157,10 @@ def load_outlier_pool(
     `default-glyphs` that plus a group of drawn font glyphs (`pool/fontglyphs.py`), `default-glyphs-no-cyrillic`
     the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those),
     `default-glyphs-wide` default-scribbles plus twice the glyphs from nineteen script groups (fourteen more fonts'
-    scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic, `default-printed` default-glyphs-wide plus
-    the nineteen groups' glyphs printed as type (`-no-cyrillic`: both without Cyrillic); `exclude` drops source groups of any of
-    them (leave-one-source-out runs); `glyph_samples` sets how many glyphs a glyph group draws.
+    scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic, `default-printed` default-glyphs-wide
+    plus the nineteen groups' glyphs printed as type (`-no-cyrillic`: both without Cyrillic); `exclude` drops
+    source groups of any of them (leave-one-source-out runs); `glyph_samples` sets how many glyphs the hand-drawn
+    glyph group draws.
     """
     parsed = parse_spec(spec)
     if parsed.kind == "name":

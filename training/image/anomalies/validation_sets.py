@@ -30,12 +30,12 @@ applied to *validation* images instead of test images; every generator returns f
                     the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for that recipe
 - val-glyphs-cyrillic: the same drawing, Cyrillic letters only: glyphs of a script that the pool
                     `default-glyphs-no-cyrillic` leaves out, so it is a held-out estimate for that recipe too
-- val-printed-cyrillic: Cyrillic letters printed (upright type, no pen or hand) in forty-odd faces of nine font
+- val-printed-cyrillic: Cyrillic letters printed (upright type, no pen or hand) in the 87 faces of nine font
                     packages that no pool group and no test set reads (`fontglyphs.VALIDATION_GROUPS`): printed
                     letters of a script and in faces that the `-no-cyrillic` pools never saw
 
-`val-heldout-classes`, `val-glyphs`, `val-glyphs-cyrillic` and `val-printed-cyrillic` are opt-in (`data.val_anomalies`, `python -m training
-validate --sets`).
+`val-heldout-classes`, `val-glyphs`, `val-glyphs-cyrillic` and `val-printed-cyrillic` are opt-in
+(`data.val_anomalies`, `python -m training validate --sets`).
 The digit rules of val-mirror and val-rotate apply whenever the class names are digits (some may be held out).
 
 Each set has its own stream seeded by (seed, crc32(name)).
@@ -229,11 +229,15 @@ def glyphs(data: InDistribution, n: int, seed: int) -> np.ndarray:
 
 
 def glyphs_cyrillic(data: InDistribution, n: int, seed: int) -> np.ndarray:
-    return _glyphs("val-glyphs-cyrillic", ["cyrillic"], data, n, seed)
+    from training.image.pool.fontglyphs import HELD_OUT_SCRIPT
+
+    return _glyphs("val-glyphs-cyrillic", [HELD_OUT_SCRIPT], data, n, seed)
 
 
 def printed_cyrillic(data: InDistribution, n: int, seed: int) -> np.ndarray:
-    return _glyphs("val-printed-cyrillic", ["cyrillic-faces"], data, n, seed, "printed")
+    from training.image.pool.fontglyphs import VALIDATION_GROUPS
+
+    return _glyphs("val-printed-cyrillic", [VALIDATION_GROUPS[0].name], data, n, seed, "printed")
 
 
 VALIDATION_SETS: dict[str, Callable[[InDistribution, int, int], np.ndarray]] = {

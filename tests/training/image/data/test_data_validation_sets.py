@@ -235,10 +235,12 @@ def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch:
     drawn = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 28, 28), np.uint8)
     seeds: list[int] = []
     scripts: list[object] = []
+    styles: list[str] = []
 
-    def fake_glyphs(n: int, seed: int, only: list[str] | None = None) -> np.ndarray:
+    def fake_glyphs(n: int, seed: int, only: list[str] | None = None, style: str = "hand") -> np.ndarray:
         seeds.append(seed)
         scripts.append(only)
+        styles.append(style)
         return drawn  # the digit filter kept 3
 
     monkeypatch.setattr(fontglyphs, "font_glyphs", fake_glyphs)
@@ -260,3 +262,12 @@ def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch:
     with pytest.raises(DataError, match=r"val-glyphs-cyrillic .* pets images are 3x32x32"):
         load_validation_anomalies("val-glyphs-cyrillic", rgb, n=5, seed=0)
     assert "val-glyphs-cyrillic" in VALIDATION_SET_NAMES and "val-glyphs-cyrillic" not in DEFAULT_VALIDATION_SET_NAMES
+    # val-printed-cyrillic: Cyrillic printed (not drawn like handwriting) in the faces no pool group reads.
+    printed = load_validation_anomalies("val-printed-cyrillic", _digits(), n=4, seed=5)
+    assert printed.shape == (4, 1, 28, 28)
+    assert (seeds[-1], scripts[-1], styles) == (GLYPH_SEED_OFFSET + 5, ["cyrillic-faces"], ["hand", "hand", "printed"])
+    with pytest.raises(DataError, match=r"val-printed-cyrillic .* pets images are 3x32x32"):
+        load_validation_anomalies("val-printed-cyrillic", rgb, n=5, seed=0)
+    assert len(seeds) == 3
+    assert "val-printed-cyrillic" in VALIDATION_SET_NAMES
+    assert "val-printed-cyrillic" not in DEFAULT_VALIDATION_SET_NAMES

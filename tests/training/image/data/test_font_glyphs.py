@@ -12,12 +12,13 @@ import training.image.pool.build as pool_module
 from training.data import registry
 from training.data.base import MissingPackageError
 from training.image.anomalies.glyphs import shape_features
-from training.image.anomalies.rendered_sets import OMNIGLOT_SCRIPTS
+from training.image.anomalies.rendered_sets import AENIGMA_DIR, NOTO_DIR, OMNIGLOT_SCRIPTS
 from training.image.pool import fontglyphs
 from training.image.pool.fontglyphs import (
     ALL_GROUPS,
     FAMILIES,
     GROUPS,
+    VALIDATION_GROUPS,
     WIDE_GROUPS,
     FontFamily,
     draw_glyphs,
@@ -174,8 +175,8 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
     monkeypatch.setattr(pool_module, "scribbles", lambda n, seed: np.full((n, *shape), 1, np.uint8))
     calls: list[tuple[int, object]] = []
 
-    def fake_glyphs(n: int, seed: int, scripts: list[str] | None = None) -> np.ndarray:
-        calls.append((seed, scripts))
+    def fake_glyphs(n: int, seed: int, scripts: list[str] | None = None, style: str = "hand") -> np.ndarray:
+        calls.append((seed, scripts) if style == "hand" else (seed, scripts, style))
         return np.full((n, *shape), 2 if scripts is None else 3, np.uint8)
 
     monkeypatch.setattr(pool_module, "font_glyphs", fake_glyphs)
@@ -208,15 +209,34 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
         assert names == ["clipart", "scribbles", group] and groups.tolist()[-5:] == [2] * 5 and len(images) == 12
         assert calls == [(pool_module.DRAWN_SEED, scripts)]
         assert registry.POOL_RECIPES[f"default-{group}"] == f"mixed+scribbles+{group}"
-    # data.glyph_samples: the glyph group draws that many instead (the scribbles keep theirs); refused without one.
+    # The printed glyphs: the nineteen script groups (or all but Cyrillic) as type, their own count, after the
+    # hand-drawn glyphs of the same scripts.
+    monkeypatch.setattr(pool_module, "PRINTED_SAMPLES", 6)
+    for printed, hand in (("printed-wide", "glyphs-wide"), ("printed-wide-no-cyrillic", "glyphs-wide-no-cyrillic")):
+        calls.clear()
+        recipe = f"mixed+scribbles+{hand}+{printed}"
+        images, groups, names = pool_module.load_default_pool_groups(shape, recipe)
+        assert names == ["clipart", "scribbles", hand, printed] and len(images) == 4 + 3 + 5 + 6
+        assert groups.tolist()[-6:] == [3] * 6
+        scripts = [g.name for g in ALL_GROUPS if printed == "printed-wide" or g.name != "cyrillic"]
+        assert calls == [(pool_module.DRAWN_SEED, scripts), (pool_module.DRAWN_SEED, scripts, "printed")]
+        assert registry.POOL_RECIPES[f"default-{printed.replace('-wide', '')}"] == recipe
+    # data.glyph_samples: the hand-drawn glyph group draws that many instead (the scribbles and the printed glyphs
+    # keep theirs); refused without one.
     counts: list[int] = []
     monkeypatch.setattr(
-        pool_module, "font_glyphs", lambda n, seed, scripts=None: counts.append(n) or fake_glyphs(n, seed)
+        pool_module,
+        "font_glyphs",
+        lambda n, seed, scripts=None, style="hand": counts.append(n) or fake_glyphs(n, seed),
     )
     for group in ("glyphs", "glyphs-no-cyrillic", "glyphs-wide", "glyphs-wide-no-cyrillic"):
         images, _, _ = pool_module.load_default_pool_groups(shape, f"mixed+scribbles+{group}", glyph_samples=7)
         assert len(images) == 4 + 3 + 7
     assert counts == [7, 7, 7, 7]
+    images, _, _ = pool_module.load_default_pool_groups(shape, "mixed+glyphs-wide+printed-wide", glyph_samples=7)
+    assert len(images) == 4 + 7 + 6 and counts[-2:] == [7, 6]
+    with pytest.raises(pool_module.DataError, match="draws no glyphs"):
+        pool_module.load_default_pool_groups(shape, "mixed+printed-wide", glyph_samples=7)
     pool = registry.load_outlier_pool("default-glyphs-wide", shape, exclude=["clipart"], glyph_samples=6)
     assert pool[:, 0, 0, 0].tolist() == [1, 1, 1] + [2] * 6
     with pytest.raises(pool_module.DataError, match="draws no glyphs"):
@@ -274,3 +294,79 @@ def test_the_pipeline_asks_the_pool_for_the_configured_glyph_count(monkeypatch: 
     ctx = SimpleNamespace(cfg=cfg, data=SimpleNamespace(shape=(1, 28, 28)))
     assert len(pipeline.load_pool(ctx)) == 2  # type: ignore[arg-type]
     assert asked[0]["spec"] == "default-glyphs-wide" and asked[0]["glyph_samples"] == 24000
+
+
+def test_the_printed_cyrillic_faces_are_read_by_no_pool_group_and_no_test_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool_families = {family for group in ALL_GROUPS for family in group.families}
+    (faces,) = VALIDATION_GROUPS
+    assert faces.ranges == GROUPS[0].ranges and len(faces.families) == 9
+    assert not set(faces.families) & pool_families
+    for name in faces.families:
+        directory = FAMILIES[name].directory
+        assert directory not in (AENIGMA_DIR, NOTO_DIR) and AENIGMA_DIR not in directory.parents
+        assert all(FAMILIES[name].directory != FAMILIES[other].directory for other in pool_families)
+    # No pool group asks for them: every drawn group's draw, recorded.
+    asked: list[object] = []
+    monkeypatch.setattr(pool_module, "font_glyphs", lambda n, seed, scripts=None, style="hand": asked.append(scripts))
+    monkeypatch.setattr(pool_module, "scribbles", lambda n, seed: None)
+    for draw in pool_module.DRAWN_GROUPS.values():
+        draw(None)
+    assert len(asked) == len(pool_module.DRAWN_GROUPS) - 1
+    assert not any(scripts and faces.name in scripts for scripts in asked)
+    assert faces.name not in {group.name for group in ALL_GROUPS}
+
+
+def test_printed_glyphs_are_the_faces_own_upright_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    ink = np.full((20, 30), 255, np.uint8)  # a glyph's ink comes cropped to its box
+    widths = []
+    for seed in range(40):
+        printed = fontglyphs._print(ink, np.random.default_rng(seed))
+        assert printed.shape[0] == 20 and (printed == 255).all()  # upright: no rotation, shear or blur
+        widths.append(printed.shape[1])
+    lo, hi = fontglyphs.PRINTED_STRETCH
+    assert round(30 * lo) <= min(widths) < 30 < max(widths) <= round(30 * hi)  # narrower and wider faces
+    assert fontglyphs.STYLES["printed"][0] == fontglyphs.PRINTED_PEN == (0, 1)
+    with pytest.raises(fontglyphs.DataError, match="unknown glyph style 'bold'; styles: hand, printed"):
+        draw_glyphs(4, 0, {}, ["cyrillic"], style="bold")
+    with pytest.raises(fontglyphs.DataError, match="unknown glyph style"):
+        fontglyphs.font_glyphs(4, 0, ["cyrillic"], style="bold")
+
+
+@needs_fonts[0]
+@needs_fonts[1]
+def test_a_printed_draw_renders_the_character_as_the_font_does(
+    private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The printed draw is cached apart from the hand-drawn one of the same scripts and seed.
+    cached = fontglyphs.font_glyphs(10, 0, ["cyrillic"], style="printed")
+    assert (private_cache / "font-glyphs-10-0-cyrillic-printed.npz").is_file()
+    assert not np.array_equal(cached, fontglyphs.font_glyphs(10, 0, ["cyrillic"]))
+    assert (private_cache / "font-glyphs-10-0-cyrillic.npz").is_file()
+    # One face, one character, no widening and no extra weight: every printed glyph is the font's own rendering,
+    # where a hand-drawn one is sheared, rotated and blurred away from it.
+    sans = fontglyphs.DEJAVU_DIR / "DejaVuSans.ttf"
+    monkeypatch.setattr(fontglyphs, "group_characters", lambda group: ["Ж"])
+    monkeypatch.setattr(fontglyphs, "PRINTED_STRETCH", (1.0, 1.0))
+    monkeypatch.setitem(fontglyphs.STYLES, "printed", ((0, 0), fontglyphs._print))
+    families = {"dejavu": [sans], "nanum": []}
+    printed, kept = draw_glyphs(6, 0, families, ["cyrillic"], style="printed")
+    expected = fontglyphs.GlyphRenderer.open(sans).render("Ж")  # type: ignore[union-attr]
+    assert kept == {"cyrillic": 6}
+    for glyph in printed[:, 0]:
+        np.testing.assert_array_equal(glyph, expected)
+    hand, _ = draw_glyphs(6, 0, families, ["cyrillic"])
+    assert not any(np.array_equal(glyph, expected) for glyph in hand[:, 0])
+
+
+@needs_wide_fonts
+def test_the_printed_cyrillic_draw_reads_every_face_family(
+    private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[Path] = []
+    real = fontglyphs.load_font
+    monkeypatch.setattr(fontglyphs, "load_font", lambda path: read.append(path) or real(path))
+    drawn, kept = draw_glyphs(300, 2, scripts=["cyrillic-faces"], style="printed")
+    assert kept == {"cyrillic-faces": 300} and drawn.shape == (300, 1, 28, 28) and int(drawn.max()) == 255
+    (faces,) = VALIDATION_GROUPS
+    families = {name for name in faces.families if any(path in FAMILIES[name].files() for path in read)}
+    assert families == set(faces.families)
