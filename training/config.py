@@ -59,8 +59,7 @@ class DataConfig(_Section):
     of characters of scripts no test set holds and symbols, drawn from Debian fonts like handwriting,
     `training/image/pool/fontglyphs.py`; 28 x 28 grayscale only), `default-glyphs-wide` (default-scribbles plus
     twice the glyphs from nineteen script groups), `default-printed` (default-glyphs-wide plus those scripts' glyphs
-    printed as type), `default-printed-faces` (the same, seven script groups printed in more faces), the
-    `-no-cyrillic` forms of the four (for scoring `val-glyphs-cyrillic` and
+    printed as type), the `-no-cyrillic` forms of the three (for scoring `val-glyphs-cyrillic` and
     `val-printed-cyrillic`), npy:PATH or imagefolder:PATH."""
     outlier_pool_limit: int | None = Field(default=None, gt=0)
     """Use at most this many pool images (small pools for quick runs)."""

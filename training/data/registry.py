@@ -51,8 +51,6 @@ POOL_NAMES = (
     "default-glyphs-wide-no-cyrillic",
     "default-printed",
     "default-printed-no-cyrillic",
-    "default-printed-faces",
-    "default-printed-faces-no-cyrillic",
 )
 POOL_RECIPES = {
     "default": "crops",
@@ -64,8 +62,6 @@ POOL_RECIPES = {
     "default-glyphs-wide-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic",
     "default-printed": "mixed+scribbles+glyphs-wide+printed-wide",
     "default-printed-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic+printed-wide-no-cyrillic",
-    "default-printed-faces": "mixed+scribbles+glyphs-wide+printed-faces",
-    "default-printed-faces-no-cyrillic": "mixed+scribbles+glyphs-wide-no-cyrillic+printed-faces-no-cyrillic",
 }
 POOL_FORMS = ("npy:PATH", "imagefolder:PATH")
 SYNTHETIC_NAMES = (*NOISE_GENERATORS, "negative")
@@ -162,8 +158,7 @@ def load_outlier_pool(
     the same with the glyphs drawn from every script group but Cyrillic (`val-glyphs-cyrillic` scores those),
     `default-glyphs-wide` default-scribbles plus twice the glyphs from nineteen script groups (fourteen more fonts'
     scripts), `default-glyphs-wide-no-cyrillic` the same without Cyrillic, `default-printed` default-glyphs-wide
-    plus the nineteen groups' glyphs printed as type (`-no-cyrillic`: both without Cyrillic),
-    `default-printed-faces` the same with seven groups printed in more faces; `exclude` drops
+    plus the nineteen groups' glyphs printed as type (`-no-cyrillic`: both without Cyrillic); `exclude` drops
     source groups of any of them (leave-one-source-out runs); `glyph_samples` sets how many glyphs the hand-drawn
     glyph group draws.
     """

@@ -45,7 +45,7 @@ from training.image.image_folder import list_images
 from training.image.pool.fontglyphs import ALL_GROUPS as ALL_GLYPH_SCRIPT_GROUPS
 from training.image.pool.fontglyphs import GROUPS as GLYPH_SCRIPT_GROUPS
 from training.image.pool.fontglyphs import HELD_OUT_SCRIPT as GLYPH_HELD_OUT_SCRIPT
-from training.image.pool.fontglyphs import font_glyphs, with_more_faces
+from training.image.pool.fontglyphs import font_glyphs
 from training.image.pool.scribbles import scribbles
 from training.image.pool.sources import PoolSource, default_sources
 
@@ -318,8 +318,6 @@ WIDE_GLYPHS_GROUP = "glyphs-wide"
 WIDE_GLYPHS_HELD_OUT_GROUP = f"glyphs-wide-no-{GLYPH_HELD_OUT_SCRIPT}"
 PRINTED_GROUP = "printed-wide"
 PRINTED_HELD_OUT_GROUP = f"printed-wide-no-{GLYPH_HELD_OUT_SCRIPT}"
-FACES_GROUP = "printed-faces"
-FACES_HELD_OUT_GROUP = f"printed-faces-no-{GLYPH_HELD_OUT_SCRIPT}"
 SCRIBBLE_SAMPLES = 6000  # about the size of one clip-art group (49,104 samples in 12 groups)
 GLYPH_SAMPLES = 6000  # the same
 WIDE_GLYPH_SAMPLES = 12000  # nineteen script groups: about 630 glyphs each
@@ -355,16 +353,6 @@ DRAWN_GROUPS: dict[str, Callable[[int | None], np.ndarray]] = {
         [g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT],
         style="printed",
     ),
-    # The same printed glyphs, seven of the groups drawn from more faces (`fontglyphs.MORE_FACES`).
-    FACES_GROUP: lambda _: font_glyphs(
-        PRINTED_SAMPLES, DRAWN_SEED, with_more_faces([g.name for g in ALL_GLYPH_SCRIPT_GROUPS]), style="printed"
-    ),
-    FACES_HELD_OUT_GROUP: lambda _: font_glyphs(
-        PRINTED_SAMPLES,
-        DRAWN_SEED,
-        with_more_faces([g.name for g in ALL_GLYPH_SCRIPT_GROUPS if g.name != GLYPH_HELD_OUT_SCRIPT]),
-        style="printed",
-    ),
 }
 
 
@@ -377,8 +365,7 @@ def load_default_pool_groups(
     `+glyphs-no-cyrillic` as many glyphs drawn from every script group but Cyrillic (scored by
     `val-glyphs-cyrillic`); `+glyphs-wide` twice as many from the nineteen script groups of the wider source,
     `+glyphs-wide-no-cyrillic` the same without Cyrillic; `+printed-wide` (and `-no-cyrillic`) 12,000 of those
-    glyphs printed, as type (scored by `val-printed-cyrillic`); `+printed-faces` (and `-no-cyrillic`) the same with
-    seven script groups printed in more faces. `glyph_samples` draws that many hand-drawn glyphs
+    glyphs printed, as type (scored by `val-printed-cyrillic`). `glyph_samples` draws that many hand-drawn glyphs
     instead."""
     base, _, extra = recipe.partition("+")
     path = pool_path(shape, base)

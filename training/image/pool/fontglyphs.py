@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +99,6 @@ FAMILIES: dict[str, FontFamily] = {
     "kacst": FontFamily("fonts-kacst", TRUETYPE / "kacst", skip=("Digital", "mry_")),
     # The coloured Quran face draws marks in colour layers; the plain faces are enough.
     "amiri": FontFamily("fonts-hosny-amiri", OPENTYPE / "fonts-hosny-amiri", skip=("Colored",)),
-    # More faces of scripts the groups already draw, for the printed glyphs of `FACES_GROUPS` only.
-    "unfonts": FontFamily("fonts-unfonts-core", TRUETYPE / "unfonts-core"),
-    "khmeros": FontFamily("fonts-khmeros", TRUETYPE / "khmeros"),
-    "farsiweb": FontFamily("fonts-farsiweb", TRUETYPE / "farsiweb"),
-    "scheherazade": FontFamily("fonts-sil-scheherazade", TRUETYPE / "scheherazade"),
-    "lateef": FontFamily("fonts-sil-lateef", OPENTYPE / "lateef"),
-    "telu-extra": FontFamily("fonts-telu-extra", TRUETYPE / "fonts-telu-extra"),
-    "tscu": FontFamily("fonts-taml-tscu", TRUETYPE / "fonts-taml-tscu"),
-    "vlgothic": FontFamily("fonts-vlgothic", TRUETYPE / "vlgothic"),
-    "uming": FontFamily("fonts-arphic-uming", TRUETYPE / "arphic", ("uming.ttc",)),
     # Faces read only by the validation set `val-printed-cyrillic` (`VALIDATION_GROUPS`): no pool group draws them.
     "liberation": FontFamily("fonts-liberation", TRUETYPE / "liberation"),
     "freefont": FontFamily("fonts-freefont-ttf", TRUETYPE / "freefont"),
@@ -192,29 +182,6 @@ WIDE_GROUPS = (
     ),
 )
 ALL_GROUPS = GROUPS + WIDE_GROUPS
-# Families added to a group's own for its printed glyphs in `FACES_GROUPS` (named `<group>-faces`): the scripts
-# whose Debian packages offer more faces than the group's fonts (Hangul, Khmer, Arabic, Telugu, Tamil, kana, Han).
-MORE_FACES = {
-    "hangul": ("unfonts",),
-    "khmer": ("khmeros",),
-    "arabic-styles": ("farsiweb", "scheherazade", "lateef"),
-    "telugu": ("telu-extra",),
-    "tamil": ("tscu",),
-    "kana": ("vlgothic", "uming"),
-    "han": ("vlgothic", "uming"),
-}
-FACES_GROUPS = tuple(
-    replace(group, name=f"{group.name}-faces", families=group.families + MORE_FACES[group.name])
-    for group in ALL_GROUPS
-    if group.name in MORE_FACES
-)
-
-
-def with_more_faces(names: Sequence[str]) -> list[str]:
-    """`names` (script groups), each swapped for its `-faces` form where it has one."""
-    return [f"{name}-faces" if name in MORE_FACES else name for name in names]
-
-
 # Cyrillic in the 87 faces of nine packages no pool group or test set reads: the validation set
 # `val-printed-cyrillic` (printed letters of a script and in faces OE never saw), never a pool group.
 VALIDATION_GROUPS = (
@@ -330,7 +297,7 @@ def script_groups(scripts: Sequence[str] | None) -> tuple[ScriptGroup, ...]:
     unknown ones."""
     if scripts is None:
         return GROUPS
-    known = ALL_GROUPS + FACES_GROUPS + VALIDATION_GROUPS
+    known = ALL_GROUPS + VALIDATION_GROUPS
     unknown = sorted(set(scripts) - {group.name for group in known})
     if unknown or not scripts:
         raise DataError(

@@ -16,7 +16,6 @@ from training.image.anomalies.rendered_sets import AENIGMA_DIR, NOTO_DIR, OMNIGL
 from training.image.pool import fontglyphs
 from training.image.pool.fontglyphs import (
     ALL_GROUPS,
-    FACES_GROUPS,
     FAMILIES,
     GROUPS,
     VALIDATION_GROUPS,
@@ -222,17 +221,6 @@ def test_glyphs_pool_appends_the_drawn_groups_in_order(monkeypatch: pytest.Monke
         scripts = [g.name for g in ALL_GROUPS if printed == "printed-wide" or g.name != "cyrillic"]
         assert calls == [(pool_module.DRAWN_SEED, scripts), (pool_module.DRAWN_SEED, scripts, "printed")]
         assert registry.POOL_RECIPES[f"default-{printed.replace('-wide', '')}"] == recipe
-    # The printed glyphs in more faces: the same scripts, seven of them in their `-faces` form.
-    for printed, hand in (("printed-faces", "glyphs-wide"), ("printed-faces-no-cyrillic", "glyphs-wide-no-cyrillic")):
-        calls.clear()
-        recipe = f"mixed+scribbles+{hand}+{printed}"
-        images, groups, names = pool_module.load_default_pool_groups(shape, recipe)
-        assert names == ["clipart", "scribbles", hand, printed] and len(images) == 4 + 3 + 5 + 6
-        plain = [g.name for g in ALL_GROUPS if printed == "printed-faces" or g.name != "cyrillic"]
-        faces = [f"{name}-faces" if name in fontglyphs.MORE_FACES else name for name in plain]
-        assert calls[-1] == (pool_module.DRAWN_SEED, faces, "printed") and len(faces) == len(plain)
-        assert sum(name.endswith("-faces") for name in faces) == 7
-        assert registry.POOL_RECIPES[f"default-{printed}"] == recipe
     # data.glyph_samples: the hand-drawn glyph group draws that many instead (the scribbles and the printed glyphs
     # keep theirs); refused without one.
     counts: list[int] = []
@@ -309,7 +297,7 @@ def test_the_pipeline_asks_the_pool_for_the_configured_glyph_count(monkeypatch: 
 
 
 def test_the_printed_cyrillic_faces_are_read_by_no_pool_group_and_no_test_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    pool_families = {family for group in ALL_GROUPS + FACES_GROUPS for family in group.families}
+    pool_families = {family for group in ALL_GROUPS for family in group.families}
     (faces,) = VALIDATION_GROUPS
     assert faces.ranges == GROUPS[0].ranges and len(faces.families) == 9
     assert not set(faces.families) & pool_families
@@ -382,31 +370,3 @@ def test_the_printed_cyrillic_draw_reads_every_face_family(
     (faces,) = VALIDATION_GROUPS
     families = {name for name in faces.families if any(path in FAMILIES[name].files() for path in read)}
     assert families == set(faces.families)
-
-
-def test_the_faces_groups_are_their_groups_with_more_families_only() -> None:
-    plain = {group.name: group for group in ALL_GROUPS}
-    assert [group.name for group in FACES_GROUPS] == [
-        f"{name}-faces" for name in plain if name in fontglyphs.MORE_FACES
-    ]
-    for group in FACES_GROUPS:
-        base = plain[group.name.removesuffix("-faces")]
-        assert group.ranges == base.ranges and group.sample == base.sample
-        extra = group.families[len(base.families) :]
-        assert group.families[: len(base.families)] == base.families and extra == fontglyphs.MORE_FACES[base.name]
-        # The added faces are new files: none the hand-drawn glyphs or another group already reads.
-        assert not set(extra) & {family for other in ALL_GROUPS for family in other.families}
-    assert fontglyphs.with_more_faces(["cyrillic", "hangul", "han"]) == ["cyrillic", "hangul-faces", "han-faces"]
-    assert [g.name for g in fontglyphs.script_groups(["hangul-faces"])] == ["hangul-faces"]
-
-
-@needs_wide_fonts
-def test_every_faces_group_draws_from_its_added_faces(private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    read: list[Path] = []
-    real = fontglyphs.load_font
-    monkeypatch.setattr(fontglyphs, "load_font", lambda path: read.append(path) or real(path))
-    names = [group.name for group in FACES_GROUPS]
-    drawn, kept = draw_glyphs(7 * 40, 5, scripts=names, style="printed")
-    assert kept == {name: 40 for name in names} and int(drawn.max()) == 255
-    added = {family for group in FACES_GROUPS for family in fontglyphs.MORE_FACES[group.name.removesuffix("-faces")]}
-    assert added == {name for name in added if any(path in FAMILIES[name].files() for path in read)}
