@@ -8,7 +8,8 @@ A spec is a plain name or `kind:argument`:
   npy:PATH, imagefolder:PATH
 - validation anomalies (built from the validation split and noise, `validation_sets.py`): val-uniform,
   val-mean-pair, val-geomean-pair, val-jigsaw, val-speckle, val-pixelate, val-mirror, val-rotate, val-chimera;
-  opt-in: val-heldout-classes (classes held out of training), val-glyphs (printed glyphs drawn from fonts)
+  opt-in: val-heldout-classes (classes held out of training), val-glyphs, val-glyphs-cyrillic (glyphs drawn from
+  fonts like handwriting), val-printed-cyrillic (Cyrillic printed in faces no pool reads)
 
 Test anomalies are for evaluation only: never train or tune on them. Every choice is made on the validation split
 and the validation anomaly sets.

@@ -62,6 +62,7 @@ def test_name_lists() -> None:
         "val-heldout-classes",
         "val-glyphs",
         "val-glyphs-cyrillic",
+        "val-printed-cyrillic",
     ) == ANOMALY_SET_NAMES
     text = describe_data_specs()
     for name in (*IN_DISTRIBUTION_NAMES, *ANOMALY_SET_NAMES, "default", "torchvision:NAME:ROOT", "CIFAR100"):
