@@ -23,11 +23,12 @@ applied to *validation* images instead of test images; every generator returns f
                     (for unlabelled data, of another image): pen strokes that make a glyph of no class
 - val-heldout-classes: train and val images of the classes held out of training (`data.held_out_classes`):
                     handwriting of the same writers, of no trained class; a stand-in for letters and other scripts
-- val-glyphs:       printed characters of scripts no test set holds, and symbols, drawn from fonts no test set reads
-                    (the font-glyph source, `training/image/pool/fontglyphs.py`, with its own seeds: no image of the
-                    pool group's draw); a stand-in for printed letters. 28 x 28 grey images only; needs the fonts
-                    (`fonts-dejavu-extra`, `fonts-nanum`). Not from the validation split: a recipe whose pool holds
-                    the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for that recipe
+- val-glyphs:       characters of scripts no test set holds, and symbols, drawn from fonts no test set reads
+                    like handwriting (the font-glyph source, `training/image/pool/fontglyphs.py`, with its own
+                    seeds: no image of the pool group's draw); a stand-in for letters. 28 x 28 grey images only;
+                    needs the fonts (`fonts-dejavu-extra`, `fonts-nanum`). Not from the validation split: a recipe
+                    whose pool holds the glyph group (`glyphs`) has seen its kind, so it is no held-out estimate for
+                    that recipe
 - val-glyphs-cyrillic: the same drawing, Cyrillic letters only: glyphs of a script that the pool
                     `default-glyphs-no-cyrillic` leaves out, so it is a held-out estimate for that recipe too
 - val-printed-cyrillic: Cyrillic letters printed (upright type, no pen or hand) in the 87 faces of nine font
