@@ -234,7 +234,9 @@ def font_files(
         family = families[name]
         found[name] = family.files()
         if not found[name]:
-            raise MissingPackageError(family.package, str(family.directory), "the font-glyphs OE source")
+            raise MissingPackageError(
+                family.package, str(family.directory), "the font glyphs (an OE source and validation sets)"
+            )
     return found
 
 
