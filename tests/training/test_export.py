@@ -35,6 +35,11 @@ def test_graph_outputs_are_consistent(tiny_artifact: Path) -> None:
     np.testing.assert_allclose(out["probs"], probs, atol=1e-6)
     np.testing.assert_allclose(out["anomaly_score"], 1 / (1 + out["kl_uniform"]), atol=1e-6)
     np.testing.assert_allclose(out["confidence"], (probs.max(1) - 0.1) / 0.9, atol=1e-6)
+    # KL[U || p] is of the T = 1 posterior (the paper's score), not of the temperature-scaled one (T = 1.7 here).
+    z = out["logits"].astype(np.float64)
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    np.testing.assert_allclose(out["kl_uniform"], -np.log(10) - log_p.mean(1), atol=1e-5)
 
 
 def test_card_records_threshold_checksum_and_versions(tiny_artifact: Path) -> None:

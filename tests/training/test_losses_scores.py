@@ -65,6 +65,9 @@ def test_oe_loss_matches_the_reference_expression() -> None:
         F.cross_entropy(logits[:2], targets) + 0.5 * -(logits[2:].mean(1) - torch.logsumexp(logits[2:], dim=1)).mean()
     )
     assert outlier_exposure_loss(logits, targets, 0.5).item() == pytest.approx(reference.item(), rel=1e-6)
+    # A single outlier row still adds its term.
+    one = F.cross_entropy(logits[:2], targets) + 0.5 * uniform_cross_entropy(logits[2:3])
+    assert outlier_exposure_loss(logits[:3], targets, 0.5).item() == pytest.approx(one.item(), rel=1e-6)
     # Without an out batch it is plain cross-entropy.
     assert outlier_exposure_loss(logits[:2], targets).item() == pytest.approx(
         F.cross_entropy(logits[:2], targets).item()
