@@ -14,6 +14,7 @@ from training.evaluation.metrics import (
     aupr,
     auroc,
     calibration_errors,
+    detection_figures,
     detection_metrics,
     fpr_at_recall,
     reliability_bins,
@@ -220,3 +221,13 @@ def test_selective_risk_at_one_decision() -> None:
     correct = np.array([1, 1, 0, 0])
     assert selective_risk(correct, np.array([True, True, True, False])) == (0.75, pytest.approx(1 / 3))
     assert selective_risk(correct, np.zeros(4, dtype=bool)) == (0.0, 0.0)
+
+
+def test_detection_figures_count_an_anomaly_at_the_threshold_as_rejected() -> None:
+    # The gate rejects score >= threshold, so an anomaly scoring exactly the threshold is not accepted.
+    in_scores = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    anomalies = np.array([0.2, 0.5, 0.5, 0.9], np.float32)
+    figures = detection_figures(in_scores, anomalies, 0.5)
+    assert figures["accepted_fraction"] == 0.25
+    assert figures["auroc"] == pytest.approx((1 * 0.5 + 1 + 3 * 4) / 16)
+    assert detection_figures(in_scores, anomalies, 0.50001)["accepted_fraction"] == 0.75
