@@ -33,10 +33,11 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
         graph.write(b"\0")  # a checksum mismatch: a load failure (a directory without card.json is not one)
     instance = {"array": np.zeros((1, 28, 28)).tolist()}
     async with serve(model_dir=models, max_body_bytes=4096 * 1024) as (_, client):
+        served: list[dict[str, float]] = []
         for _ in range(2):
-            assert (
-                await client.post("/v1/models/lenient/predict", json={"instances": [instance] * 3})
-            ).status_code == 200
+            response = await client.post("/v1/models/lenient/predict", json={"instances": [instance] * 3})
+            assert response.status_code == 200
+            served += response.json()["predictions"]
         assert (await client.post("/v1/models/strict/predict", json={"instances": [instance] * 2})).status_code == 200
         v2 = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
         assert (await client.post("/v2/models/strict/infer", json=v2)).status_code == 200
@@ -57,6 +58,13 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
     assert value(metrics, "oegate_anomaly_score_count", model="lenient", version="1") == 6.0
     assert value(metrics, "oegate_anomaly_score_bucket", model="lenient", version="1", le="1.0") == 6.0
     assert value(metrics, "oegate_confidence_count", model="strict", version="1") == 3.0
+    # Each histogram observes its own quantity: its sum is the sum of what the responses said.
+    for histogram, field in (("oegate_anomaly_score_sum", "anomaly_score"), ("oegate_confidence_sum", "confidence")):
+        observed = value(metrics, histogram, model="lenient", version="1")
+        assert observed == pytest.approx(sum(p[field] for p in served), rel=1e-5), histogram
+    assert served[0]["anomaly_score"] != pytest.approx(
+        served[0]["confidence"], rel=1e-3
+    )  # the check can tell them apart
     # Each served version's card figures, for alerts that compare the observed reject rate with the expected one.
     target = json.loads((tiny_artifact / "card.json").read_text())["threshold"]["acceptance_target"]
     assert value(metrics, "oegate_model_threshold", model="lenient", version="1") == 1.0
