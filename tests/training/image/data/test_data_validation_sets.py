@@ -19,6 +19,7 @@ from training.image.anomalies.validation_sets import (
     DEFAULT_VALIDATION_SET_NAMES,
     GLYPH_SEED_OFFSET,
     VALIDATION_SET_NAMES,
+    _derangement_like,
     load_validation_anomalies,
 )
 from training.image.pool import fontglyphs
@@ -27,12 +28,18 @@ from training.image.pool.build import DRAWN_SEED, GLYPH_HELD_OUT_SCRIPT
 DIGITS = tuple(str(d) for d in range(10))
 
 
-def _digits(n: int = 40, seed: int = 0) -> InDistribution:
-    """Random 'digits' whose val split differs from train and test, and whose test split is sealed."""
+def _digits(n: int = 40, seed: int = 0, background: bool = False) -> InDistribution:
+    """Random 'digits' whose val split differs from train and test, and whose test split is sealed; with
+    `background`, the left half of every image is blank (0), as around a real digit."""
     rng = np.random.default_rng(seed)
-    split = lambda offset: ImageSet(  # noqa: E731
-        rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8), (np.arange(n) + offset) % 10
-    )
+
+    def images() -> np.ndarray:
+        drawn = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+        if background:
+            drawn[..., :14] = 0
+        return drawn
+
+    split = lambda offset: ImageSet(images(), (np.arange(n) + offset) % 10)  # noqa: E731
     data = InDistribution("digits", DIGITS, split(0), split(3), split(5), "random digits")
     return data.sealed()
 
@@ -70,7 +77,7 @@ def test_pairs_are_means_of_two_different_validation_images() -> None:
         ("val-mean-pair", lambda a, b: (a + b) / np.float32(2)),
         ("val-geomean-pair", lambda a, b: np.sqrt(a * b)),
     ):
-        images = load_validation_anomalies(name, data, n=30, seed=0).reshape(30, -1)
+        images = load_validation_anomalies(name, data, n=200, seed=0).reshape(200, -1)
         for image in images:  # brute force: exactly one ordered pair (i != j) of val images produces it
             matches = [
                 (i, j)
@@ -79,6 +86,15 @@ def test_pairs_are_means_of_two_different_validation_images() -> None:
                 if i != j and np.allclose(combine(val[i], val[j]), image, atol=1e-6)
             ]
             assert matches, name
+
+
+def test_the_tile_order_always_moves_at_least_half_of_them() -> None:
+    rng = np.random.default_rng(0)
+    for size in (2, 4, 16):
+        for _ in range(300):  # a plain random permutation of 2 or 4 would leave every tile in place now and then
+            order = _derangement_like(size, rng)
+            assert sorted(order) == list(range(size))
+            assert np.count_nonzero(order != np.arange(size)) >= size // 2
 
 
 def test_jigsaw_moves_at_least_half_the_tiles_of_one_validation_image() -> None:
@@ -94,13 +110,17 @@ def test_jigsaw_moves_at_least_half_the_tiles_of_one_validation_image() -> None:
 
 
 def test_speckle_and_pixelate_follow_their_formulas() -> None:
-    data = _digits()
+    data = _digits(background=True)
     val = _val(data)
     speckled = load_validation_anomalies("val-speckle", data, n=20, seed=0)
-    # x + x * z keeps zeros at zero and never adds ink where there was none.
+    # x + x * z keeps zeros at zero and never adds ink where there was none: the blank half stays blank, the inked
+    # half changes by a multiple of each pixel's own value.
     for image in speckled:
+        assert not image[..., :14].any() and image[..., 14:].any()
         candidates = [v for v in val if np.all((v == 0) <= (image == 0))]
         assert candidates
+    data = _digits()
+    val = _val(data)
     pixelated = load_validation_anomalies("val-pixelate", data, n=10, seed=0)
     # Grown back from 5 x 5 with a box filter: constant over blocks (28 / 5 is not whole, so blocks of 5-6 px).
     assert len(np.unique(pixelated[0])) <= 25
