@@ -6,7 +6,7 @@ import torch
 
 from training import train as train_module
 from training.config import OEConfig, OptimConfig
-from training.data.base import ImageSet
+from training.data.base import ImageSet, as_float
 from training.image.nets import NetConfig, build_net
 from training.train import Normalizer, train_stage
 
@@ -121,3 +121,35 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(
     previous.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
         _run(tmp_path / "broken", epochs=4, resume=True)
+
+
+def test_oe_batches_hold_ratio_times_the_outliers_each_seen_once_per_cycle_at_the_configured_weight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val, _ = _toy_data()
+    # 48 outliers, each one flat grey of its own level, so a batch row tells which outlier it is.
+    levels = np.arange(48, dtype=np.uint8) * 5 + 3
+    outliers = np.broadcast_to(levels[:, None, None, None], (48, 1, 8, 8)).copy()
+    normalize = Normalizer.fit(train.images)
+    net = build_net(NetConfig(width=4, dropout=0.5), 1, 2, 8, 8)
+    seen: list[tuple[int, int, float, list[float]]] = []
+    real_loss = train_module.outlier_exposure_loss
+
+    def recording_loss(logits: torch.Tensor, targets: torch.Tensor, oe_weight: float = 0.5) -> torch.Tensor:
+        seen.append((logits.shape[0], targets.shape[0], oe_weight, inputs[-1]))
+        return real_loss(logits, targets, oe_weight)
+
+    inputs: list[list[float]] = []
+    net.register_forward_pre_hook(lambda _, args: inputs.append(args[0][:, 0, 0, 0].tolist()) if net.training else None)
+    monkeypatch.setattr(train_module, "outlier_exposure_loss", recording_loss)
+    cfg = OEConfig(epochs=2, batch_size=16, lr=0.05, outlier_batch_ratio=0.75, weight=0.3)
+    train_stage(
+        stage="oe", net=net, normalize=normalize, train=train, val=val, cfg=cfg, run_dir=tmp_path, seed=0,
+        extra_state={}, outliers=outliers,
+    )  # fmt: skip
+    assert len(seen) == 2 * 4  # 64 training images in batches of 16, two epochs
+    assert all((rows, n_in, weight) == (16 + 12, 16, 0.3) for rows, n_in, weight, _ in seen)
+    expected = sorted(float(v) for v in normalize(torch.from_numpy(as_float(outliers)))[:, 0, 0, 0])
+    for epoch in range(2):  # 4 steps x 12 outliers: every outlier exactly once per epoch
+        rows = [value for _, _, _, batch in seen[4 * epoch : 4 * epoch + 4] for value in batch[16:]]
+        assert sorted(rows) == pytest.approx(expected)
