@@ -63,3 +63,10 @@ def test_the_report_lists_every_check_and_the_verdict() -> None:
     assert text.startswith("# m: candidate vs live 1\n\n**Promotion rule: PASSED**\n")
     assert "| captures: outliers rejected | 0.9000 | 0.5000 | >= live + 0.05 | yes |" in text
     assert "- near-duplicates removed: 7; over the per-source cap: 3; discarded by review: 2" in text
+
+
+def test_exactly_the_fewest_held_back_outliers_is_enough() -> None:
+    live = figures(0.96, 0.95, 0.50, None)  # 40 held-back outlier captures
+    for fewest, shown in ((40, True), (41, False)):
+        rows = check(PromotionRule(min_heldout_outliers=fewest), figures(0.96, 0.95, 0.60, None), live)
+        assert verdicts(rows)["held-back outlier captures"] is shown

@@ -74,6 +74,8 @@ def test_text_loso_table_shows_baseline_oe_ratio_and_the_reference_run() -> None
     assert summary["oe"]["worst_auroc"] == 0.90 and summary["oe"]["mean_fpr95"] == pytest.approx(0.27)
     assert summary["in_pool_oe"]["mean_auroc"] == pytest.approx(0.995)
     assert summary["baseline"]["worst_accepted_fraction"] == 0.70
+    three = rows | {"wordnet-en": {"baseline": _row(0.9, 0.1, 0.9), "oe": _row(0.99, 0.01, 0.60)}}
+    assert loso_summary(three)["oe"]["mean_accepted_fraction"] == pytest.approx(0.30)  # (0.20 + 0.10 + 0.60) / 3
     result = {
         "task": "text", "pool": "default-wordnet", "corpus_sentences": 100000, "oe_epochs": 2,
         "threshold_method": "pac", "acceptance_target": 0.95, "held_out_samples_per_group": 1000,
