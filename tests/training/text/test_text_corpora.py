@@ -28,7 +28,7 @@ from training.text.corpora import (
     load_text_oe_corpus,
     strip_wikitext,
 )
-from training.text.data import TextInDistribution
+from training.text.data import TextInDistribution, TextSet
 
 needs_fortunes = pytest.mark.skipif(
     not anomalies.FORTUNES_DIR.is_dir(), reason="needs the Debian package fortunes (`make apt-data` as root)"
@@ -289,3 +289,18 @@ def test_generated_groups_do_not_depend_on_the_hash_seed() -> None:
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         digests.add(done.stdout)
     assert len(digests) == 1
+
+
+def test_generated_validation_texts_take_training_lengths_and_shuffle_the_words() -> None:
+    # Every training utterance has exactly three words and every validation one six distinct words: random-words
+    # and random-character texts take their word counts from the training utterances, and a shuffled text mixes
+    # the words of several validation texts in a new order (never one of them verbatim).
+    train = TextSet(tuple(f"alpha{i} beta{i} gamma{i}" for i in range(30)), np.arange(30) % 2)
+    val_texts = tuple(" ".join(f"w{i}x{j}" for j in range(6)) for i in range(20))
+    data = TextInDistribution("toy", ("a", "b"), train, TextSet(val_texts, np.arange(20) % 2), train, "toy texts")
+    for name in ("val-random-words", "val-chars"):
+        texts = load_text_validation_anomalies(name, data, size=50, seed=0)
+        assert {len(text.split()) for text in texts} == {3}, name
+    shuffled = load_text_validation_anomalies("val-shuffled", data, size=50, seed=0)
+    assert all(len(text.split()) == 6 for text in shuffled)
+    assert not set(shuffled) & set(val_texts)
