@@ -43,6 +43,10 @@ def test_pad_pads_to_the_longest_with_pad_id_and_mask_zero(tokenizer: TextTokeni
     assert mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
     empty_ids, empty_mask = tokenizer.pad([])
     assert empty_ids.shape == empty_mask.shape == (0, 0)
+    # The padding id is the tokenizer's own, whatever it is (MiniLM's happens to be 0).
+    other = TextTokenizer(pretrained_dir() / "tokenizer.json", 8)
+    other.pad_token_id = 7
+    assert other.pad([[CLS, SEP], [CLS, 1037, SEP]])[0].tolist() == [[CLS, SEP, 7], [CLS, 1037, SEP]]
 
 
 def test_call_tokenizes_and_pads(tokenizer: TextTokenizer) -> None:
