@@ -54,6 +54,15 @@ MODULES: dict[str, list[str]] = {
         "tests/service/test_v2_errors.py",
     ],
     "service/batching.py": ["tests/service/test_batching.py"],
+    "service/metrics.py": [
+        "tests/service/test_metrics.py",
+        "tests/service/test_multiprocess_metrics.py",
+        "tests/service/test_hot_swap.py",
+    ],
+    "training/captures/promotion.py": ["tests/training/captures/test_promotion.py"],
+    "training/image/anomalies/validation_sets.py": ["tests/training/image/data/test_data_validation_sets.py"],
+    "training/text/anomalies.py": ["tests/training/text/test_text_corpora.py"],
+    "training/text/tokenize.py": ["tests/training/text/test_tokenize.py"],
     "service/inference.py": [
         "tests/service/test_native_api.py",
         "tests/service/test_v2_api.py",

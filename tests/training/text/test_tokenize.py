@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -64,3 +67,12 @@ def test_the_files_own_padding_and_truncation_are_overridden(tokenizer: TextToke
     assert tokenizer.tokenizer.padding is None  # ...ours does not, and truncates at its own max_length
     assert tokenizer.tokenizer.truncation is not None and tokenizer.tokenizer.truncation["max_length"] == 8
     assert tokenizer.encode(["hello world"]) == [[CLS, 7592, 2088, SEP]]
+
+
+def test_a_tokenizer_file_without_padding_pads_with_its_pad_token(tmp_path: Path) -> None:
+    spec = json.loads((pretrained_dir() / "tokenizer.json").read_text())
+    spec["padding"] = None
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    bare = TextTokenizer(tmp_path / "tokenizer.json", 8)
+    assert bare.pad_token_id == bare.tokenizer.token_to_id("[PAD]") == PAD
+    assert bare.pad([[CLS, SEP], [CLS, 1037, SEP]])[0].tolist() == [[CLS, SEP, PAD], [CLS, 1037, SEP]]
