@@ -62,9 +62,8 @@ async def test_metrics_after_a_known_mix_of_requests(serve, tmp_path: Path, tiny
     for histogram, field in (("oegate_anomaly_score_sum", "anomaly_score"), ("oegate_confidence_sum", "confidence")):
         observed = value(metrics, histogram, model="lenient", version="1")
         assert observed == pytest.approx(sum(p[field] for p in served), rel=1e-5), histogram
-    assert served[0]["anomaly_score"] != pytest.approx(
-        served[0]["confidence"], rel=1e-3
-    )  # the check can tell them apart
+    # ... and the check can tell the two quantities apart.
+    assert served[0]["anomaly_score"] != pytest.approx(served[0]["confidence"], rel=1e-3)
     # Each served version's card figures, for alerts that compare the observed reject rate with the expected one.
     target = json.loads((tiny_artifact / "card.json").read_text())["threshold"]["acceptance_target"]
     assert value(metrics, "oegate_model_threshold", model="lenient", version="1") == 1.0

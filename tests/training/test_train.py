@@ -132,6 +132,8 @@ def test_oe_batches_hold_ratio_times_the_outliers_each_seen_once_per_cycle_at_th
     outliers = np.broadcast_to(levels[:, None, None, None], (48, 1, 8, 8)).copy()
     normalize = Normalizer.fit(train.images)
     net = build_net(NetConfig(width=4, dropout=0.5), 1, 2, 8, 8)
+    # Each training forward pass's first pixel per row, and per loss call: rows, in-distribution rows, lambda, inputs.
+    inputs: list[list[float]] = []
     seen: list[tuple[int, int, float, list[float]]] = []
     real_loss = train_module.outlier_exposure_loss
 
@@ -139,7 +141,6 @@ def test_oe_batches_hold_ratio_times_the_outliers_each_seen_once_per_cycle_at_th
         seen.append((logits.shape[0], targets.shape[0], oe_weight, inputs[-1]))
         return real_loss(logits, targets, oe_weight)
 
-    inputs: list[list[float]] = []
     net.register_forward_pre_hook(lambda _, args: inputs.append(args[0][:, 0, 0, 0].tolist()) if net.training else None)
     monkeypatch.setattr(train_module, "outlier_exposure_loss", recording_loss)
     cfg = OEConfig(epochs=2, batch_size=16, lr=0.05, outlier_batch_ratio=0.75, weight=0.3)
