@@ -67,6 +67,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from training.data.base import DataError, MissingPackageError
+from training.data.rlazyload import lazyload_character_vectors
 from training.data.wheels import wheel_file
 from training.text.data import (
     TextInDistribution,
@@ -112,10 +113,14 @@ FAKER_RECORD_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "j
 WORDNET_DIR = Path("/usr/share/wordnet")
 WORDNET_PACKAGE = "wordnet-base"
 WORDNET_GROUP = "wordnet-en"
-ALL_OE_GROUPS = (*OE_GROUPS, WORDNET_GROUP)
+AUSTEN_DATABASE = Path("/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb")
+AUSTEN_PACKAGE = "r-cran-janeaustenr"
+AUSTEN_GROUP = "austen-dialogue"
+ALL_OE_GROUPS = (*OE_GROUPS, WORDNET_GROUP, AUSTEN_GROUP)
 OE_RECIPES = {
     "default": OE_GROUPS,
-    "default-wordnet": ALL_OE_GROUPS,
+    "default-wordnet": (*OE_GROUPS, WORDNET_GROUP),
+    "default-wordnet-austen": ALL_OE_GROUPS,
     "english": ("wikipedia-en", "news-en"),
 }
 OE_GROUP_CAP = 20_000
@@ -124,8 +129,10 @@ OE_HELDOUT_MODULUS = 20
 _SPACED_PUNCTUATION = re.compile(r" ([.,!?;:)])")
 # Characters that betray leftover markup or tables; a sentence holding any is dropped.
 _MARKUP_CHARACTERS = re.compile(r"[{}\[\]<>|=]|''|https?:")
-# A usage example inside a WordNet gloss: a double-quoted string.
-_WORDNET_EXAMPLE = re.compile(r'"([^"]+)"')
+# A usage example inside a WordNet gloss, or a speech inside a novel's paragraph: a double-quoted string.
+_QUOTED = re.compile(r'"([^"]+)"')
+# Punctuation that ends a speech cut short by "said he": replaced by a full stop.
+_SPEECH_CUT = ",;:-"
 
 
 def _yaml_loader() -> Any:
@@ -326,20 +333,44 @@ def wordnet_examples() -> list[str]:
                 continue
             _, bar, gloss = line.partition(" | ")
             if bar:
-                examples.extend(collapse_whitespace(m) for m in _WORDNET_EXAMPLE.findall(gloss))
+                examples.extend(collapse_whitespace(m) for m in _QUOTED.findall(gloss))
     return examples
+
+
+def austen_dialogue() -> list[str]:
+    """The sentences spoken in Jane Austen's six novels (Debian `r-cran-janeaustenr`, read without R by
+    `training.data.rlazyload`): every double-quoted span of a paragraph, italics marks (`_`) dropped, a dash pair
+    ("--") as a spaced dash, a span cut short by the narrator ("I am sure," said she) closed with a full stop, then
+    split into sentences. A speech running over several paragraphs (opened again at each) is not matched."""
+    if not AUSTEN_DATABASE.is_file():
+        raise MissingPackageError(AUSTEN_PACKAGE, str(AUSTEN_DATABASE), f"the {AUSTEN_GROUP} OE group")
+    sentences: list[str] = []
+    for novel in lazyload_character_vectors(AUSTEN_DATABASE):
+        lines = [line or "" for line in novel]
+        paragraphs = " ".join(line if line.strip() else "\n" for line in lines).split("\n")
+        for paragraph in paragraphs:
+            for span in _QUOTED.findall(paragraph.replace("_", "").replace("--", " - ")):
+                speech = collapse_whitespace(span)
+                if speech and speech[-1] in _SPEECH_CUT:
+                    speech = speech.rstrip(_SPEECH_CUT).rstrip() + "."
+                sentences.extend(split_sentences(speech))
+    return sentences
+
+
+EXTRA_GROUPS = {WORDNET_GROUP: wordnet_examples, AUSTEN_GROUP: austen_dialogue}
+"""Groups beyond the nine of `default_oe_sources`, each read only when a recipe names it."""
 
 
 @functools.cache
 def oe_group_sentences(group: str) -> tuple[str, ...]:
-    """One OE group's sentences (held-out slice included): the nine of `default_oe_sources`, or `wordnet-en`,
-    de-duplicated against those nine and capped like them. Only the groups a recipe names are read."""
+    """One OE group's sentences (held-out slice included): the nine of `default_oe_sources`, or one of
+    `EXTRA_GROUPS`, de-duplicated against those nine and capped like them. Only the groups a recipe names are read."""
     if group in OE_GROUPS:
         return default_oe_sources()[group]
-    if group != WORDNET_GROUP:
+    if group not in EXTRA_GROUPS:
         raise DataError(f"unknown OE corpus group '{group}'; groups: {', '.join(ALL_OE_GROUPS)}")
     seen = {s.casefold() for sentences in default_oe_sources().values() for s in sentences}
-    sentences = keep_sentences([s for s in wordnet_examples() if not _MARKUP_CHARACTERS.search(s)], seen=seen)
+    sentences = keep_sentences([s for s in EXTRA_GROUPS[group]() if not _MARKUP_CHARACTERS.search(s)], seen=seen)
     if len(sentences) > OE_GROUP_CAP:
         sentences = sorted(sentences, key=lambda t: zlib.crc32(t.encode("utf-8")))[:OE_GROUP_CAP]
     return tuple(sentences)
