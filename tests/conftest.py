@@ -30,6 +30,7 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "fonts-dejavu-extra": lambda: fontglyphs.DEJAVU_DIR / "DejaVuSansCondensed.ttf",
     "fonts-nanum": lambda: fontglyphs.NANUM_DIR,
     "wordnet-base": lambda: text_corpora.WORDNET_DIR / "data.noun",
+    "r-cran-janeaustenr": lambda: text_corpora.AUSTEN_DATABASE,
     # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),
     "prometheus": lambda: Path("/usr/bin/prometheus"),

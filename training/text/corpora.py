@@ -34,6 +34,9 @@ and scripts, none of them dialogue about the in-distribution topics:
 (Debian `wordnet-base`, `/usr/share/wordnet/data.{noun,verb,adj,adv}`: "she rubbed down her child with a sponge",
 "the country lay ruined after the war"): short everyday English about every kind of subject, the voice of the
 in-distribution dialogue rather than of articles and speeches. De-duplicated against the nine groups.
+**OE corpus, `default-wordnet-austen`**: those ten plus `austen-dialogue`, the spoken lines of Jane Austen's six
+novels (Debian `r-cran-janeaustenr`, read without R: `austen_dialogue`): people talking to each other about the
+subjects of their lives. De-duplicated against the nine groups.
 
 Each is split into sentences of 4 to 60 words, de-duplicated across groups and capped at `OE_GROUP_CAP` sentences
 (a fixed, seed-independent subset, so no one group dominates the OE batches). `english` is the first recipe,
@@ -341,7 +344,8 @@ def austen_dialogue() -> list[str]:
     """The sentences spoken in Jane Austen's six novels (Debian `r-cran-janeaustenr`, read without R by
     `training.data.rlazyload`): every double-quoted span of a paragraph, italics marks (`_`) dropped, a dash pair
     ("--") as a spaced dash, a span cut short by the narrator ("I am sure," said she) closed with a full stop, then
-    split into sentences. A speech running over several paragraphs (opened again at each) is not matched."""
+    split into sentences. Of a speech running over several paragraphs (opened again at each, closed at the last) only
+    the last paragraph is read."""
     if not AUSTEN_DATABASE.is_file():
         raise MissingPackageError(AUSTEN_PACKAGE, str(AUSTEN_DATABASE), f"the {AUSTEN_GROUP} OE group")
     sentences: list[str] = []

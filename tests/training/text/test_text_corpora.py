@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.rserialize import record, serialized
 from training.data.base import DataError, MissingPackageError
 from training.data.wheels import wheel_file
 from training.text import anomalies, corpora
@@ -187,6 +188,8 @@ def test_validation_sets(chatterbot: TextInDistribution) -> None:
     skipped = {"val-oe-heldout-wikipedia-bg", "val-heldout-classes"}  # 3 held-out sentences; needs held-out classes
     if not (corpora.WORDNET_DIR / "data.noun").exists():
         skipped.add("val-oe-heldout-wordnet-en")  # without Debian's wordnet-base (test_wordnet_group says so)
+    if not corpora.AUSTEN_DATABASE.exists():
+        skipped.add("val-oe-heldout-austen-dialogue")  # without Debian's r-cran-janeaustenr (test_austen_group)
     for name in [n for n in TEXT_VALIDATION_SETS if n not in skipped]:
         texts = load_text_validation_anomalies(name, chatterbot.sealed(), size=40, seed=2)
         assert len(texts) == 40 and all(texts)
@@ -304,3 +307,45 @@ def test_generated_validation_texts_take_training_lengths_and_shuffle_the_words(
     shuffled = load_text_validation_anomalies("val-shuffled", data, size=50, seed=0)
     assert all(len(text.split()) == 6 for text in shuffled)
     assert not set(shuffled) & set(val_texts)
+
+
+def test_austen_dialogue_is_the_quoted_speech_of_each_paragraph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    novel = [
+        "EMMA", "",
+        '"I am _quite_ sure," said she, "that he will come to-morrow. We shall see', 'him at noon."', "",
+        "Narration with no speech at all, however long it runs on.", "",
+        '"A speech over two paragraphs is opened again', "",
+        '"at the next one, and closed at its last."', "",
+        '"No--I mean of late; but indeed," cried Emma.',
+    ]  # fmt: skip
+    database = tmp_path / "Rdata.rdb"
+    database.write_bytes(record(serialized(novel)) + record(serialized(['"Is it you?" "It is."'], version=2)))
+    monkeypatch.setattr(corpora, "AUSTEN_DATABASE", database)
+    assert corpora.austen_dialogue() == [
+        "I am quite sure.",  # italics marks dropped; cut short by the narrator: closed with a full stop
+        "that he will come to-morrow.",  # a speech resumed after "said she" is its own span
+        "We shall see him at noon.",  # lines of one paragraph are joined
+        "at the next one, and closed at its last.",  # of a speech over paragraphs, only the closing one matches
+        "No - I mean of late; but indeed.",  # a dash pair spaced; only the span's last ',' becomes '.'
+        "Is it you?",
+        "It is.",
+    ]
+    monkeypatch.setattr(corpora, "AUSTEN_DATABASE", tmp_path / "absent.rdb")
+    with pytest.raises(MissingPackageError, match="r-cran-janeaustenr"):
+        corpora.austen_dialogue()
+
+
+@pytest.mark.needs_apt("r-cran-janeaustenr")
+def test_austen_group_and_its_recipe() -> None:
+    sources = corpora.default_oe_sources()
+    austen = corpora.oe_group_sentences("austen-dialogue")
+    assert 15_000 < len(austen) <= corpora.OE_GROUP_CAP
+    assert all(4 <= len(s.split()) <= 60 and '"' not in s and "_" not in s for s in austen)
+    assert not {s.casefold() for s in austen} & {s.casefold() for group in sources.values() for s in group}
+    recipe = load_text_oe_corpus("default-wordnet-austen", exclude=["wordnet-en"])
+    assert recipe == load_text_oe_corpus("default") + tuple(s for s in austen if not corpora.is_oe_heldout(s))
+    data = corpora.load_chatterbot(seed=0)
+    drawn = load_text_validation_anomalies("val-oe-heldout-austen-dialogue", data, size=50, seed=0)
+    assert len(drawn) == 50 and all(corpora.is_oe_heldout(s) and s in austen for s in drawn)
