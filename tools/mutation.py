@@ -63,6 +63,8 @@ MODULES: dict[str, list[str]] = {
     "training/image/anomalies/validation_sets.py": ["tests/training/image/data/test_data_validation_sets.py"],
     "training/text/anomalies.py": ["tests/training/text/test_text_corpora.py"],
     "training/text/tokenize.py": ["tests/training/text/test_tokenize.py"],
+    "training/export.py": ["tests/training/test_export.py", "tests/training/test_promote.py"],
+    "service/card.py": ["tests/service/test_card.py", "tests/training/test_card.py"],
     "service/inference.py": [
         "tests/service/test_native_api.py",
         "tests/service/test_v2_api.py",

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from service.card import ArtifactError, TextInputSpec, read_verified_card
+from service.card import ArtifactError, Card, ImageInputSpec, TextInputSpec, read_verified_card, sha256_file
 from tests.service.conftest import clone_artifact
 from training.artifact import read_card as training_read_card
 from training.card import Card as TrainingCard
@@ -75,8 +76,20 @@ def test_checksum_mismatch_is_refused(tmp_path: Path, tiny_artifact: Path) -> No
     directory = clone_artifact(tiny_artifact, tmp_path, "tiny", 1)
     with (directory / "model.onnx").open("ab") as f:
         f.write(b"\0")
-    with pytest.raises(ArtifactError, match=r"model\.onnx: sha256 mismatch"):
+    expected = json.loads((directory / "card.json").read_text())["sha256"]["model.onnx"]
+    actual = sha256_file(directory / "model.onnx")
+    with pytest.raises(ArtifactError) as caught:
         read_verified_card(directory, "tiny", 1)
+    # Twelve hex digits of each, enough to tell the two apart in a log line.
+    assert str(caught.value).endswith(f"model.onnx: sha256 mismatch (card {expected[:12]}..., file {actual[:12]}...)")
+
+
+def test_a_file_is_hashed_whole_whatever_its_size(tmp_path: Path) -> None:
+    content = bytes(range(256)) * ((3 << 20) // 256 + 7)  # over three of the 1 MiB blocks it is read in
+    (tmp_path / "blob").write_bytes(content)
+    assert sha256_file(tmp_path / "blob") == hashlib.sha256(content).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
 
 
 def test_missing_and_unparseable_cards_are_refused(tmp_path: Path, tiny_artifact: Path) -> None:
@@ -148,3 +161,36 @@ def test_invalid_text_cards_are_refused_with_the_reason(
     with pytest.raises(ArtifactError) as caught:
         read_verified_card(directory, "words", 1)
     assert message in str(caught.value)
+
+
+def test_summary_is_what_v1_models_shows_of_each_kind(tiny_artifact: Path, text_artifact: Path) -> None:
+    image = read_verified_card(tiny_artifact, "tiny", 1)
+    assert image.summary() == {
+        "task": "image",
+        "labels": [str(i) for i in range(10)],
+        "threshold": image.threshold.value,
+        "acceptance_target": 0.95,
+        "temperature": 1.7,
+        "input": {"name": "input", "shape": [1, 28, 28], "value_range": (0.0, 1.0)},
+        "evaluation": image.evaluation,
+        "created_at": image.created_at.isoformat(),
+    }
+    assert image.evaluation and isinstance(image.threshold.value, float)
+    text = read_verified_card(text_artifact, "words", 1)
+    summary = text.summary()
+    assert summary["task"] == "text" and summary["labels"] == text.labels
+    assert summary["input"] == {
+        "kind": "text",
+        "max_length": 16,
+        "truncation": "truncate",
+        "tokenizer": "tokenizer.json",
+    }
+
+
+def test_a_card_built_from_parsed_input_specs_keeps_their_kind(tiny_artifact: Path, text_artifact: Path) -> None:
+    """Cards are also built in code from spec objects (not dicts): the discriminator reads the object's `kind`."""
+    for directory, name in ((tiny_artifact, "tiny"), (text_artifact, "words")):
+        parsed = read_verified_card(directory, name, 1)
+        rebuilt = Card.model_validate({**parsed.model_dump(), "input": parsed.input})
+        assert rebuilt == parsed
+        assert type(rebuilt.input) is (TextInputSpec if name == "words" else ImageInputSpec)
