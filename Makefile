@@ -10,8 +10,9 @@ APT_DATA := $(shell grep -v '^\#' requirements/apt-data.txt)
 # Prometheus server + promtool. prometheus' postinst starts its daemon only under systemd or a SysV runlevel whose
 # rc.d links allow it (never in a container without init, nor with a policy-rc.d that denies it); the tests never
 # rely on that: they start their own Prometheus on a free port. wrk is the load generator `make bench` drives; a test
-# runs it against a local recorder.
-APT_TOOLS := docker-compose prometheus wrk
+# runs it against a local recorder. qemu-user emulates an x86 CPU without VNNI, on which a test runs the int8 text
+# graph (tests/training/text/test_int8_cpus.py).
+APT_TOOLS := docker-compose prometheus wrk qemu-user
 
 .PHONY: run test lint typecheck pytest mutation data apt-data models bench gpu-check clean venv venv-serve kserve-client audit \
 	lock wheelhouse base-image image image-train image-prometheus test-container

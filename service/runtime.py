@@ -34,6 +34,12 @@ PROBE_GRAPH = base64.b64decode(
 """A 71-byte ONNX graph, y = Identity(x) on float [1] (opset 13, IR 7): enough for a provider to initialise."""
 QUIET = 4  # onnxruntime log severity: fatal only
 ERRORS_ONLY = 3
+EXACT_INT8 = "session.x64quantprecision"
+"""Session config entry, set to "1" on every session: on x86 CPUs with AVX2 but without VNNI, onnxruntime's int8
+GEMM multiplies uint8 activations by int8 weights with VPMADDUBSW, whose int16 pair sums saturate, so a dynamically
+quantized text graph (`quantize_int8` in training/text/export.py) scores differently there than where it was
+calibrated (the tiny test net's logits moved 1.69 against fp32, 0.15 on a VNNI CPU). "1" selects onnxruntime's exact
+U8S8 kernel on those CPUs; on others, and for float graphs, it changes nothing."""
 
 
 @functools.cache
@@ -109,7 +115,8 @@ class Runtime:
         # Off: each run's tensors are malloc'd and freed (large ones mmap'd, so returned to the OS), instead of an
         # arena that keeps the largest batch's peak for the life of the session (service/settings.py).
         options.enable_cpu_mem_arena = cpu_mem_arena
-        options.log_severity_level = 3  # errors only; the provider fallback is reported by us, below
+        options.log_severity_level = ERRORS_ONLY  # the provider fallback is reported by us, below
+        options.add_session_config_entry(EXACT_INT8, "1")
         try:
             self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=usable)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs

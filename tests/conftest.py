@@ -36,6 +36,8 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "prometheus": lambda: Path("/usr/bin/prometheus"),
     # The HTTP load generator the benchmark drives (tests/bench/test_wrk.py runs it against a local recorder).
     "wrk": lambda: Path("/usr/bin/wrk"),
+    # User-mode CPU emulation: the int8 text graph on an x86 CPU without VNNI (tests/training/text/test_int8_cpus.py).
+    "qemu-user": lambda: Path("/usr/bin/qemu-x86_64"),
 }
 
 

@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.artifact import load_artifact, sha256_file
+from training.artifact import load_artifact, session_options, sha256_file
 from training.calibrate import Threshold
 from training.card import OUTPUT_NAMES, Card, ImageInputSpec, ThresholdSpec
 from training.scores import anomaly_score_from_kl, kl_uniform, rescaled_confidence
@@ -119,7 +119,7 @@ def write_onnx(
 
 def max_abs_difference(gate: Gate, onnx_path: Path, images: np.ndarray) -> dict[str, float]:
     """Max |ORT - torch| per output on float32 images in [0, 1]."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), sess_options=session_options(), providers=["CPUExecutionProvider"])
     ort_outputs = session.run(list(OUTPUT_NAMES), {"input": images.astype(np.float32)})
     with torch.no_grad():
         torch_outputs = gate.eval()(torch.from_numpy(images.astype(np.float32)))

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 
 from service.card import OUTPUT_NAMES, sha256_file
 from service.codecs.text import TokenBatch
+from service.runtime import EXACT_INT8
 from tests.service.conftest import b64, clone_artifact, digit_like, png_bytes
 from tests.text_artifacts import LABELS, MAX_LENGTH, PAD_TOKEN_ID, THRESHOLD, minilm_tokenizer
 
@@ -45,7 +46,11 @@ def token_ids(text: str) -> list[int]:
 
 
 def run_graph(version_dir: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.add_session_config_entry(EXACT_INT8, "1")  # as the service runs it, on any CPU
+    session = ort.InferenceSession(
+        str(version_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
     return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), feed), strict=True))
 

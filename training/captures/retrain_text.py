@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from training.artifact import Artifact, read_card, run_text_session
+from training.artifact import Artifact, read_card, run_text_session, session_options
 from training.captures.compare import (
     capture_repeats,
     figures,
@@ -78,7 +78,7 @@ def _live_text_checkpoint(live: Artifact, ctx: TextContext) -> tuple[TextClassif
         if quantized:
             quantize_int8(graph, Path(scratch) / "model.onnx")
             graph = Path(scratch) / "model.onnx"
-        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph), sess_options=session_options(), providers=["CPUExecutionProvider"])
         ours = run_text_session(session, ctx.tokenizer, texts)["anomaly_score"]
     difference = float(np.max(np.abs(ours - live.run_texts(texts)["anomaly_score"])))
     if not difference < PARITY_TOLERANCE:

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.artifact import run_text_session, sha256_file
+from training.artifact import run_text_session, session_options, sha256_file
 from training.calibrate import Threshold
 from training.card import OUTPUT_NAMES, Card, TextInputSpec
 from training.export import (
@@ -92,9 +92,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
 def max_abs_difference(gate: TextGate, path: Path, tokenizer: TextTokenizer, texts: Sequence[str]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from tests.training.text.conftest import (
     publish_tiny_text,
     random_ids,
 )
-from training.artifact import load_artifact, read_card, sha256_file
+from training.artifact import load_artifact, read_card, session_options, sha256_file
 from training.calibrate import Threshold
 from training.export import ArtifactExistsError
 from training.text import export as export_module
@@ -34,7 +34,7 @@ OUTPUTS = ("logits", "probs", "kl_uniform", "anomaly_score", "confidence")
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
 def _torch_outputs(input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
