@@ -271,8 +271,13 @@ def test_held_out_classes_are_recorded_and_validated_as_out_of_scope(tmp_path: P
     card = load_artifact(artifact).card
     assert card.labels == ["cooking", "sports"]
     assert card.training["data"]["held_out_classes"] == ["space"]
+    # The 60 'space' rows are in no split: 120 rows of the two kept topics are.
+    splits = card.training["data"]
+    assert splits["train_samples"] + splits["val_samples"] + splits["test_samples"] == 120
+    # How well a 4-epoch tiny net tells 'space' apart is not asserted: across seeds 0-5 its AUROC ranged from 0.45 to
+    # 0.91 here, and seed 3 gave 0.91 on this CPU and 0.78 on an emulated Haswell (qemu-user). What is checked is that
+    # `validate` rebuilds the card's figure from the card alone (the set's contents: test_text_corpora.py).
     held = card.evaluation["val_anomalies"]["val-heldout-classes"]
-    assert held["auroc"] > 0.9  # 'space' words share nothing with the two trained topics
     out = io.StringIO()
     with forbidden_test_sets(), contextlib.redirect_stdout(out):
         assert main(["validate", "--artifact", str(artifact), "--sets", "val-heldout-classes", "--samples", "40"]) == 0
