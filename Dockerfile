@@ -38,7 +38,8 @@ FROM base AS train
 ARG WHEELHOUSE=0
 ARG PIP_INDEX_URL=https://pypi.org/simple
 # Debian packages with the OE pool, the glyph fonts, WordNet, Austen's novels and the test anomaly sets:
-# requirements/apt-data.txt, the list `make apt-data` installs. DEBIAN_MIRROR points apt at a mirror or cache (air-gapped).
+# requirements/apt-data.txt, the list `make apt-data` installs. DEBIAN_MIRROR points apt at a mirror or cache
+# (air-gapped).
 ARG DEBIAN_MIRROR=
 COPY requirements/apt-data.txt requirements/
 # hadolint ignore=DL3008,SC2046
