@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from training.artifact import run_text_session, session_options, sha256_file
@@ -72,7 +74,6 @@ def quantize_int8(source: Path, target: Path) -> None:
     """onnxruntime's dynamic int8 quantization: weights int8 per output channel, activations quantized per batch at
     run time. Per-tensor scales moved the default OE model's validation accuracy by 2 of 189 texts and one AUROC by
     0.58 points against fp32; per-channel by 1 text and at most 0.21 points (reports/topics/choices.md)."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The dynamo exporter records intermediate shapes traced at the example's size; the quantizer re-runs ONNX shape
@@ -89,6 +90,38 @@ def quantize_int8(source: Path, target: Path) -> None:
     finally:
         root.setLevel(level)
         plain.unlink(missing_ok=True)
+    quantized = onnx.load(str(target))
+    unsigned_weights(quantized)
+    onnx.save(quantized, str(target))
+
+
+def unsigned_weights(model: onnx.ModelProto) -> int:
+    """Store each MatMulInteger's int8 weights q as uint8 q + 128 with zero point 128, in place; returns how many.
+
+    The integer products are the same ((a - za) * q), so outputs do not change, but onnxruntime then runs a U8U8
+    GEMM, which is exact on every CPU: its U8S8 kernel saturates on x86 CPUs with AVX2 and no VNNI unless the host
+    sets `session.x64quantprecision` (service/runtime.py), which another onnxruntime host may not. Same speed here
+    (40 ms per batch of 32 texts for version 2's graph either way, one thread, a VNNI CPU)."""
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    converted = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger" or node.input[1] not in initializers:
+            continue
+        weights = numpy_helper.to_array(initializers[node.input[1]])
+        if weights.dtype != np.int8:
+            continue
+        if len(node.input) < 4 or node.input[3] not in initializers:
+            raise ValueError(f"MatMulInteger {node.name}: int8 weights without a constant zero point")
+        zero_point = numpy_helper.to_array(initializers[node.input[3]])
+        if zero_point.any():
+            raise ValueError(f"MatMulInteger {node.name}: int8 weights with a nonzero zero point")
+        shifted = (weights.astype(np.int16) + 128).astype(np.uint8)
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(shifted, node.input[1]))
+        initializers[node.input[3]].CopyFrom(
+            numpy_helper.from_array(np.full(zero_point.shape, 128, np.uint8), node.input[3])
+        )
+        converted += 1
+    return converted
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -137,7 +170,10 @@ def publish_text_artifact(
         graph: dict[str, Any] = {"onnx_vs_torch_max_abs_diff": differences, "fp32_bytes": fp32.stat().st_size}
         if quantize:
             quantize_int8(fp32, onnx_path)
-            graph["quantization"] = "onnxruntime dynamic int8 (QInt8 per-channel weights, activations per batch)"
+            graph["quantization"] = (
+                "onnxruntime dynamic int8 (QInt8 per-channel weights, stored as uint8 with zero point 128; "
+                "activations per batch)"
+            )
             graph["int8_bytes"] = onnx_path.stat().st_size
             graph["int8_vs_fp32_max_abs_diff"] = _graph_difference(fp32, onnx_path, tokenizer, check_texts)
             fp32.unlink()
