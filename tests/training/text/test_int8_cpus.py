@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,26 @@ def test_the_export_stores_int8_weights_as_uint8_with_zero_point_128(
     )
     model = onnx.load(str(signed / "model.onnx"))
     assert unsigned_weights(model) == 13 and unsigned_weights(model) == 0  # once converted, nothing left to convert
+
+
+def test_weights_the_shift_would_change_are_refused(tmp_path: Path, text_tokenizer: TextTokenizer) -> None:
+    directory = publish_tiny_text(tmp_path / "models", text_tokenizer, quantize=True)
+    signed = with_int8_weights(directory, tmp_path / "signed" / "tiny-text" / "1")
+    model = onnx.load(str(signed / "model.onnx"))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    node = next(node for node in model.graph.node if node.op_type == "MatMulInteger")
+    zero_point = numpy_helper.to_array(initializers[node.input[3]]).copy()
+    zero_point.flat[0] = 1  # asymmetric int8 weights: q + 128 with zero point 128 would no longer be the same product
+    initializers[node.input[3]].CopyFrom(numpy_helper.from_array(zero_point, node.input[3]))
+    with pytest.raises(
+        ValueError, match=rf"^MatMulInteger {re.escape(node.name)}: int8 weights with a nonzero zero point$"
+    ):
+        unsigned_weights(model)
+    del node.input[3]
+    with pytest.raises(
+        ValueError, match=rf"^MatMulInteger {re.escape(node.name)}: int8 weights without a constant zero point$"
+    ):
+        unsigned_weights(model)
 
 
 @pytest.mark.needs_apt("qemu-user")
