@@ -90,13 +90,18 @@ def with_int8_weights(directory: Path, target: Path) -> Path:
     return target
 
 
-def test_the_export_stores_int8_weights_as_uint8_with_zero_point_128(
-    tmp_path: Path, text_tokenizer: TextTokenizer
-) -> None:
-    directory = publish_tiny_text(tmp_path / "models", text_tokenizer, quantize=True)
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory, text_tokenizer: TextTokenizer) -> tuple[Path, Path]:
+    """One tiny int8 artifact as the export writes it (uint8 weights) and its copy with int8 weights; read only."""
+    root = tmp_path_factory.mktemp("int8")
+    unsigned = publish_tiny_text(root / "models", text_tokenizer, quantize=True)
+    return unsigned, with_int8_weights(unsigned, root / "signed" / "tiny-text" / "1")
+
+
+def test_the_export_stores_int8_weights_as_uint8_with_zero_point_128(quantized: tuple[Path, Path]) -> None:
+    directory, signed = quantized
     dtypes = weight_dtypes(directory / "model.onnx")
     assert len(dtypes) == 2 * 13 and set(dtypes) == {np.dtype(np.uint8)}  # 13 MatMulIntegers: weights, zero points
-    signed = with_int8_weights(directory, tmp_path / "signed" / "tiny-text" / "1")
     assert set(weight_dtypes(signed / "model.onnx")) == {np.dtype(np.int8)}
     # The same integer products: the two graphs agree to the last bit on this CPU.
     np.testing.assert_array_equal(
@@ -106,9 +111,8 @@ def test_the_export_stores_int8_weights_as_uint8_with_zero_point_128(
     assert unsigned_weights(model) == 13 and unsigned_weights(model) == 0  # once converted, nothing left to convert
 
 
-def test_weights_the_shift_would_change_are_refused(tmp_path: Path, text_tokenizer: TextTokenizer) -> None:
-    directory = publish_tiny_text(tmp_path / "models", text_tokenizer, quantize=True)
-    signed = with_int8_weights(directory, tmp_path / "signed" / "tiny-text" / "1")
+def test_weights_the_shift_would_change_are_refused(quantized: tuple[Path, Path]) -> None:
+    _, signed = quantized
     model = onnx.load(str(signed / "model.onnx"))
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     node = next(node for node in model.graph.node if node.op_type == "MatMulInteger")
@@ -128,9 +132,10 @@ def test_weights_the_shift_would_change_are_refused(tmp_path: Path, text_tokeniz
 
 @pytest.mark.needs_apt("qemu-user")
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86 CPU in user mode on an x86 host")
-def test_the_int8_graph_scores_alike_on_a_cpu_without_vnni(tmp_path: Path, text_tokenizer: TextTokenizer) -> None:
-    unsigned = publish_tiny_text(tmp_path / "models", text_tokenizer, quantize=True)
-    signed = with_int8_weights(unsigned, tmp_path / "signed" / "tiny-text" / "1")
+def test_the_int8_graph_scores_alike_on_a_cpu_without_vnni(
+    tmp_path: Path, text_tokenizer: TextTokenizer, quantized: tuple[Path, Path]
+) -> None:
+    unsigned, signed = quantized
     input_ids, attention_mask = text_tokenizer(TEXTS)
     np.savez(tmp_path / "inputs.npz", input_ids=input_ids, attention_mask=attention_mask)
     here = load_artifact(unsigned).run_texts(TEXTS)["logits"]
