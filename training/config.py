@@ -288,4 +288,6 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-Stage = Literal["baseline", "oe"]
+Stage = Literal["baseline", "oe", "matched"]
+"""A training stage: the baseline, the OE fine-tune, or (text) the matched fine-tune: the OE stage without the OE term,
+whose net is the text baseline twin (`oe.matched_twin`)."""

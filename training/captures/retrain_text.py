@@ -61,7 +61,7 @@ PARITY_TEXTS = 64
 def _live_text_checkpoint(live: Artifact, ctx: TextContext) -> tuple[TextClassifier | None, str]:
     """(net, why) from the live version's checkpoint, or (None, why not)."""
     run_dir, stage = live.card.training.get("run_dir"), live.card.training.get("stage")
-    if not run_dir or stage not in ("baseline", "oe"):
+    if not run_dir or stage not in ("baseline", "oe", "matched"):
         return None, "the live card names no run directory or stage"
     path = text_checkpoint_path(Path(run_dir), stage)
     if not path.is_file():

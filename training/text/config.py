@@ -96,6 +96,11 @@ class TextOEConfig(TextOptimConfig):
     splices: int = Field(default=0, ge=0)
     """Add this many OE sentences recombined from training texts to the corpus: the opening words of one joined to
     the closing words of a text of another class (`training/text/splices.py`). 0 (default): none."""
+    matched_twin: bool = True
+    """Publish as the baseline twin the baseline fine-tuned once more by this stage without the OE term (the same
+    epochs, schedule, learning rates, in-distribution batches and seed; no outlier batches): the control that differs
+    from the OE twin by OE alone, so the pair compares at equal training (reports/topics/choices.md, "The baseline
+    twin's care"). false: the baseline stage's net, as text versions 1 and 2 were published."""
     swaps: int = Field(default=0, ge=0)
     """Add this many OE sentences made from training texts by replacing their nouns with common WordNet nouns the
     training split never uses: in-voice, off-topic (`training/text/swaps.py`). 0 (default): none."""

@@ -1,4 +1,6 @@
-"""The text pipeline: data -> baseline -> OE fine-tune -> calibrate on the served graph -> export, as for images.
+"""The text pipeline: data -> baseline -> OE fine-tune (and its matched twin) -> calibrate on the served graph ->
+export, as for images. The baseline twin is, by default (`oe.matched_twin`), the baseline fine-tuned by the OE stage
+without the OE term, so the two published nets differ by OE alone.
 
 The test split is sealed from the start and no test anomaly set is loaded: temperature, threshold and the card's
 validation summary come from the validation split and the validation anomaly sets (`training/text/anomalies.py`);
@@ -27,7 +29,7 @@ from training.config import Stage
 from training.evaluation.metrics import detection_figures
 from training.pipeline import open_run_dir, set_threads, validation_summary_record
 from training.text.anomalies import load_text_validation_anomalies
-from training.text.config import TextPipelineConfig
+from training.text.config import TextOptimConfig, TextPipelineConfig
 from training.text.corpora import load_text_in_distribution, load_text_oe_corpus
 from training.text.data import TextInDistribution
 from training.text.encoder import pretrained_dir
@@ -121,6 +123,17 @@ def run_text_outlier_exposure(ctx: TextContext, start_from: nn.Module, corpus: S
     return net, len(corpus)
 
 
+def run_text_matched_twin(ctx: TextContext, start_from: nn.Module) -> nn.Module:
+    """Fine-tune a copy of `start_from` as the OE stage does (its config, seed and in-distribution batches), with
+    cross-entropy alone: the baseline twin that differs from the OE twin by the OE term only."""
+    net = copy.deepcopy(start_from)
+    train_text_stage(
+        stage="matched", net=net, tokenizer=ctx.tokenizer, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
+        run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), resume=ctx.resume,
+    )  # fmt: skip
+    return net
+
+
 def text_net_from_checkpoint(path: Path, ctx: TextContext) -> TextClassifier:
     """The classifier a text checkpoint holds (its own net config), checked against the context's labels."""
     state = load_checkpoint(path)
@@ -153,6 +166,18 @@ def validation_summary(ctx: TextContext, run: GraphRunner) -> tuple[Threshold, d
         "(built from the training data, noise and held-out slices of the OE corpus), on the served graph",
     )  # fmt: skip
     return threshold, evaluation
+
+
+def matched_record(cfg: TextPipelineConfig) -> dict[str, Any]:
+    """The card's account of a matched twin's second stage: the OE stage's optimisation, without its OE term."""
+    fields = TextOptimConfig.model_fields
+    return {
+        **{key: value for key, value in cfg.oe.model_dump(mode="json").items() if key in fields},
+        "oe_weight": 0.0,
+        "outlier_batches": None,
+        "note": "the OE stage's epochs, schedule, learning rates, in-distribution batches and seed; cross-entropy "
+        "alone (oe.matched_twin)",
+    }
 
 
 def publish_text(
@@ -200,6 +225,7 @@ def publish_text(
         "net": cfg.net.model_dump(mode="json"),
         "baseline": cfg.baseline.model_dump(mode="json"),
         "oe": cfg.oe.model_dump(mode="json") if stage == "oe" else None,
+        "matched_fine_tune": matched_record(cfg) if stage == "matched" else None,
         "temperature_fitted_on": "val (torch fp32 logits, NLL)",
         **(extra_training or {}),
     }
@@ -231,16 +257,19 @@ def run_text_pipeline(
     corpus = load_corpus(ctx) if cfg.oe.enabled else None
     baseline = run_text_baseline(ctx)
     oe_net, corpus_size = run_text_outlier_exposure(ctx, baseline, corpus) if corpus is not None else (None, None)
+    twin: nn.Module = baseline
+    twin_stage: Stage = "baseline"
+    if corpus is not None and cfg.oe.matched_twin and cfg.export.enabled and cfg.export.baseline_name:
+        twin, twin_stage = run_text_matched_twin(ctx, baseline), "matched"
     published: list[Path] = []
     if cfg.export.enabled:
         if cfg.export.baseline_name:
-            published.append(
-                publish_text(ctx, baseline, name=cfg.export.baseline_name, stage="baseline", corpus_size=None)
-            )
+            published.append(publish_text(ctx, twin, name=cfg.export.baseline_name, stage=twin_stage, corpus_size=None))
         if oe_net is not None:
             published.append(publish_text(ctx, oe_net, name=cfg.export.name, stage="oe", corpus_size=corpus_size))
     summary = {"published": [str(p) for p in published], "checkpoints": {
-        stage: str(text_checkpoint_path(ctx.run_dir, stage)) for stage in ("baseline", "oe")
+        stage: str(text_checkpoint_path(ctx.run_dir, stage)) for stage in ("baseline", "oe", "matched")
+        if stage != "matched" or twin_stage == "matched"
     }}  # fmt: skip
     (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return published

@@ -1,4 +1,6 @@
-"""The text training loop for one stage: the baseline (cross-entropy) or OE fine-tuning (CE + lambda * uniform CE).
+"""The text training loop for one stage: the baseline (cross-entropy), OE fine-tuning (CE + lambda * uniform CE), or
+the matched fine-tune (the OE stage's epochs, schedule, learning rates and in-distribution batches, cross-entropy
+alone: the baseline twin that differs from the OE twin by the OE term only).
 
 As the image loop (`training/train.py`): every epoch's randomness is derived from (run seed, stage, epoch), so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would have; one checkpoint per epoch. Texts are
@@ -28,7 +30,7 @@ from training.text.tokenize import TextTokenizer
 from training.train import completed_stage, end_epoch, start_or_resume, step_on
 
 log = logging.getLogger(__name__)
-_STAGE_SEED = {"baseline": 1, "oe": 2}
+_STAGE_SEED = {"baseline": 1, "oe": 2, "matched": 2}  # matched draws the OE stage's batches
 EVAL_BATCH = 128
 
 
@@ -106,12 +108,16 @@ def train_text_stage(
 ) -> dict[str, Any]:
     """Train `net` in place for `cfg.epochs` epochs (resuming if asked), checkpointing after each epoch.
 
-    `outliers` turns on the OE objective; `cfg` must then be a TextOEConfig. Returns the final checkpoint state.
+    `outliers` turns on the OE objective; `cfg` must then be a TextOEConfig. Stage "matched" takes the OE stage's
+    TextOEConfig and no outliers: the same in-distribution batches in the same order, cross-entropy alone. Returns the
+    final checkpoint state.
     """
     if train.labels is None or val.labels is None:
         raise ValueError("training needs labelled train and val sets")
     if outliers is not None and not isinstance(cfg, TextOEConfig):
         raise TypeError("outliers need a TextOEConfig")
+    if stage == "matched" and (outliers is not None or not isinstance(cfg, TextOEConfig)):
+        raise TypeError("the matched stage takes the OE stage's TextOEConfig and no outliers")
     run_dir.mkdir(parents=True, exist_ok=True)
     path = text_checkpoint_path(run_dir, stage)
     optimizer = _optimizer(net, cfg)
@@ -124,8 +130,9 @@ def train_text_stage(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup = math.ceil(cfg.warmup_fraction * total_steps)
-    out_batch = round(cfg.batch_size * cfg.outlier_batch_ratio) if isinstance(cfg, TextOEConfig) else 0
-    weight = cfg.weight if isinstance(cfg, TextOEConfig) else 0.0
+    oe_cfg = cfg if outliers is not None and isinstance(cfg, TextOEConfig) else None  # the matched stage: None
+    out_batch = round(cfg.batch_size * oe_cfg.outlier_batch_ratio) if oe_cfg else 0
+    weight = oe_cfg.weight if oe_cfg else 0.0
     state: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([seed, _STAGE_SEED[stage], epoch])

@@ -39,8 +39,11 @@ def weather_texts(count: int, seed: int) -> list[str]:
 def test_a_text_model_retrains_on_captures_from_two_replicas(tmp_path: Path) -> None:
     config = write_config(tmp_path, *write_user_data(tmp_path))
     staging = ["--set", f"export.models_dir='{tmp_path / 'staging'}'"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["pipeline", "--config", str(config), *staging]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):  # the baseline twin as text versions 1 and 2 were published
+        assert main(["pipeline", "--config", str(config), *staging, "--set", "oe.matched_twin=false"]) == 0
+    twin = load_artifact(tmp_path / "staging" / "topics-baseline" / "1").card.training
+    assert (twin["stage"], twin["matched_fine_tune"]) == ("baseline", None)
+    assert not (tmp_path / "run" / "checkpoints" / "matched.pt").exists()
     promote(MODEL, 1, staging=tmp_path / "staging", models=tmp_path / "models")
     live = load_artifact(tmp_path / "models" / MODEL / "1")
 

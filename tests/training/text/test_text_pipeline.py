@@ -14,12 +14,17 @@ import pytest
 
 from service.card import read_verified_card
 from training.artifact import load_artifact
+from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.evaluation import evaluate as evaluate_module
 from training.text import anomalies as text_anomalies
 from training.text.config import load_text_config
 from training.text.data import SealedTextSet
+from training.text.encoder import pretrained_dir
+from training.text.nets import TextNetConfig, build_text_net
 from training.text.pipeline import prepare_text
+from training.text.tokenize import TextTokenizer
+from training.text.train import predict_text_logits
 
 TOPICS = {
     "cooking": ["recipe", "oven", "bake", "flour", "sugar", "butter", "dough", "kitchen", "whisk", "simmer"],
@@ -118,7 +123,7 @@ def test_pipeline_publishes_both_versions_from_validation_data(text_run: tuple[P
     assert out[:2] == [str(baseline), str(oe)]
     assert out[2].startswith("topics-baseline/1: val accuracy ") and out[3].startswith("topics-oe/1: val accuracy ")
     assert "val anomaly sets: mean AUROC" in out[3]
-    for path, stage in ((baseline, "baseline"), (oe, "oe")):
+    for path, stage in ((baseline, "matched"), (oe, "oe")):
         card = load_artifact(path).card
         assert read_verified_card(path, path.parent.name, 1).task == "text"
         assert card.task == "text" and card.labels == ["cooking", "space", "sports"] and card.num_classes == 3
@@ -145,6 +150,38 @@ def test_pipeline_publishes_both_versions_from_validation_data(text_run: tuple[P
     summary = json.loads((directory / "run" / "summary.json").read_text())
     assert summary["published"] == [str(baseline), str(oe)]
     assert json.loads((directory / "run" / "config.json").read_text())["task"] == "text"
+
+
+def _checkpoint_logits(path: Path, texts: list[str]) -> np.ndarray:
+    state = load_checkpoint(path)
+    net = build_text_net(TextNetConfig.model_validate(state["config"]["net"]), 3, 0, pretrained=False)
+    net.load_state_dict(state["net_state"])
+    return predict_text_logits(net.eval(), TextTokenizer(pretrained_dir() / "tokenizer.json", 16), texts).numpy()
+
+
+@pytest.mark.slow
+def test_the_baseline_twin_is_the_oe_stage_without_the_oe_term(text_run: tuple[Path, list[str]]) -> None:
+    """`oe.matched_twin` (default): the published baseline twin is the baseline fine-tuned by the OE stage's settings
+    with cross-entropy alone, so the pair differs by OE only; its card says so and points at its checkpoint."""
+    directory, _ = text_run
+    run = directory / "run"
+    stages = [json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["baseline"] * 4 + ["oe", "matched"]  # 4 baseline epochs, then 1 each as oe.epochs
+    checkpoints = json.loads((run / "summary.json").read_text())["checkpoints"]
+    assert checkpoints == {stage: str(run / "checkpoints" / f"{stage}.pt") for stage in ("baseline", "oe", "matched")}
+    twin = load_artifact(directory / "models" / "topics-baseline" / "1")
+    training = twin.card.training
+    assert training["stage"] == "matched" and training["oe"] is None
+    matched = training["matched_fine_tune"]
+    assert (matched["epochs"], matched["batch_size"], matched["lr"], matched["head_lr"]) == (1, 16, 1e-3, 1e-2)
+    assert matched["oe_weight"] == 0.0 and matched["outlier_batches"] is None
+    assert load_artifact(directory / "models" / "topics-oe" / "1").card.training["matched_fine_tune"] is None
+    # The graph holds the matched stage's weights, not the baseline stage's.
+    texts = ["bake the dough", "a rocket in orbit", "the referee and the coach", "tax law bank river"]
+    served = twin.run_texts(texts)["logits"]
+    from_matched = np.abs(served - _checkpoint_logits(run / "checkpoints" / "matched.pt", texts)).max()
+    from_baseline = np.abs(served - _checkpoint_logits(run / "checkpoints" / "baseline.pt", texts)).max()
+    assert from_matched < 0.1 < from_baseline
 
 
 @pytest.mark.slow
@@ -270,6 +307,7 @@ def test_held_out_classes_are_recorded_and_validated_as_out_of_scope(tmp_path: P
     artifact = tmp_path / "models" / "topics-baseline" / "1"
     card = load_artifact(artifact).card
     assert card.labels == ["cooking", "sports"]
+    assert card.training["stage"] == "baseline"  # no OE stage, so no matched fine-tune
     assert card.training["data"]["held_out_classes"] == ["space"]
     # The 60 'space' rows are in no split: 120 rows of the two kept topics are.
     splits = card.training["data"]

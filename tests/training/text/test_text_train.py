@@ -129,6 +129,45 @@ def test_oe_steps_forward_in_and_outlier_texts_together(
     assert calls == [(8, 8, 0.0), (8, 8, 0.0), (8, 8, 0.0), (6, 6, 0.0)]
 
 
+def test_the_matched_stage_repeats_the_oe_stage_without_the_oe_term(
+    tokenizer: TextTokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matched twin's stage: the OE stage's in-distribution batches, order and learning rates, step for step,
+    with no outlier rows and the OE term's weight 0."""
+    steps: list[tuple[list[int], int, float, list[float]]] = []
+    real_loss, real_step = train_module.outlier_exposure_loss, train_module.step_on
+    seen: dict[str, Any] = {}
+
+    def loss_spy(logits: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+        seen.update(y=y.tolist(), rows=logits.shape[0], weight=weight)
+        return real_loss(logits, y, weight)
+
+    def step_spy(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+        steps.append((seen["y"], seen["rows"], seen["weight"], [g["lr"] for g in optimizer.param_groups]))
+        return real_step(optimizer, loss)
+
+    monkeypatch.setattr(train_module, "outlier_exposure_loss", loss_spy)
+    monkeypatch.setattr(train_module, "step_on", step_spy)
+    cfg = TextOEConfig(epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2, warmup_fraction=0.25, outlier_batch_ratio=0.5)
+    runs: dict[str, list[tuple[list[int], int, float, list[float]]]] = {}
+    for stage, outliers in (("oe", OUTLIERS), ("matched", None)):
+        steps.clear()
+        state = train_text_stage(
+            stage=stage, net=_net(), tokenizer=tokenizer, train=topic_texts(10, 0), val=topic_texts(4, 1), cfg=cfg,
+            run_dir=tmp_path / stage, seed=0, extra_state={}, outliers=outliers,
+        )  # fmt: skip
+        assert state["stage"] == stage and state["epochs"] == 2
+        assert (tmp_path / stage / "checkpoints" / f"{stage}.pt").is_file()
+        runs[stage] = list(steps)
+    oe, matched = runs["oe"], runs["matched"]
+    assert len(oe) == len(matched) == 8  # 2 epochs of 30 texts in batches of 8
+    assert [s[0] for s in matched] == [s[0] for s in oe]  # the same labels in the same order: the same batches
+    assert len({tuple(s[0]) for s in oe[:4]}) > 1 and [s[0] for s in oe[:4]] != [s[0] for s in oe[4:]]
+    assert [s[3] for s in matched] == [s[3] for s in oe]  # the same schedule, step for step
+    assert [(s[1] - len(s[0]), s[2]) for s in oe] == [(4, 1.0)] * 8  # round(8 * 0.5) outliers, weight 1.0
+    assert [(s[1] - len(s[0]), s[2]) for s in matched] == [(0, 0.0)] * 8  # no outlier rows, no OE term
+
+
 @pytest.mark.parametrize("outliers", [False, True], ids=["baseline", "oe"])
 def test_resumed_run_equals_uninterrupted_run(
     tokenizer: TextTokenizer, tmp_path: Path, outliers: bool, monkeypatch: pytest.MonkeyPatch
@@ -173,6 +212,11 @@ def test_outliers_need_an_oe_config_and_sets_need_labels(tokenizer: TextTokenize
         train_text_stage(net=_net(), train=train, val=val, cfg=TextOptimConfig(), outliers=OUTLIERS, **common)
     with pytest.raises(ValueError, match="needs labelled train and val sets"):
         train_text_stage(net=_net(), train=TextSet(train.texts), val=val, cfg=TextOptimConfig(), **common)
+    matched = {**common, "stage": "matched"}
+    with pytest.raises(TypeError, match="matched stage takes the OE stage's TextOEConfig and no outliers"):
+        train_text_stage(net=_net(), train=train, val=val, cfg=TextOEConfig(), outliers=OUTLIERS, **matched)
+    with pytest.raises(TypeError, match="matched stage takes the OE stage's TextOEConfig and no outliers"):
+        train_text_stage(net=_net(), train=train, val=val, cfg=TextOptimConfig(), **matched)
     assert not (tmp_path / "checkpoints").exists()
 
 
