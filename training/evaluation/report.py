@@ -29,6 +29,7 @@ from training.evaluation.report_sections import (
     reference_section,
     seed_section,
     threshold_section,
+    twins_section,
     validation_section,
 )
 
@@ -200,6 +201,7 @@ def render_markdown(evaluation: Evaluation, command: str | None = None, extras: 
         lines += [
             "## Baseline vs +OE (the paper's Table 1 layout)",
             "",
+            *twins_section(baseline, primary),
             f"Baseline = `{baseline.path}`, +OE = `{primary.path}`; served score KL[U‖p]:",
             "",
             *_compare_table(baseline, primary, SERVED_SCORE, fpr_name),

@@ -87,6 +87,33 @@ def validation_section(roles: list[tuple[str, ArtifactResult]]) -> list[str]:
     return lines
 
 
+def twin_training(training: dict[str, Any]) -> str:
+    """How a card's net was trained, in the words of the twins' comparison (epochs per stage)."""
+    stage, baseline = training.get("stage"), (training.get("baseline") or {}).get("epochs")
+    if stage == "oe":
+        return f"{baseline} baseline epochs, then {(training.get('oe') or {}).get('epochs')} OE epochs"
+    if stage == "matched":
+        epochs = (training.get("matched_fine_tune") or {}).get("epochs")
+        return (
+            f"{baseline} baseline epochs, then {epochs} epochs of the OE stage's schedule and batches with "
+            "cross-entropy alone (the matched twin: it differs from +OE by the OE term only)"
+        )
+    if stage == "baseline":
+        return f"{baseline} baseline epochs"
+    return "not recorded in the card"
+
+
+def twins_section(baseline: ArtifactResult, primary: ArtifactResult) -> list[str]:
+    """What each twin's training was and their test accuracies: whether the pair compares at equal accuracy."""
+    difference = 100 * (primary.test_accuracy - baseline.test_accuracy)
+    return [
+        f"Training: Baseline = {twin_training(baseline.artifact.card.training)}; "
+        f"+OE = {twin_training(primary.artifact.card.training)}. Test accuracy: Baseline "
+        f"{_pct(baseline.test_accuracy)}%, +OE {_pct(primary.test_accuracy)}% ({difference:+.2f} points).",
+        "",
+    ]
+
+
 def threshold_section(roles: list[tuple[str, ArtifactResult]]) -> list[str]:
     """Each card's threshold rule, what it promises, and the acceptance measured on the (unseen) test split."""
     lines = [

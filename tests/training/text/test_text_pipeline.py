@@ -205,6 +205,8 @@ def test_evaluate_reports_near_and_far_ood(text_run: tuple[Path, list[str]]) -> 
     assert lines[1] == str(report / "report.md")
     text = (report / "report.md").read_text()
     assert "## Near-OOD (held-out topics) and far-OOD" in text
+    assert "Training: Baseline = 4 baseline epochs, then 1 epochs of the OE stage's schedule" in text  # matched
+    assert "; +OE = 4 baseline epochs, then 1 OE epochs. Test accuracy: Baseline " in text
     assert f"far-OOD = the mean over the other sets ({', '.join(sets[1:])})" in text
     metrics = json.loads((report / "metrics.json").read_text())
     rates = list(_rates(metrics))
