@@ -161,18 +161,14 @@ def run_validate(args: argparse.Namespace) -> int:
         + " | mean AUROC / FPR95 / accepted |"
     )
     print("|---|---:|" + "---:|" * (len(names) + 1))
-    for r in results:
+    for path, r in zip(args.artifact, results, strict=True):
         cells = [
             f"{100 * f['auroc']:.2f} / {100 * f['fpr95']:.2f} / {100 * f['accepted_fraction']:.2f}"
             for f in r["sets"].values()
         ]
         means = [100 * float(np.mean([f[key] for f in r["sets"].values()])) for key in MEAN_KEYS]
         cells.append(" / ".join(f"{m:.2f}" for m in means))
-        print(
-            f"| {r['artifact']} (`{args.artifact[results.index(r)]}`) | {100 * r['val_accuracy']:.2f} | "
-            + " | ".join(cells)
-            + " |"
-        )
+        print(f"| {r['artifact']} (`{path}`) | {100 * r['val_accuracy']:.2f} | " + " | ".join(cells) + " |")
     if args.acceptance:
         print()
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,22 @@ def test_cli_prints_a_table_per_artifact_and_set_recomputed_independently() -> N
         threshold = ranked[math.ceil(target * len(ranked))]
         assert cell == f"{threshold:.4f} / {100 * np.mean(rotated < threshold):.2f}"
     assert len(lines) == start + 4
+
+
+def test_each_row_names_its_own_path_when_two_artifacts_score_alike(tmp_path: Path) -> None:
+    """Two copies of one artifact give equal figures; each row still names the path it scored."""
+    original = REPO / "models" / "mnist-oe" / "2"
+    copy = tmp_path / "mnist-oe" / "2"
+    shutil.copytree(original, copy)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        argv = ["validate", "--artifact", str(original), "--artifact", str(copy), "--sets", "val-rotate"]
+        assert main([*argv, "--samples", "50", "--acceptance", "0.9"]) == 0
+    lines = out.getvalue().splitlines()
+    rows, at_targets = lines[2:4], lines[7:9]
+    for pair in (rows, at_targets):
+        assert pair[0].startswith(f"| mnist-oe/2 (`{original}`) |") and pair[1].startswith(f"| mnist-oe/2 (`{copy}`) |")
+        assert pair[0].split(") |", 1)[1] == pair[1].split(") |", 1)[1]  # the same figures
 
 
 @pytest.mark.parametrize("bad", ["0", "1.5", "-0.2"])
