@@ -7,7 +7,9 @@ held-out slice (the 1-in-20 sentences that no run trains on, `corpora.is_oe_held
 of text the model never saw, which is what users send. Beside it, per group:
 
 - the baseline twin on the same sentences (what OE gains on an unseen kind; the text goal asks for at most half the
-  baseline's FPR95 on every unseen set, so the ratio is recorded);
+  baseline's FPR95 on every unseen set, so the ratio is recorded): the matched twin as the pipeline publishes it
+  (`oe.matched_twin`: the baseline fine-tuned by the OE stage's settings with cross-entropy alone, in
+  `loso/matched-twin/`), else the baseline itself;
 - a reference OE run on the whole corpus (`in_pool`), scored on the same held-out sentences: the gap between it and
   the LOSO run is what OE loses when a kind is missing from its corpus.
 
@@ -48,6 +50,7 @@ from training.text.train import predict_text_logits, train_text_stage
 log = logging.getLogger(__name__)
 HELD_OUT_SAMPLES = 1000  # held-out-slice sentences of the left-out group scored per run (all when it holds fewer)
 IN_POOL = "whole-corpus"  # run directory of the reference run, which leaves no group out
+MATCHED_TWIN = "matched-twin"  # run directory of the baseline twin's matched fine-tune (oe.matched_twin)
 
 
 def corpus_groups(spec: str) -> tuple[str, ...]:
@@ -124,9 +127,15 @@ def run_text_loso(
         text_net_from_checkpoint(baseline_checkpoint, ctx) if baseline_checkpoint is not None
         else run_text_baseline(ctx)
     )  # fmt: skip
-    baseline = _TextGate.fit(ctx, baseline_net)
     out_dir = ctx.run_dir / "loso"
     out_dir.mkdir(parents=True, exist_ok=True)
+    twin = copy.deepcopy(baseline_net)
+    if cfg.oe.matched_twin:
+        train_text_stage(
+            stage="matched", net=twin, tokenizer=ctx.tokenizer, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,
+            run_dir=out_dir / MATCHED_TWIN, seed=cfg.run.seed, extra_state=ctx.extra_state(), resume=ctx.resume,
+        )  # fmt: skip
+    baseline = _TextGate.fit(ctx, twin)
     started = time.monotonic()
     in_pool, corpus_size = _fine_tune(ctx, baseline_net, list(cfg.data.oe_corpus_exclude), out_dir / IN_POOL)
     log.info("LOSO reference run on the whole corpus (%d sentences): %.0f s", corpus_size, time.monotonic() - started)
@@ -150,6 +159,7 @@ def run_text_loso(
         "pool": cfg.data.oe_corpus,
         "corpus_sentences": corpus_size,
         "oe_epochs": cfg.oe.epochs,
+        "baseline_twin": "matched" if cfg.oe.matched_twin else "baseline stage",
         "threshold_method": cfg.calibration.threshold_method,
         "acceptance_target": cfg.calibration.acceptance_target,
         "held_out_samples_per_group": HELD_OUT_SAMPLES,

@@ -22,7 +22,9 @@ from training.evaluation.report_sections import loso_summary, loso_table
 from training.pipeline import anomaly_scores
 from training.text import corpora
 from training.text import loso as text_loso
-from training.text.loso import HELD_OUT_SAMPLES, held_out_texts
+from training.text.config import load_text_config
+from training.text.loso import HELD_OUT_SAMPLES, _TextGate, held_out_texts
+from training.text.pipeline import prepare_text, text_net_from_checkpoint
 
 # Two fake corpus groups of different sizes and kinds, so that a run that trained on the wrong group shows up in the
 # corpus sizes the result records.
@@ -122,6 +124,14 @@ def test_text_loso_leaves_each_group_out_and_scores_its_held_out_slice(tmp_path:
         assert (loso_dir / name / "checkpoints" / "oe.pt").is_file()  # one OE run per group
     rows = list(result["groups"].values())
     assert rows[0]["baseline"]["threshold"] == rows[1]["baseline"]["threshold"]
+    # The baseline column is the matched twin (oe.matched_twin, the default), as the pipeline publishes it.
+    assert result["baseline_twin"] == "matched"
+    matched = loso_dir / "matched-twin" / "checkpoints" / "matched.pt"
+    overrides = argv[4::2]  # the values of argv's --set options
+    ctx = prepare_text(load_text_config(config, overrides), "test", resume=True, record=False)
+    for path, same in ((matched, True), (tmp_path / "run" / "checkpoints" / "baseline.pt", False)):
+        gate = _TextGate.fit(ctx, text_net_from_checkpoint(path, ctx))
+        assert bool(gate.threshold == rows[0]["baseline"]["threshold"]) == same, path
     assert rows[0]["in_pool_oe"]["threshold"] == rows[1]["in_pool_oe"]["threshold"]
     assert (loso_dir / "whole-corpus" / "checkpoints" / "oe.pt").is_file()  # the reference run on the whole corpus
     summary = result["summary"]["oe"]
