@@ -44,7 +44,13 @@ from training.evaluation.report_sections import loso_summary, loso_table
 from training.pipeline import anomaly_scores
 from training.text import corpora
 from training.text.config import TextPipelineConfig
-from training.text.pipeline import TextContext, load_corpus, run_text_baseline, text_net_from_checkpoint
+from training.text.pipeline import (
+    TextContext,
+    load_corpus,
+    run_text_baseline,
+    run_text_matched_twin,
+    text_net_from_checkpoint,
+)
 from training.text.train import predict_text_logits, train_text_stage
 
 log = logging.getLogger(__name__)
@@ -129,12 +135,7 @@ def run_text_loso(
     )  # fmt: skip
     out_dir = ctx.run_dir / "loso"
     out_dir.mkdir(parents=True, exist_ok=True)
-    twin = copy.deepcopy(baseline_net)
-    if cfg.oe.matched_twin:
-        train_text_stage(
-            stage="matched", net=twin, tokenizer=ctx.tokenizer, train=ctx.data.train, val=ctx.data.val, cfg=cfg.oe,
-            run_dir=out_dir / MATCHED_TWIN, seed=cfg.run.seed, extra_state=ctx.extra_state(), resume=ctx.resume,
-        )  # fmt: skip
+    twin = run_text_matched_twin(ctx, baseline_net, out_dir / MATCHED_TWIN) if cfg.oe.matched_twin else baseline_net
     baseline = _TextGate.fit(ctx, twin)
     started = time.monotonic()
     in_pool, corpus_size = _fine_tune(ctx, baseline_net, list(cfg.data.oe_corpus_exclude), out_dir / IN_POOL)

@@ -123,13 +123,14 @@ def run_text_outlier_exposure(ctx: TextContext, start_from: nn.Module, corpus: S
     return net, len(corpus)
 
 
-def run_text_matched_twin(ctx: TextContext, start_from: nn.Module) -> nn.Module:
+def run_text_matched_twin(ctx: TextContext, start_from: nn.Module, run_dir: Path | None = None) -> nn.Module:
     """Fine-tune a copy of `start_from` as the OE stage does (its config, seed and in-distribution batches), with
-    cross-entropy alone: the baseline twin that differs from the OE twin by the OE term only."""
+    cross-entropy alone: the baseline twin that differs from the OE twin by the OE term only. Checkpoints go to
+    `run_dir` (default: the run's directory)."""
     net = copy.deepcopy(start_from)
     train_text_stage(
         stage="matched", net=net, tokenizer=ctx.tokenizer, train=ctx.data.train, val=ctx.data.val, cfg=ctx.cfg.oe,
-        run_dir=ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), resume=ctx.resume,
+        run_dir=run_dir or ctx.run_dir, seed=ctx.cfg.run.seed, extra_state=ctx.extra_state(), resume=ctx.resume,
     )  # fmt: skip
     return net
 
