@@ -56,6 +56,7 @@ import bz2
 import csv
 import datetime as dt
 import functools
+import gzip
 import html
 import importlib
 import io
@@ -119,11 +120,20 @@ WORDNET_GROUP = "wordnet-en"
 AUSTEN_DATABASE = Path("/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb")
 AUSTEN_PACKAGE = "r-cran-janeaustenr"
 AUSTEN_GROUP = "austen-dialogue"
-ALL_OE_GROUPS = (*OE_GROUPS, WORDNET_GROUP, AUSTEN_GROUP)
+MOBY_DICK_DATABASE = Path("/usr/lib/R/site-library/tokenizers/data/Rdata.rdb")
+MOBY_DICK_PACKAGE = "r-cran-tokenizers"
+MOBY_DICK_GROUP = "mobydick-en"
+GCIDE_DICT = Path("/usr/share/dictd/gcide.dict.dz")
+GCIDE_PACKAGE = "dict-gcide"
+GCIDE_GROUP = "gcide-en"
+REGISTER_GROUPS = (AUSTEN_GROUP, MOBY_DICK_GROUP, GCIDE_GROUP)
+"""English registers no default group holds: fiction's dialogue, a novel's narration, a dictionary's definitions."""
+ALL_OE_GROUPS = (*OE_GROUPS, WORDNET_GROUP, *REGISTER_GROUPS)
 OE_RECIPES = {
     "default": OE_GROUPS,
     "default-wordnet": (*OE_GROUPS, WORDNET_GROUP),
-    "default-wordnet-austen": ALL_OE_GROUPS,
+    "default-wordnet-austen": (*OE_GROUPS, WORDNET_GROUP, AUSTEN_GROUP),
+    "default-wordnet-registers": ALL_OE_GROUPS,
     "english": ("wikipedia-en", "news-en"),
 }
 OE_GROUP_CAP = 20_000
@@ -361,7 +371,72 @@ def austen_dialogue() -> list[str]:
     return sentences
 
 
-EXTRA_GROUPS = {WORDNET_GROUP: wordnet_examples, AUSTEN_GROUP: austen_dialogue}
+def moby_dick_sentences() -> list[str]:
+    """The sentences of Melville's *Moby Dick* (the Project Gutenberg text shipped by Debian `r-cran-tokenizers`,
+    read without R): from the first chapter heading to Gutenberg's end marker, paragraph by paragraph, headings,
+    dash pairs ("--") as a spaced dash, and underscores dropped."""
+    if not MOBY_DICK_DATABASE.is_file():
+        raise MissingPackageError(MOBY_DICK_PACKAGE, str(MOBY_DICK_DATABASE), f"the {MOBY_DICK_GROUP} OE group")
+    vectors = lazyload_character_vectors(MOBY_DICK_DATABASE)
+    text = next((v[0] for v in vectors if len(v) == 1 and v[0] and "MOBY DICK" in v[0]), None)
+    if text is None:
+        raise DataError(f"{MOBY_DICK_DATABASE}: no Moby Dick text in the package's data")
+    text = text.replace("\r\n", "\n")
+    start = text.find("CHAPTER 1. Loomings.")
+    end = text.find("End of Project Gutenberg")
+    if start < 0 or end < start:
+        raise DataError(f"{MOBY_DICK_DATABASE}: the novel's first chapter or Gutenberg's end marker is missing")
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text[start:end]):
+        paragraph = collapse_whitespace(paragraph.replace("_", "").replace("--", " - "))
+        if paragraph.startswith("CHAPTER ") or paragraph.isupper():
+            continue
+        sentences.extend(split_sentences(paragraph))
+    return sentences
+
+
+_GCIDE_SENSE = re.compile(r"^ {3}\d+\. ")
+_GCIDE_LABELS = re.compile(r"\[[^\]]*\]|\([A-Z][A-Za-z]*\.(?: [A-Z][A-Za-z]*\.)*\) ?")
+
+
+def gcide_definitions() -> list[str]:
+    """The numbered sense definitions of the GNU Collaborative International Dictionary of English (Debian
+    `dict-gcide`, a dictd file: gzip-compatible), each up to its source tag ("[1913 Webster]"): usage labels such
+    as "(Mar. Law)" and bracketed notes dropped, `{cross references}` kept as plain words. Quotations, etymologies
+    and synonym lists are not read."""
+    if not GCIDE_DICT.is_file():
+        raise MissingPackageError(GCIDE_PACKAGE, str(GCIDE_DICT), f"the {GCIDE_GROUP} OE group")
+    with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as stream:
+        lines = stream.read().split("\n")
+    definitions: list[str] = []
+    sense: list[str] = []
+
+    def close() -> None:
+        text = collapse_whitespace(_GCIDE_LABELS.sub("", " ".join(sense)).replace("{", "").replace("}", ""))
+        if text and not re.search(r"[\\*\"|]", text):
+            definitions.append(text[0].upper() + text[1:])
+        sense.clear()
+
+    for line in lines:
+        if _GCIDE_SENSE.match(line):
+            if sense:
+                close()
+            sense.append(line.split(". ", 1)[1])
+        elif sense and line.startswith("      ") and not line.lstrip().startswith("["):
+            sense.append(line)
+        elif sense:
+            close()
+    if sense:
+        close()
+    return definitions
+
+
+EXTRA_GROUPS = {
+    WORDNET_GROUP: wordnet_examples,
+    AUSTEN_GROUP: austen_dialogue,
+    MOBY_DICK_GROUP: moby_dick_sentences,
+    GCIDE_GROUP: gcide_definitions,
+}
 """Groups beyond the nine of `default_oe_sources`, each read only when a recipe names it."""
 
 
