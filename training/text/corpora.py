@@ -37,6 +37,12 @@ in-distribution dialogue rather than of articles and speeches. De-duplicated aga
 **OE corpus, `default-wordnet-austen`**: those ten plus `austen-dialogue`, the spoken lines of Jane Austen's six
 novels (Debian `r-cran-janeaustenr`, read without R: `austen_dialogue`): people talking to each other about the
 subjects of their lives. De-duplicated against the nine groups.
+**OE corpus, `default-wordnet-registers`**: those eleven plus two more registers of English (round 8 of
+reports/topics/choices.md): `mobydick-en`, the sentences of Melville's *Moby Dick* (the Gutenberg text Debian
+`r-cran-tokenizers` ships as a data set, read without R: `moby_dick_sentences`), a novel's narration; and
+`gcide-en`, the numbered sense definitions of the GNU Collaborative International Dictionary of English (Debian
+`dict-gcide`: `gcide_definitions`), a dictionary's definitions of every kind of thing. De-duplicated against the nine
+groups.
 
 Each is split into sentences of 4 to 60 words, de-duplicated across groups and capped at `OE_GROUP_CAP` sentences
 (a fixed, seed-independent subset, so no one group dominates the OE batches). `english` is the first recipe,
@@ -403,8 +409,9 @@ _GCIDE_LABEL = re.compile(r"^\((?:[A-Z][a-z]*\.? ?)+\) *")  # a usage label open
 def gcide_definitions() -> list[str]:
     """The numbered sense definitions of the GNU Collaborative International Dictionary of English (Debian
     `dict-gcide`, a dictd file: gzip-compatible), each up to its source tag ("[1913 Webster]"): usage labels such
-    as "(Mar. Law)" and bracketed notes dropped, `{cross references}` kept as plain words. Quotations, etymologies
-    and synonym lists are not read."""
+    as "(Mar. Law)" and bracketed notes dropped, `{cross references}` kept as plain words; a sense holding
+    pronunciation or markup characters (a backslash, `*`, `"` or `|`) is dropped whole. Quotations, etymologies and
+    synonym lists are not read."""
     if not GCIDE_DICT.is_file():
         raise MissingPackageError(GCIDE_PACKAGE, str(GCIDE_DICT), f"the {GCIDE_GROUP} OE group")
     with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as stream:
