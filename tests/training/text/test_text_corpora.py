@@ -432,3 +432,15 @@ def test_register_groups_and_their_recipe() -> None:
     assert recipe == load_text_oe_corpus("default", exclude=["parliament-en"]) + tuple(
         s for g in corpora.REGISTER_GROUPS for s in corpora.oe_group_sentences(g) if not corpora.is_oe_heldout(s)
     )
+
+
+@needs_fortunes
+@pytest.mark.needs_apt("wordnet-base", "r-cran-janeaustenr", "r-cran-tokenizers", "dict-gcide")
+def test_no_oe_sentence_of_any_group_is_a_test_anomaly_text() -> None:
+    # The OE corpus never holds a text of a test anomaly set, whichever packaged groups a recipe names (case-folded
+    # exact matches: a test text trained on as an outlier would make its own test score a training score).
+    oe = {s.casefold() for group in corpora.ALL_OE_GROUPS for s in corpora.oe_group_sentences(group)}
+    test_sets = {name: texts() for name, texts in anomalies.TEXT_TEST_SETS.items()}
+    test_sets["non-english"] = tuple(t for texts in anomalies.non_english_texts().values() for t in texts)
+    for name, texts in test_sets.items():
+        assert texts and not {t.casefold() for t in texts} & oe, name
