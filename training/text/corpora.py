@@ -420,8 +420,6 @@ def gcide_definitions() -> list[str]:
     synonym lists are not read."""
     if not GCIDE_DICT.is_file():
         raise MissingPackageError(GCIDE_PACKAGE, str(GCIDE_DICT), f"the {GCIDE_GROUP} OE group")
-    with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as stream:
-        lines = stream.read().split("\n")
     definitions: list[str] = []
     sense: list[str] = []
 
@@ -432,15 +430,17 @@ def gcide_definitions() -> list[str]:
             definitions.append(text[0].upper() + text[1:])
         sense.clear()
 
-    for line in lines:
-        if _GCIDE_SENSE.match(line):
-            if sense:
+    with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as stream:  # 40 MB: read line by line
+        for line in stream:
+            line = line.rstrip("\n")
+            if _GCIDE_SENSE.match(line):
+                if sense:
+                    close()
+                sense.append(line.split(". ", 1)[1])
+            elif sense and line.startswith("      ") and not line.lstrip().startswith("["):
+                sense.append(line)
+            elif sense:
                 close()
-            sense.append(line.split(". ", 1)[1])
-        elif sense and line.startswith("      ") and not line.lstrip().startswith("["):
-            sense.append(line)
-        elif sense:
-            close()
     if sense:
         close()
     return definitions
