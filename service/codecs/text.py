@@ -60,7 +60,6 @@ class TextEncoder:
         tokenizer.no_padding()  # the runtime pads each micro-batch; the file's own padding is ignored
         tokenizer.enable_truncation(spec.max_length, stride=0, strategy="longest_first", direction="right")
         self._tokenizer = tokenizer
-        self.spec = spec
 
     @classmethod
     def load(cls, directory: Path, spec: TextInputSpec) -> TextEncoder:
