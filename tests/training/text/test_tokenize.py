@@ -76,3 +76,52 @@ def test_a_tokenizer_file_without_padding_pads_with_its_pad_token(tmp_path: Path
     bare = TextTokenizer(tmp_path / "tokenizer.json", 8)
     assert bare.pad_token_id == bare.tokenizer.token_to_id("[PAD]") == PAD
     assert bare.pad([[CLS, SEP], [CLS, 1037, SEP]])[0].tolist() == [[CLS, SEP, PAD], [CLS, 1037, SEP]]
+
+
+def _edited_file(tmp_path: Path, edit) -> Path:
+    spec = json.loads((pretrained_dir() / "tokenizer.json").read_text())
+    edit(spec)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_the_files_padding_id_wins_over_its_pad_token(tmp_path: Path) -> None:
+    def pad_with_unk(spec: dict) -> None:
+        spec["padding"].update(pad_id=100, pad_token="[UNK]")
+
+    tok = TextTokenizer(_edited_file(tmp_path, pad_with_unk), 8)
+    assert tok.pad_token_id == 100 != tok.tokenizer.token_to_id("[PAD]")
+    assert tok.pad([[CLS, SEP], [CLS, 1037, SEP]])[0].tolist() == [[CLS, SEP, 100], [CLS, 1037, SEP]]
+
+
+def test_without_padding_the_pad_tokens_own_id_is_used_not_zero(tmp_path: Path) -> None:
+    def pad_token_at_one(spec: dict) -> None:
+        spec["padding"] = None
+        vocab = spec["model"]["vocab"]
+        vocab["[PAD]"], vocab["[unused0]"] = 1, 0
+        for token in spec["added_tokens"]:
+            token["id"] = {"[PAD]": 1, "[unused0]": 0}.get(token["content"], token["id"])
+
+    tok = TextTokenizer(_edited_file(tmp_path, pad_token_at_one), 8)
+    assert tok.tokenizer.token_to_id("[PAD]") == 1
+    assert tok.pad_token_id == 1
+    assert tok.pad([[CLS, SEP], [CLS, 1037, SEP]])[0].tolist() == [[CLS, SEP, 1], [CLS, 1037, SEP]]
+
+
+def test_without_padding_or_a_pad_token_ids_pad_with_zero(tmp_path: Path) -> None:
+    def no_pad_token(spec: dict) -> None:
+        spec["padding"] = None
+        vocab = spec["model"]["vocab"]
+        vocab["[NOPAD]"] = vocab.pop("[PAD]")
+        spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "[PAD]"]
+
+    tok = TextTokenizer(_edited_file(tmp_path, no_pad_token), 8)
+    assert tok.tokenizer.token_to_id("[PAD]") is None
+    assert tok.pad_token_id == 0
+
+
+def test_the_path_and_length_the_export_reads_are_the_given_ones() -> None:
+    tok = TextTokenizer(pretrained_dir() / "tokenizer.json", 9)  # its own: a shared fixture hides __init__ from mutmut
+    assert tok.path == pretrained_dir() / "tokenizer.json"
+    assert tok.max_length == 9
