@@ -61,7 +61,10 @@ MODULES: dict[str, list[str]] = {
     ],
     "training/captures/promotion.py": ["tests/training/captures/test_promotion.py"],
     "training/image/anomalies/validation_sets.py": ["tests/training/image/data/test_data_validation_sets.py"],
-    "training/text/anomalies.py": ["tests/training/text/test_text_corpora.py"],
+    "training/text/anomalies.py": [
+        "tests/training/text/test_text_corpora.py",
+        "tests/training/text/test_text_anomaly_sets.py",
+    ],
     "training/text/tokenize.py": ["tests/training/text/test_tokenize.py"],
     "training/export.py": ["tests/training/test_export.py", "tests/training/test_promote.py"],
     "service/card.py": ["tests/service/test_card.py", "tests/training/test_card.py"],

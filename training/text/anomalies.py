@@ -197,13 +197,11 @@ def _val_oe_heldout(data: TextInDistribution, size: int, seed: int) -> tuple[str
     )
 
 
-def _val_oe_group(group: str) -> Callable[[TextInDistribution, int, int], tuple[str, ...]]:
-    def held_out(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
-        name = f"val-oe-heldout-{group}"
-        sentences = oe_heldout_sentences((group,))  # up to `size`: some groups hold only a few hundred
-        return _drawn(sentences, min(size, len(sentences)), zlib.crc32(name.encode()) ^ seed, f"anomaly set '{name}'")
-
-    return held_out
+def _val_oe_group(group: str, data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
+    """One OE group's held-out slice; bound to its group by `functools.partial` in `TEXT_VALIDATION_SETS`."""
+    name = f"val-oe-heldout-{group}"
+    sentences = oe_heldout_sentences((group,))  # up to `size`: some groups hold only a few hundred
+    return _drawn(sentences, min(size, len(sentences)), zlib.crc32(name.encode()) ^ seed, f"anomaly set '{name}'")
 
 
 def _val_heldout_classes(data: TextInDistribution, size: int, seed: int) -> tuple[str, ...]:
@@ -226,7 +224,9 @@ DEFAULT_TEXT_VALIDATION_SETS = tuple(TEXT_VALIDATION_SETS)
 (`data.held_out_classes`), `val-oe-heldout-<group>` (one OE group's held-out slice) are there for leave-one-source-out
 runs."""
 TEXT_VALIDATION_SETS["val-heldout-classes"] = _val_heldout_classes
-TEXT_VALIDATION_SETS.update({f"val-oe-heldout-{group}": _val_oe_group(group) for group in ALL_OE_GROUPS})
+TEXT_VALIDATION_SETS.update(
+    {f"val-oe-heldout-{group}": functools.partial(_val_oe_group, group) for group in ALL_OE_GROUPS}
+)
 
 
 def load_text_validation_anomalies(name: str, data: TextInDistribution, *, size: int, seed: int) -> tuple[str, ...]:
