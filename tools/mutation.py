@@ -52,6 +52,8 @@ MODULES: dict[str, list[str]] = {
         "tests/service/test_native_api.py",
         "tests/service/test_errors.py",
         "tests/service/test_v2_errors.py",
+        "tests/service/test_inline_decode.py",
+        "tests/reliability/test_bounded_work.py",
     ],
     "service/batching.py": ["tests/service/test_batching.py"],
     "service/metrics.py": [

@@ -29,6 +29,14 @@ def test_png_size_reads_the_ihdr_chunk() -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(jpeg, format="JPEG")
     assert png_size(jpeg.getvalue()) is None
     assert png_size(b"\x89PNG\r\n\x1a\n" + b"\0" * 8) is None  # too short for IHDR
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+    assert png_size(header) is None  # the IHDR tag, cut before its size
+    assert png_size(header + struct.pack(">I", 7)) is None
+    assert png_size(b"GIF89a\0\0\0\0\0\0IHDR" + struct.pack(">II", 7, 9)) is None  # IHDR, but not a PNG
+    # Sizes are unsigned: a crafted header of 2**31 + 5 columns is huge, not negative (and so not "small").
+    huge = header + struct.pack(">II", 2**31 + 5, 1)
+    assert png_size(huge) == (2**31 + 5, 1)
+    assert not small_pngs([huge])
 
 
 def test_small_pngs_stops_at_the_pixel_limit() -> None:
