@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -291,3 +293,97 @@ def test_val_glyphs_fill_up_to_n_and_refuse_images_of_another_shape(monkeypatch:
     assert len(seeds) == 3
     assert "val-printed-cyrillic" in VALIDATION_SET_NAMES
     assert "val-printed-cyrillic" not in DEFAULT_VALIDATION_SET_NAMES
+
+
+# The validation sets every MNIST round in reports/mnist/choices.md was scored on: the same names, seeds and data give
+# the same images. A change here (a stream's name, a formula, a draw) changes what "val-..." means and makes earlier
+# rounds' figures incomparable with new ones: make it only on purpose, and say so in choices.md. Sizes below, at and
+# above the validation split's 40 images, where drawing with and without replacement part; the digit-named data and
+# the data whose class names are no digits take the two branches of mirror and rotate.
+IMAGE_DIGESTS = {
+    "val-uniform": ("13074d2d7685383c", "13074d2d7685383c"),
+    "val-mean-pair": ("c7e0813b0b811808", "c7e0813b0b811808"),
+    "val-geomean-pair": ("779eecf05155d189", "779eecf05155d189"),
+    "val-jigsaw": ("22d11d1a33f100a2", "22d11d1a33f100a2"),
+    "val-speckle": ("ff8aaae15922cc8d", "ff8aaae15922cc8d"),
+    "val-pixelate": ("cd76b53056f55aae", "cd76b53056f55aae"),
+    "val-mirror": ("818a9f34129b282b", "d1c39fa54505f8af"),
+    "val-rotate": ("48da20e09cce046f", "f25f2841feb1d8cf"),
+    "val-chimera": ("2ede8aea5f47bc03", "2ede8aea5f47bc03"),
+}
+
+
+def _digest(images: list[np.ndarray]) -> str:
+    return hashlib.sha256(b"".join(np.round(i.astype(np.float64), 5).tobytes() for i in images)).hexdigest()[:16]
+
+
+def _named(data: InDistribution, names: tuple[str, ...]) -> InDistribution:
+    return InDistribution(data.name, names, data.train, data.val, data.test, data.description)
+
+
+@pytest.mark.parametrize("name", DEFAULT_VALIDATION_SET_NAMES)
+def test_validation_sets_are_the_ones_earlier_rounds_were_scored_on(name: str) -> None:
+    assert set(IMAGE_DIGESTS) == set(DEFAULT_VALIDATION_SET_NAMES)
+    digits = _digits(background=True)
+    animals = _named(digits, tuple(f"animal{d}" for d in DIGITS))
+    got = tuple(_digest([load_anomalies(name, data, n=n, seed=3) for n in (25, 40, 60)]) for data in (digits, animals))
+    assert got == IMAGE_DIGESTS[name]
+
+
+def test_the_held_out_classes_set_is_the_one_earlier_rounds_were_scored_on() -> None:
+    held = hold_out_classes(_marked_digits(), ["0", "7"]).sealed()
+    got = _digest([load_anomalies("val-heldout-classes", held, n=n, seed=3) for n in (10, 24, 30)])
+    assert got == "7a866dae5ba8ddb2"
+
+
+def test_mirror_and_rotate_treat_every_image_alike_when_class_names_are_no_digits() -> None:
+    data = _named(_marked_digits(n=40), tuple(f"animal{d}" for d in DIGITS))
+    val = _val(data)
+    mirrored = load_validation_anomalies("val-mirror", data, n=40, seed=0)
+    flipped = val[:, :, :, ::-1]
+    np.testing.assert_array_equal(mirrored, flipped)  # all 40, each once, in order: every image flipped left-right
+    turned = load_validation_anomalies("val-rotate", data, n=40, seed=0)
+    sources = {int(np.rot90(image, k=-k, axes=(1, 2))[0, 0, 0]) for image in turned for k in (1, 3)}
+    assert {0} <= sources  # zeros are turned too: "no quarter turn of a 0" is a rule for digits only
+
+
+def test_pixelate_averages_a_tiny_image_to_one_value() -> None:
+    rng = np.random.default_rng(0)
+    split = lambda: ImageSet(rng.integers(0, 256, size=(6, 1, 4, 4), dtype=np.uint8), np.arange(6) % 2)  # noqa: E731
+    data = InDistribution("tiny", ("a", "b"), split(), split(), split(), "4x4 images")
+    out = load_validation_anomalies("val-pixelate", data, n=6, seed=0)
+    val = as_float(data.val.images)
+    np.testing.assert_allclose(out, np.broadcast_to(val.mean(axis=(2, 3), keepdims=True), out.shape), atol=1e-6)
+
+
+def _with_val_labels(data: InDistribution, labels: np.ndarray | None) -> InDistribution:
+    val = ImageSet(data.val.images, labels)
+    return InDistribution(data.name, data.class_names, data.train, val, data.test, data.description)
+
+
+def _chimera_sources(val: np.ndarray, image: np.ndarray) -> tuple[int, int]:
+    left = [i for i in range(len(val)) if np.array_equal(val[i][:, :, :14], image[:, :, :14])]
+    right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
+    assert len(left) == 1 and len(right) == 1
+    return left[0], right[0]
+
+
+def test_chimera_pairs_across_two_classes_and_pairs_any_two_images_of_one_class_or_none() -> None:
+    data = _digits()
+    val = _val(data)
+    two = data.val.labels % 2
+    for image in load_validation_anomalies("val-chimera", _with_val_labels(data, two), n=200, seed=0):
+        left, right = _chimera_sources(val, image)
+        assert two[left] != two[right]  # redrawn until the classes differ, with only two classes as with ten
+    for labels in (np.zeros(len(val), dtype=np.int64), None):  # no second class to pair with: two different images
+        images = load_validation_anomalies("val-chimera", _with_val_labels(data, labels), n=50, seed=0)
+        assert images.shape == (50, 1, 28, 28)
+        assert all(np.subtract(*_chimera_sources(val, image)) != 0 for image in images)
+
+
+def test_a_tile_order_that_moves_exactly_half_is_kept() -> None:
+    seed = next(
+        s for s in range(1000) if np.count_nonzero(np.random.default_rng(s).permutation(4) != np.arange(4)) == 2
+    )
+    first = np.random.default_rng(seed).permutation(4)
+    np.testing.assert_array_equal(_derangement_like(4, np.random.default_rng(seed)), first)
