@@ -70,3 +70,75 @@ def test_exactly_the_fewest_held_back_outliers_is_enough() -> None:
     for fewest, shown in ((40, True), (41, False)):
         rows = check(PromotionRule(min_heldout_outliers=fewest), figures(0.96, 0.95, 0.60, None), live)
         assert verdicts(rows)["held-back outlier captures"] is shown
+
+
+def test_every_requirement_is_written_as_the_rule_says() -> None:
+    rule = PromotionRule(tolerance=0.02, min_capture_gain=0.1, min_heldout_outliers=10)
+    rows = check(rule, figures(0.96, 0.95, 0.9, 0.8), figures(0.96, 0.95, 0.5, 0.8))
+    assert {row["check"]: row["requirement"] for row in rows} == {
+        "val accuracy": ">= live - 0.02",
+        "val acceptance": ">= live - 0.02",
+        "val AUROC val-a": ">= live - 0.02",
+        "val AUROC val-b": ">= live - 0.02",
+        "held-back outlier captures": ">= 10",
+        "captures: outliers rejected": ">= live + 0.1",
+        "captures: in-distribution accepted": ">= live - 0.02",
+    }
+
+
+def test_a_shortfall_of_float_rounding_passes() -> None:
+    # Fractions computed two ways may differ in the last bits: 1e-12 below the bound still passes, 1e-9 does not.
+    rule = PromotionRule(tolerance=0.0)
+    for below, passed in ((1e-12, True), (1e-9, False)):
+        live = figures(0.5 + below, 0.95, None, None)
+        assert verdicts(check(rule, figures(0.5, 0.95, None, None), live))["val accuracy"] is passed
+
+
+CURATION: dict[str, Any] = {
+    "store": "/captures", "model": "m", "window_utc": ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"],
+    "labels_file": "labels.txt", "labels_sha256": "0123456789abcdef" + "f" * 48,
+    "counts": {"train": {"outlier": 120}, "heldout": {"outlier": 40}, "near_duplicates_removed": 7,
+               "over_source_cap": 3, "discarded": 2},
+    "sources": {"kiosk": 160},
+}  # fmt: skip
+
+
+def test_the_report_in_full_when_the_rule_fails() -> None:
+    rows = check(PromotionRule(), figures(0.96, 0.95, 0.52, None), figures(0.96, 0.95, 0.5, None))
+    curation = CURATION | {"stores": {"/a": 100, "/b": 60}}
+    text = report("m: candidate vs live 1", rows, curation, ["one", "two"], passed=False)
+    assert text == "\n".join([
+        "# m: candidate vs live 1",
+        "",
+        "**Promotion rule: FAILED** (`python -m training promote` refuses it without `--force`)",
+        "",
+        "| check | candidate | live | requirement | passed |",
+        "|---|---|---|---|---|",
+        "| val accuracy | 0.9600 | 0.9600 | >= live - 0.01 | yes |",
+        "| val acceptance | 0.9500 | 0.9500 | >= live - 0.01 | yes |",
+        "| val AUROC val-a | 0.9500 | 0.9500 | >= live - 0.01 | yes |",
+        "| val AUROC val-b | 0.9000 | 0.9000 | >= live - 0.01 | yes |",
+        "| held-back outlier captures | 40 | 40 | >= 10 | yes |",
+        "| captures: outliers rejected | 0.5200 | 0.5000 | >= live + 0.05 | NO |",
+        "",
+        "## Captures used",
+        "",
+        "- store `/captures`, model `m`, window ['2026-11-01T00:00:00Z', '2026-11-02T00:00:00Z']",
+        "- stores: {'/a': 100, '/b': 60}",
+        "- labels file `labels.txt` (sha256 `0123456789abcdef...`)",
+        "- trained on: {'outlier': 120}; held back (never trained on): {'outlier': 40}",
+        "- near-duplicates removed: 7; over the per-source cap: 3; discarded by review: 2",
+        "- sources: {'kiosk': 160}",
+        "",
+        "## Notes",
+        "",
+        "- one",
+        "- two",
+        "",
+    ])  # fmt: skip
+
+
+def test_one_store_is_not_listed_as_stores() -> None:
+    rows = check(PromotionRule(), figures(0.96, 0.95, 0.9, None), figures(0.96, 0.95, 0.5, None))
+    text = report("t", rows, CURATION | {"stores": {"/captures": 160}}, [], passed=True)
+    assert "- stores:" not in text and "**Promotion rule: PASSED**\n" in text
