@@ -1,6 +1,9 @@
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +99,124 @@ def test_tampered_or_incomplete_artifacts_are_refused(tiny_artifact: Path, tmp_p
 def test_wrong_input_shape_is_a_clear_error(tiny_artifact: Path) -> None:
     with pytest.raises(ArtifactError, match=r"expects images of shape \(N, 1, 28, 28\)"):
         load_artifact(tiny_artifact).run(np.zeros((2, 3, 32, 32), np.float32))
+
+
+class _Linear(torch.nn.Module):
+    """A fixed linear map of the flattened input: logits any test can recompute."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(classes, features, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+def test_the_image_gate_standardizes_each_channel_then_follows_the_formulas() -> None:
+    # Its own gate, not the session's published one: three channels (a wrong broadcast of mean or std fails), four
+    # classes, a temperature other than 1.
+    mean, std, t = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0], 1.5
+    net = _Linear(3 * 4 * 5, 4)
+    gate = export.Gate(net, mean, std, t).eval()
+    x = torch.rand(6, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, probs, kl, anomaly, confidence = gate(x)
+        standardized = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        expected = net(standardized)
+    assert logits.shape == probs.shape == (6, 4) and kl.shape == anomaly.shape == confidence.shape == (6,)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.allclose(probs, torch.softmax(expected / t, dim=1), atol=1e-6)
+    expected_kl = -np.log(4) - torch.log_softmax(expected, dim=1).mean(1)  # of the T = 1 posterior
+    assert torch.allclose(kl, expected_kl.float(), atol=1e-5)
+    assert torch.allclose(anomaly, 1 / (1 + kl), atol=1e-6)
+    assert torch.allclose(confidence, (probs.amax(1) - 0.25) / 0.75, atol=1e-6)
+
+
+def test_the_graph_names_its_batch_dimension_and_uses_the_default_opset(tmp_path: Path) -> None:
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    export.export_onnx(make_gate(), (1, 28, 28), path)
+    model = onnx.load(str(path))
+    assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 1, 28, 28]
+    assert {o.domain: o.version for o in model.opset_import}[""] == export.DEFAULT_OPSET
+
+
+def test_a_stray_file_named_like_a_version_is_not_a_version(tmp_path: Path) -> None:
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "9").write_text("not a version directory")
+    (tmp_path / "tiny" / "2").mkdir()
+    assert export.next_version(tmp_path, "tiny") == 3
+
+
+def test_a_pac_threshold_is_recorded_with_its_rule() -> None:
+    from training.calibrate import pac_threshold
+
+    threshold = pac_threshold(np.linspace(0.0, 1.0, 200), 0.9, 0.05)
+    spec = export.threshold_spec(threshold, "val")
+    assert spec.method == "pac_binomial" and spec.delta == 0.05 == threshold.delta
+    assert spec.order_statistic == threshold.order_statistic is not None
+    assert spec.promise == threshold.promise and "1 - delta" in spec.promise
+    assert (spec.calibration_split, spec.calibration_samples) == ("val", 200)
+
+
+def test_the_card_records_the_frameworks_by_name() -> None:
+    assert set(export.framework_versions()) == {"python", "torch", "onnx", "onnxruntime", "numpy"}
+    assert export.framework_versions()["torch"] == torch.__version__
+
+
+def artifacts_publish(models_dir: Path, extra_files: dict[str, bytes] | None, threshold: Any = None) -> Path:
+    """publish_tiny's artifact with extra files and, optionally, another threshold."""
+    from tests import artifacts
+    from training.calibrate import conformal_threshold
+    from training.card import ImageInputSpec
+
+    rng = np.random.default_rng(0)
+    return export.publish_artifact(
+        make_gate(),
+        models_dir=models_dir,
+        name="tiny",
+        version=None,
+        labels=artifacts.LABELS,
+        input_spec=ImageInputSpec(channels=1, height=28, width=28, mean=[0.13], std=[0.31]),
+        threshold=threshold or conformal_threshold(rng.random(100), 0.95),
+        calibration_split="random",
+        evaluation={},
+        training={"note": "random weights, for tests"},
+        check_images=rng.random((4, 1, 28, 28), dtype=np.float32),
+        extra_files=extra_files,
+    )
+
+
+def test_extra_files_are_written_checksummed_and_may_not_replace_the_graph_or_card(tmp_path: Path) -> None:
+    import hashlib
+
+    from tests import artifacts
+
+    for reserved in (["model.onnx"], ["card.json", "model.onnx"]):
+        with pytest.raises(ValueError, match=re.escape(f"extra files may not replace {reserved}")):
+            artifacts_publish(tmp_path, {name: b"x" for name in reserved})
+    version = artifacts_publish(tmp_path, {"report.md": b"# compared\n"})
+    assert (version / "report.md").read_bytes() == b"# compared\n"
+    text = (version / "card.json").read_text()
+    assert text.startswith('{\n  "')  # indented by two, as every published card
+    card = json.loads(text)
+    assert card["sha256"]["report.md"] == hashlib.sha256(b"# compared\n").hexdigest()
+    assert set(card["evaluation"]) == {"onnx_vs_torch_max_abs_diff"}
+    assert card["training"] == {"note": "random weights, for tests"}
+    assert card["frameworks"] == export.framework_versions()
+    assert card["created_at"].endswith("Z") and "." not in card["created_at"]  # UTC, whole seconds
+    assert card["labels"] == artifacts.LABELS
+
+
+def test_a_non_finite_threshold_or_a_disagreement_at_the_tolerance_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.calibrate import conformal_threshold
+
+    bad = dataclasses.replace(conformal_threshold(np.random.default_rng(0).random(100), 0.95), value=float("nan"))
+    with pytest.raises(ValueError, match="threshold must be finite, got nan"):
+        artifacts_publish(tmp_path, None, threshold=bad)
+    monkeypatch.setattr(export, "max_abs_difference", lambda *a: {"logits": 1e-4})  # exactly the tolerance
+    with pytest.raises(RuntimeError, match="disagrees"):
+        publish_tiny(tmp_path)
