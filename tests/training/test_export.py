@@ -158,6 +158,10 @@ def test_a_pac_threshold_is_recorded_with_its_rule() -> None:
     assert spec.order_statistic == threshold.order_statistic is not None
     assert spec.promise == threshold.promise and "1 - delta" in spec.promise
     assert (spec.calibration_split, spec.calibration_samples) == ("val", 200)
+    from training.calibrate import conformal_threshold
+
+    conformal = export.threshold_spec(conformal_threshold(np.linspace(0.0, 1.0, 200), 0.9), "val")
+    assert conformal.method == "conformal_quantile" and conformal.delta is None
 
 
 def test_the_card_records_the_frameworks_by_name() -> None:
@@ -220,3 +224,17 @@ def test_a_non_finite_threshold_or_a_disagreement_at_the_tolerance_is_refused(
     monkeypatch.setattr(export, "max_abs_difference", lambda *a: {"logits": 1e-4})  # exactly the tolerance
     with pytest.raises(RuntimeError, match="disagrees"):
         publish_tiny(tmp_path)
+
+
+def test_a_version_that_appears_while_publishing_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def racing_rename(source: Path, target: Path) -> None:
+        Path(target).mkdir(parents=True)  # another publisher got there first
+        (Path(target) / "card.json").write_text("{}")
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(export.os, "rename", racing_rename)
+    with pytest.raises(export.ArtifactExistsError, match=r"tiny/1 appeared while publishing: \[Errno 39\]"):
+        publish_tiny(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1"]  # the staging copy is gone
