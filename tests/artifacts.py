@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.calibrate import conformal_threshold
+from training.calibrate import Threshold, conformal_threshold
 from training.card import ImageInputSpec
 from training.export import Gate, publish_artifact
 from training.image.nets import NetConfig, build_net
@@ -21,7 +21,15 @@ def make_gate(seed: int = 0, temperature: float = 1.7) -> Gate:
     return Gate(net, [0.13], [0.31], temperature).eval()
 
 
-def publish_tiny(models_dir: Path, name: str = "tiny", version: int | None = None, seed: int = 0) -> Path:
+def publish_tiny(
+    models_dir: Path,
+    name: str = "tiny",
+    version: int | None = None,
+    seed: int = 0,
+    *,
+    threshold: Threshold | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """A random-weight 28x28 artifact: the real export path, in a few seconds."""
     rng = np.random.default_rng(seed)
     return publish_artifact(
@@ -31,9 +39,10 @@ def publish_tiny(models_dir: Path, name: str = "tiny", version: int | None = Non
         version=version,
         labels=LABELS,
         input_spec=ImageInputSpec(channels=1, height=28, width=28, mean=[0.13], std=[0.31]),
-        threshold=conformal_threshold(rng.random(100), 0.95),
+        threshold=threshold or conformal_threshold(rng.random(100), 0.95),
         calibration_split="random",
         evaluation={},
         training={"note": "random weights, for tests"},
         check_images=rng.random((8, 1, 28, 28), dtype=np.float32),
+        extra_files=extra_files,
     )

@@ -3,7 +3,6 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -169,29 +168,6 @@ def test_the_card_records_the_frameworks_by_name() -> None:
     assert export.framework_versions()["torch"] == torch.__version__
 
 
-def artifacts_publish(models_dir: Path, extra_files: dict[str, bytes] | None, threshold: Any = None) -> Path:
-    """publish_tiny's artifact with extra files and, optionally, another threshold."""
-    from tests import artifacts
-    from training.calibrate import conformal_threshold
-    from training.card import ImageInputSpec
-
-    rng = np.random.default_rng(0)
-    return export.publish_artifact(
-        make_gate(),
-        models_dir=models_dir,
-        name="tiny",
-        version=None,
-        labels=artifacts.LABELS,
-        input_spec=ImageInputSpec(channels=1, height=28, width=28, mean=[0.13], std=[0.31]),
-        threshold=threshold or conformal_threshold(rng.random(100), 0.95),
-        calibration_split="random",
-        evaluation={},
-        training={"note": "random weights, for tests"},
-        check_images=rng.random((4, 1, 28, 28), dtype=np.float32),
-        extra_files=extra_files,
-    )
-
-
 def test_extra_files_are_written_checksummed_and_may_not_replace_the_graph_or_card(tmp_path: Path) -> None:
     import hashlib
 
@@ -199,8 +175,8 @@ def test_extra_files_are_written_checksummed_and_may_not_replace_the_graph_or_ca
 
     for reserved in (["model.onnx"], ["card.json", "model.onnx"]):
         with pytest.raises(ValueError, match=re.escape(f"extra files may not replace {reserved}")):
-            artifacts_publish(tmp_path, {name: b"x" for name in reserved})
-    version = artifacts_publish(tmp_path, {"report.md": b"# compared\n"})
+            publish_tiny(tmp_path, extra_files={name: b"x" for name in reserved})
+    version = publish_tiny(tmp_path, extra_files={"report.md": b"# compared\n"})
     assert (version / "report.md").read_bytes() == b"# compared\n"
     text = (version / "card.json").read_text()
     assert text.startswith('{\n  "')  # indented by two, as every published card
@@ -220,7 +196,7 @@ def test_a_non_finite_threshold_or_a_disagreement_at_the_tolerance_is_refused(
 
     bad = dataclasses.replace(conformal_threshold(np.random.default_rng(0).random(100), 0.95), value=float("nan"))
     with pytest.raises(ValueError, match="threshold must be finite, got nan"):
-        artifacts_publish(tmp_path, None, threshold=bad)
+        publish_tiny(tmp_path, threshold=bad)
     monkeypatch.setattr(export, "max_abs_difference", lambda *a: {"logits": 1e-4})  # exactly the tolerance
     with pytest.raises(RuntimeError, match="disagrees"):
         publish_tiny(tmp_path)

@@ -4,6 +4,7 @@ errors' wording."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -83,9 +84,8 @@ def test_random_character_words_are_one_to_ten_characters_of_the_whole_alphabet(
 
 
 def test_shuffled_texts_can_draw_the_first_validation_text() -> None:
-    data = _tiny(("a training text",))
-    data = TextInDistribution(
-        "tiny", ("only",), data.train, TextSet(("first", "second"), np.zeros(2, dtype=np.int64)), data.test, "tiny"
+    data = dataclasses.replace(
+        _tiny(("a training text",)), val=TextSet(("first", "second"), np.zeros(2, dtype=np.int64))
     )
     texts = load_text_validation_anomalies("val-shuffled", data, size=50, seed=0)
     assert set(texts) == {"first", "second"}

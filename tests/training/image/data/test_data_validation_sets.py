@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -165,15 +166,20 @@ def test_rotate_turns_every_digit_but_zero_a_quarter_either_way() -> None:
     assert all(turns == {1, 3} for turns in found.values())
 
 
+def _chimera_sources(val: np.ndarray, image: np.ndarray) -> tuple[int, int]:
+    left = [i for i in range(len(val)) if np.array_equal(val[i][:, :, :14], image[:, :, :14])]
+    right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
+    assert len(left) == 1 and len(right) == 1
+    return left[0], right[0]
+
+
 def test_chimera_joins_halves_of_two_digits_of_different_classes() -> None:
     data = _digits()
     val, labels = _val(data), data.val.labels
     images = load_validation_anomalies("val-chimera", data, n=30, seed=0)
     for image in images:
-        left = [i for i in range(len(val)) if np.array_equal(val[i][:, :, :14], image[:, :, :14])]
-        right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
-        assert len(left) == 1 and len(right) == 1
-        assert labels[left[0]] != labels[right[0]]
+        left, right = _chimera_sources(val, image)
+        assert labels[left] != labels[right]
 
 
 def _marked_digits(n: int = 60) -> InDistribution:
@@ -317,15 +323,11 @@ def _digest(images: list[np.ndarray]) -> str:
     return hashlib.sha256(b"".join(np.round(i.astype(np.float64), 5).tobytes() for i in images)).hexdigest()[:16]
 
 
-def _named(data: InDistribution, names: tuple[str, ...]) -> InDistribution:
-    return InDistribution(data.name, names, data.train, data.val, data.test, data.description)
-
-
 @pytest.mark.parametrize("name", DEFAULT_VALIDATION_SET_NAMES)
 def test_validation_sets_are_the_ones_earlier_rounds_were_scored_on(name: str) -> None:
     assert set(IMAGE_DIGESTS) == set(DEFAULT_VALIDATION_SET_NAMES)
     digits = _digits(background=True)
-    animals = _named(digits, tuple(f"animal{d}" for d in DIGITS))
+    animals = dataclasses.replace(digits, class_names=tuple(f"animal{d}" for d in DIGITS))
     got = tuple(_digest([load_anomalies(name, data, n=n, seed=3) for n in (25, 40, 60)]) for data in (digits, animals))
     assert got == IMAGE_DIGESTS[name]
 
@@ -337,7 +339,7 @@ def test_the_held_out_classes_set_is_the_one_earlier_rounds_were_scored_on() -> 
 
 
 def test_mirror_and_rotate_treat_every_image_alike_when_class_names_are_no_digits() -> None:
-    data = _named(_marked_digits(n=40), tuple(f"animal{d}" for d in DIGITS))
+    data = dataclasses.replace(_marked_digits(n=40), class_names=tuple(f"animal{d}" for d in DIGITS))
     val = _val(data)
     mirrored = load_validation_anomalies("val-mirror", data, n=40, seed=0)
     flipped = val[:, :, :, ::-1]
@@ -356,27 +358,19 @@ def test_pixelate_averages_a_tiny_image_to_one_value() -> None:
     np.testing.assert_allclose(out, np.broadcast_to(val.mean(axis=(2, 3), keepdims=True), out.shape), atol=1e-6)
 
 
-def _with_val_labels(data: InDistribution, labels: np.ndarray | None) -> InDistribution:
-    val = ImageSet(data.val.images, labels)
-    return InDistribution(data.name, data.class_names, data.train, val, data.test, data.description)
-
-
-def _chimera_sources(val: np.ndarray, image: np.ndarray) -> tuple[int, int]:
-    left = [i for i in range(len(val)) if np.array_equal(val[i][:, :, :14], image[:, :, :14])]
-    right = [i for i in range(len(val)) if np.array_equal(val[i][:, :, 14:], image[:, :, 14:])]
-    assert len(left) == 1 and len(right) == 1
-    return left[0], right[0]
-
-
 def test_chimera_pairs_across_two_classes_and_pairs_any_two_images_of_one_class_or_none() -> None:
     data = _digits()
     val = _val(data)
     two = data.val.labels % 2
-    for image in load_validation_anomalies("val-chimera", _with_val_labels(data, two), n=200, seed=0):
+    for image in load_validation_anomalies(
+        "val-chimera", dataclasses.replace(data, val=ImageSet(data.val.images, two)), n=200, seed=0
+    ):
         left, right = _chimera_sources(val, image)
         assert two[left] != two[right]  # redrawn until the classes differ, with only two classes as with ten
     for labels in (np.zeros(len(val), dtype=np.int64), None):  # no second class to pair with: two different images
-        images = load_validation_anomalies("val-chimera", _with_val_labels(data, labels), n=50, seed=0)
+        images = load_validation_anomalies(
+            "val-chimera", dataclasses.replace(data, val=ImageSet(data.val.images, labels)), n=50, seed=0
+        )
         assert images.shape == (50, 1, 28, 28)
         assert all(np.subtract(*_chimera_sources(val, image)) != 0 for image in images)
 
